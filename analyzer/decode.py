@@ -58,11 +58,87 @@ TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOPT_WSCALE = 0, 1, 2, 3  # RFC 9293, RFC 
 TCPOPT_SACK_PERM, TCPOPT_SACK, TCPOPT_TIMESTAMP = 4, 5, 8  # RFC 2018, RFC 7323
 TCPOPT_TFO, TCPOPT_EXP, TFO_EXP_MAGIC = 34, 254, 0xF989  # RFC 7413 (and its experimental form)
 
-# -- rows of the integer work matrix the kernel fills ---------------------------------------------
-(K_STATUS, K_VLAN, K_VLAN2, K_IPVER, K_IPOFF, K_IPID, K_TTL, K_SPORT, K_DPORT, K_SEQ, K_ACK, K_FLAGS,
- K_WIN, K_HLEN, K_PLEN, K_TRUNC, K_MSS, K_WS, K_SACKP, K_SACKN, K_TSVAL, K_TSECR, K_TFO) = range(23)
-K_SACK0 = 23  # 2 * SACK_MAX_BLOCKS edges follow
-N_K = K_SACK0 + 2 * SACK_MAX_BLOCKS
+# -- column storage -----------------------------------------------------------------------------
+# The kernel writes each TCP row straight into typed matrices, one per dtype, one matrix row per
+# packet-table column; the DataFrame's columns are views of those rows (no conversion pass).
+I64_COLS = ("frame", "ts_ns", "tsval", "tsecr")
+I32_COLS = ("vlan", "vlan_inner", "ip_id", "payload_len", "caplen", "wirelen", "mss",
+            "src_id", "dst_id")  # the last two: address codes, filled in Python
+U32_COLS = ("seq_raw", "ack_raw",
+            *[f"sack{b}_{e}" for b in range(1, SACK_MAX_BLOCKS + 1) for e in ("le", "re")],
+            "src_w0", "src_w1", "src_w2", "src_w3", "dst_w0", "dst_w1", "dst_w2", "dst_w3")
+U16_COLS = ("sport", "dport", "flags", "window")
+I16_COLS = ("interface", "ttl", "tcp_hlen", "wscale", "tfo_cookie_len")
+I8_COLS = ("ip_version", "sack_count")
+B_COLS = ("fragmented", "truncated", "sack_permitted")  # stored as uint8, shown as bool
+GROUPS = (("int64", I64_COLS), ("int32", I32_COLS), ("uint32", U32_COLS), ("uint16", U16_COLS),
+          ("int16", I16_COLS), ("int8", I8_COLS), ("uint8", B_COLS))
+
+# matrix row of each column (numba folds these module constants into the kernel)
+Q_FRAME, Q_TSNS, Q_TSVAL, Q_TSECR = range(4)
+Q_VLAN, Q_VLAN2, Q_IPID, Q_PLEN, Q_CAPLEN, Q_WIRELEN, Q_MSS, Q_SRCID, Q_DSTID = range(9)
+Q_SEQ, Q_ACK, Q_SACK0 = 0, 1, 2
+Q_SRC0 = Q_SACK0 + 2 * SACK_MAX_BLOCKS
+Q_DST0 = Q_SRC0 + 4
+Q_SPORT, Q_DPORT, Q_FLAGS, Q_WIN = range(4)
+Q_IFACE, Q_TTL, Q_HLEN, Q_WS, Q_TFO = range(5)
+Q_IPVER, Q_SACKN = range(2)
+Q_FRAG, Q_TRUNC, Q_SACKP = range(3)
+
+
+class ColumnStore:
+    """Typed matrices with room for ``capacity`` rows; ``n`` rows are filled."""
+
+    def __init__(self, capacity: int):
+        self.capacity = max(int(capacity), 1)
+        self.n = 0
+        # np.empty does not touch memory: an over-estimated capacity costs address space, not RSS.
+        self.mats = tuple(np.empty((len(names), self.capacity), dtype=dt) for dt, names in GROUPS)
+
+    def reserve(self, more: int) -> None:
+        if self.n + more <= self.capacity:
+            return
+        cap = max(self.capacity * 2, self.n + more)
+        mats = tuple(np.empty((m.shape[0], cap), dtype=m.dtype) for m in self.mats)
+        for old, new in zip(self.mats, mats):
+            new[:, :self.n] = old[:, :self.n]
+        self.mats, self.capacity = mats, cap
+
+    def column(self, name: str) -> np.ndarray:
+        for (dt, names), m in zip(GROUPS, self.mats):
+            if name in names:
+                col = m[names.index(name), :self.n]
+                return col.view(bool) if dt == "uint8" else col
+        raise KeyError(name)
+
+    def words(self, prefix: str) -> np.ndarray:
+        """(n, 4) uint32 address words of ``src`` or ``dst``."""
+        u32 = self.mats[2]
+        first = U32_COLS.index(prefix + "_w0")
+        return u32[first:first + 4, :self.n].T
+
+    def append(self, other: "ColumnStore") -> None:
+        self.reserve(other.n)
+        for m, o in zip(self.mats, other.mats):
+            m[:, self.n:self.n + other.n] = o[:, :other.n]
+        self.n += other.n
+
+    @classmethod
+    def concat(cls, stores: list["ColumnStore"]) -> "ColumnStore":
+        """One store holding the rows of ``stores`` in order (one copy per matrix)."""
+        if len(stores) == 1:
+            return stores[0]
+        out = cls.__new__(cls)
+        out.n = out.capacity = sum(s.n for s in stores)
+        out.mats = tuple(np.concatenate([s.mats[g][:, :s.n] for s in stores], axis=1)
+                         if stores else np.empty((len(names), 0), dtype=dt)
+                         for g, (dt, names) in enumerate(GROUPS))
+        return out
+
+    def reorder(self, order: np.ndarray, start: int) -> None:
+        """Reorder rows ``start:`` by ``order`` (indices relative to ``start``)."""
+        for m in self.mats:
+            m[:, start:self.n] = m[:, start:self.n][:, order]
 
 
 @njit(cache=True, inline="always")
@@ -76,23 +152,32 @@ def _be32(d, p):
 
 
 @njit(cache=True)
-def _decode_tcp(d, t, tcp_len, end, i, k):
+def _decode_tcp(d, t, tcp_len, end, j, i64, i32, u32, u16, i16, i8, b):
     if tcp_len < 20:
         return ST_BAD_TCP
     if t + 20 > end:
         return ST_SHORT
-    k[K_SPORT, i] = _be16(d, t)
-    k[K_DPORT, i] = _be16(d, t + 2)
-    k[K_SEQ, i] = _be32(d, t + 4)
-    k[K_ACK, i] = _be32(d, t + 8)
     hlen = (np.int64(d[t + 12]) >> 4) * 4
-    k[K_FLAGS, i] = ((np.int64(d[t + 12]) & 0xF) << 8) | np.int64(d[t + 13])  # 3 reserved bits too, as tshark
-    k[K_WIN, i] = _be16(d, t + 14)
-    k[K_HLEN, i] = hlen
     if hlen < 20 or hlen > tcp_len:
         return ST_BAD_TCP
-    k[K_PLEN, i] = tcp_len - hlen
-    k[K_TRUNC, i] = 1 if t + tcp_len > end else 0
+    u16[Q_SPORT, j] = _be16(d, t)
+    u16[Q_DPORT, j] = _be16(d, t + 2)
+    u32[Q_SEQ, j] = _be32(d, t + 4)
+    u32[Q_ACK, j] = _be32(d, t + 8)
+    u16[Q_FLAGS, j] = ((np.int64(d[t + 12]) & 0xF) << 8) | np.int64(d[t + 13])  # reserved bits too, as tshark
+    u16[Q_WIN, j] = _be16(d, t + 14)
+    i16[Q_HLEN, j] = hlen
+    i32[Q_PLEN, j] = tcp_len - hlen
+    b[Q_TRUNC, j] = 1 if t + tcp_len > end else 0
+    i32[Q_MSS, j] = -1
+    i16[Q_WS, j] = -1
+    i16[Q_TFO, j] = -1
+    b[Q_SACKP, j] = 0
+    i8[Q_SACKN, j] = 0
+    for e in range(2 * SACK_MAX_BLOCKS):
+        u32[Q_SACK0 + e, j] = 0
+    i64[Q_TSVAL, j] = -1
+    i64[Q_TSECR, j] = -1
     o = t + 20
     oend = min(t + hlen, end)
     while o < oend:
@@ -108,32 +193,33 @@ def _decode_tcp(d, t, tcp_len, end, i, k):
         if olen < 2 or o + olen > oend:
             break
         if kind == TCPOPT_MSS and olen == 4:
-            k[K_MSS, i] = _be16(d, o + 2)
+            i32[Q_MSS, j] = _be16(d, o + 2)
         elif kind == TCPOPT_WSCALE and olen == 3:
-            k[K_WS, i] = d[o + 2]
+            i16[Q_WS, j] = d[o + 2]
         elif kind == TCPOPT_SACK_PERM and olen == 2:
-            k[K_SACKP, i] = 1
+            b[Q_SACKP, j] = 1
         elif kind == TCPOPT_SACK and olen >= 10 and (olen - 2) % 8 == 0:
             nb = min((olen - 2) // 8, SACK_MAX_BLOCKS)
-            k[K_SACKN, i] = nb
-            for b in range(nb):
-                k[K_SACK0 + 2 * b, i] = _be32(d, o + 2 + 8 * b)
-                k[K_SACK0 + 2 * b + 1, i] = _be32(d, o + 6 + 8 * b)
+            i8[Q_SACKN, j] = nb
+            for s in range(nb):
+                u32[Q_SACK0 + 2 * s, j] = _be32(d, o + 2 + 8 * s)
+                u32[Q_SACK0 + 2 * s + 1, j] = _be32(d, o + 6 + 8 * s)
         elif kind == TCPOPT_TIMESTAMP and olen == 10:
-            k[K_TSVAL, i] = _be32(d, o + 2)
-            k[K_TSECR, i] = _be32(d, o + 6)
+            i64[Q_TSVAL, j] = _be32(d, o + 2)
+            i64[Q_TSECR, j] = _be32(d, o + 6)
         elif kind == TCPOPT_TFO:
-            k[K_TFO, i] = olen - 2
+            i16[Q_TFO, j] = olen - 2
         elif kind == TCPOPT_EXP and olen >= 4 and _be16(d, o + 2) == TFO_EXP_MAGIC:
-            k[K_TFO, i] = olen - 4
+            i16[Q_TFO, j] = olen - 4
         o += olen
     return ST_TCP
 
 
 @njit(cache=True)
-def _decode_ip(d, p, end, wend, ipver, i, k, addr):
-    k[K_IPVER, i] = ipver
-    k[K_IPOFF, i] = p
+def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
+    """Decode the IP layer at ``p`` into row ``j``; returns a status (ST_FRAGMENT: Python's turn)."""
+    i8[Q_IPVER, j] = ipver
+    i32[Q_IPID, j] = -1
     if ipver == 4:
         if p + 20 > end:
             return ST_SHORT
@@ -147,13 +233,13 @@ def _decode_ip(d, p, end, wend, ipver, i, k, addr):
             return ST_BAD_IP
         if total > wend - p:  # longer than the frame on the wire: trust the frame (as Wireshark)
             total = wend - p
-        k[K_IPID, i] = _be16(d, p + 4)
-        k[K_TTL, i] = d[p + 8]
-        for w in range(4):
-            addr[i, w] = 0
-            addr[i, 4 + w] = 0
-        addr[i, 3] = _be32(d, p + 12)
-        addr[i, 7] = _be32(d, p + 16)
+        i32[Q_IPID, j] = _be16(d, p + 4)
+        i16[Q_TTL, j] = d[p + 8]
+        for w in range(3):
+            u32[Q_SRC0 + w, j] = 0
+            u32[Q_DST0 + w, j] = 0
+        u32[Q_SRC0 + 3, j] = _be32(d, p + 12)
+        u32[Q_DST0 + 3, j] = _be32(d, p + 16)
         frag = _be16(d, p + 6)
         if (frag & 0x2000) or (frag & 0x1FFF):
             return ST_FRAGMENT
@@ -161,7 +247,7 @@ def _decode_ip(d, p, end, wend, ipver, i, k, addr):
             return ST_NOT_TCP
         if p + ihl > end:
             return ST_SHORT
-        return _decode_tcp(d, p + ihl, total - ihl, end, i, k)
+        return _decode_tcp(d, p + ihl, total - ihl, end, j, i64, i32, u32, u16, i16, i8, b)
     if ipver == 6:
         if p + 40 > end:
             return ST_SHORT
@@ -169,10 +255,10 @@ def _decode_ip(d, p, end, wend, ipver, i, k, addr):
             return ST_BAD_IP
         remaining = _be16(d, p + 4)
         nh = d[p + 6]
-        k[K_TTL, i] = d[p + 7]
+        i16[Q_TTL, j] = d[p + 7]
         for w in range(4):
-            addr[i, w] = _be32(d, p + 8 + 4 * w)
-            addr[i, 4 + w] = _be32(d, p + 24 + 4 * w)
+            u32[Q_SRC0 + w, j] = _be32(d, p + 8 + 4 * w)
+            u32[Q_DST0 + w, j] = _be32(d, p + 24 + 4 * w)
         q = p + 40
         if remaining == 0:  # jumbogram or TSO: take what was captured
             remaining = end - q
@@ -189,7 +275,7 @@ def _decode_ip(d, p, end, wend, ipver, i, k, addr):
                 hl = (np.int64(d[q + 1]) + 2) * 4
             elif nh == IPV6_EXT_FRAGMENT:
                 hl = 8
-                k[K_IPID, i] = _be32(d, q + 4)
+                i32[Q_IPID, j] = _be32(d, q + 4)
                 fo = _be16(d, q + 2)
                 if (fo >> 3) != 0 or (fo & 1):
                     return ST_FRAGMENT
@@ -202,101 +288,110 @@ def _decode_ip(d, p, end, wend, ipver, i, k, addr):
             return ST_NOT_TCP
         if remaining < 0:
             return ST_BAD_IP
-        return _decode_tcp(d, q, remaining, end, i, k)
+        return _decode_tcp(d, q, remaining, end, j, i64, i32, u32, u16, i16, i8, b)
     return ST_BAD_IP
 
 
 @njit(cache=True)
-def _decode_frames(d, offsets, caplens, wirelens, linktypes, k, addr):
+def _link_layer(d, p, end, lt, j, i32):
+    """Skip the link header of one frame; returns (ip offset, ip version, status)."""
+    i32[Q_VLAN, j] = -1
+    i32[Q_VLAN2, j] = -1
+    etype = -1
+    ipver = 0
+    if lt == 1:  # Ethernet
+        if p + 14 > end:
+            return p, 0, ST_SHORT
+        etype = _be16(d, p + 12)
+        p += 14
+    elif lt == 113:  # Linux SLL: protocol at byte 14
+        if p + 16 > end:
+            return p, 0, ST_SHORT
+        etype = _be16(d, p + 14)
+        p += 16
+    elif lt == 276:  # Linux SLL2: protocol first
+        if p + 20 > end:
+            return p, 0, ST_SHORT
+        etype = _be16(d, p)
+        p += 20
+    elif lt == 0 or lt == 108:  # BSD loopback: address family, host (0) or network (108) order
+        if p + 4 > end:
+            return p, 0, ST_SHORT
+        af = _be32(d, p)
+        if lt == 0 and af > 0xFFFF:
+            af = ((af & 0xFF) << 24) | ((af & 0xFF00) << 8) | ((af >> 8) & 0xFF00) | (af >> 24)
+        p += 4
+        if af == 2:
+            ipver = 4
+        elif af == 10 or af == 24 or af == 28 or af == 30:
+            ipver = 6
+        else:
+            return p, 0, ST_NOT_IP
+    elif lt == 101 or lt == 12 or lt == 14:  # raw IP: version nibble
+        if p + 1 > end:
+            return p, 0, ST_SHORT
+        ipver = d[p] >> 4
+    elif lt == 228:
+        ipver = 4
+    elif lt == 229:
+        ipver = 6
+    else:
+        return p, 0, ST_UNKNOWN_LINK
+    if etype != -1:
+        tags = 0
+        while (etype == ETHERTYPE_VLAN or etype == ETHERTYPE_QINQ or etype == ETHERTYPE_QINQ_OLD) \
+                and p + 4 <= end:
+            tci = _be16(d, p) & 0xFFF
+            if tags == 0:
+                i32[Q_VLAN, j] = tci
+            elif tags == 1:
+                i32[Q_VLAN2, j] = tci
+            etype = _be16(d, p + 2)
+            p += 4
+            tags += 1
+        if etype == ETHERTYPE_IPV4:
+            ipver = 4
+        elif etype == ETHERTYPE_IPV6:
+            ipver = 6
+        else:
+            return p, 0, ST_NOT_IP
+    return p, ipver, ST_TCP
+
+
+@njit(cache=True)
+def _decode_frames(d, offsets, caplens, wirelens, linktypes, ts_ns, ifaces, first_frame, start,
+                   i64, i32, u32, u16, i16, i8, b, counts, frag_idx, frag_off, frag_ver, frag_vlan):
+    """Decode every frame; TCP rows are written compactly from row ``start``.
+
+    Returns (rows written, fragments found). ``counts[status]`` counts frames by status.
+    """
+    j = start
+    nf = 0
     for i in range(len(offsets)):
         p = offsets[i]
         end = p + caplens[i]
         wend = p + max(wirelens[i], caplens[i])
-        lt = linktypes[i]
-        k[K_VLAN, i] = -1
-        k[K_VLAN2, i] = -1
-        k[K_IPID, i] = -1
-        k[K_MSS, i] = -1
-        k[K_WS, i] = -1
-        k[K_TSVAL, i] = -1
-        k[K_TSECR, i] = -1
-        k[K_TFO, i] = -1
-        etype = -1
-        ipver = 0
-        if lt == 1:  # Ethernet
-            if p + 14 > end:
-                k[K_STATUS, i] = ST_SHORT
-                continue
-            etype = _be16(d, p + 12)
-            p += 14
-        elif lt == 113:  # Linux SLL: protocol at 14
-            if p + 16 > end:
-                k[K_STATUS, i] = ST_SHORT
-                continue
-            etype = _be16(d, p + 14)
-            p += 16
-        elif lt == 276:  # Linux SLL2: protocol first
-            if p + 20 > end:
-                k[K_STATUS, i] = ST_SHORT
-                continue
-            etype = _be16(d, p)
-            p += 20
-        elif lt == 0 or lt == 108:  # BSD loopback: address family, host (0) or network (108) order
-            if p + 4 > end:
-                k[K_STATUS, i] = ST_SHORT
-                continue
-            af = _be32(d, p)
-            if lt == 0 and af > 0xFFFF:
-                af = ((af & 0xFF) << 24) | ((af & 0xFF00) << 8) | ((af >> 8) & 0xFF00) | (af >> 24)
-            p += 4
-            if af == 2:
-                ipver = 4
-            elif af == 10 or af == 24 or af == 28 or af == 30:
-                ipver = 6
-            else:
-                k[K_STATUS, i] = ST_NOT_IP
-                continue
-        elif lt == 101 or lt == 12 or lt == 14:  # raw IP: version nibble
-            if p + 1 > end:
-                k[K_STATUS, i] = ST_SHORT
-                continue
-            ipver = d[p] >> 4
-        elif lt == 228:
-            ipver = 4
-        elif lt == 229:
-            ipver = 6
-        else:
-            k[K_STATUS, i] = ST_UNKNOWN_LINK
+        p, ipver, st = _link_layer(d, p, end, linktypes[i], j, i32)
+        if st == ST_TCP:
+            st = _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
+        counts[st] += 1
+        if st == ST_FRAGMENT:
+            frag_idx[nf] = i
+            frag_off[nf] = p
+            frag_ver[nf] = ipver
+            frag_vlan[nf, 0] = i32[Q_VLAN, j]
+            frag_vlan[nf, 1] = i32[Q_VLAN2, j]
+            nf += 1
+        if st != ST_TCP:
             continue
-        if etype != -1:
-            tags = 0
-            while (etype == ETHERTYPE_VLAN or etype == ETHERTYPE_QINQ or etype == ETHERTYPE_QINQ_OLD) \
-                    and p + 4 <= end:
-                tci = _be16(d, p) & 0xFFF
-                if tags == 0:
-                    k[K_VLAN, i] = tci
-                elif tags == 1:
-                    k[K_VLAN2, i] = tci
-                etype = _be16(d, p + 2)
-                p += 4
-                tags += 1
-            if etype == ETHERTYPE_IPV4:
-                ipver = 4
-            elif etype == ETHERTYPE_IPV6:
-                ipver = 6
-            else:
-                k[K_STATUS, i] = ST_NOT_IP
-                continue
-        k[K_STATUS, i] = _decode_ip(d, p, end, wend, ipver, i, k, addr)
-
-
-def _kernel(data, offsets, caplens, wirelens, linktypes) -> tuple[np.ndarray, np.ndarray]:
-    n = len(offsets)
-    k = np.zeros((N_K, n), dtype=np.int64)
-    addr = np.zeros((n, 8), dtype=np.uint32)
-    if n:
-        _decode_frames(data, offsets, caplens, wirelens, linktypes, k, addr)
-    return k, addr
+        i64[Q_FRAME, j] = first_frame + i
+        i64[Q_TSNS, j] = ts_ns[i]
+        i16[Q_IFACE, j] = ifaces[i]
+        i32[Q_CAPLEN, j] = caplens[i]
+        i32[Q_WIRELEN, j] = max(wirelens[i], caplens[i])
+        b[Q_FRAG, j] = 0
+        j += 1
+    return j - start, nf
 
 
 # -- IP fragment reassembly (Python; fragments only) ----------------------------------------------
@@ -421,18 +516,6 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 # -- batch decoder ----------------------------------------------------------------------------------
-_INT_COLUMNS = {  # packet-table column -> kernel row
-    "vlan": K_VLAN, "vlan_inner": K_VLAN2, "ip_version": K_IPVER, "ip_id": K_IPID, "ttl": K_TTL,
-    "sport": K_SPORT, "dport": K_DPORT, "seq_raw": K_SEQ, "ack_raw": K_ACK, "flags": K_FLAGS,
-    "window": K_WIN, "tcp_hlen": K_HLEN, "payload_len": K_PLEN, "truncated": K_TRUNC, "mss": K_MSS,
-    "wscale": K_WS, "sack_permitted": K_SACKP, "sack_count": K_SACKN, "tsval": K_TSVAL,
-    "tsecr": K_TSECR, "tfo_cookie_len": K_TFO,
-    **{f"sack{b + 1}_{e}": K_SACK0 + 2 * b + j for b in range(SACK_MAX_BLOCKS)
-       for j, e in enumerate(("le", "re"))},
-}
-_DTYPES = {c.name: c.dtype for c in PACKET_COLUMNS}
-
-
 @dataclass
 class DecodeStats:
     """What the decoder met: frames, TCP rows and skipped frames by reason."""
@@ -445,168 +528,159 @@ class DecodeStats:
         return {"frames": self.frames, "tcp_segments": self.tcp_segments, "skipped": dict(self.skipped)}
 
 
+def _address_text(ipver: int, hi: int, lo: int) -> str:
+    if ipver == 4:
+        return str(ipaddress.IPv4Address(lo))
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+
 class Decoder:
-    """Decodes frame batches into packet-table columns, carrying fragment state between batches."""
+    """Decodes frame batches into a ``ColumnStore``, carrying state between batches.
+
+    State carried: pending IP fragments, and the address list (``addresses``), so that the address
+    codes of every batch index one list that only grows (first appearance order).
+    """
 
     def __init__(self):
         self.defrag = Defragmenter()
         self.stats = DecodeStats()
+        self.addresses: list[str] = []
+        self._address_ids: dict[tuple[int, int, int], int] = {}
 
-    def decode(self, batch: FrameBatch) -> dict[str, np.ndarray]:
-        """Decode one batch into a dict of column arrays (addresses as ``src_words``/``dst_words``)."""
-        k, addr = _kernel(batch.data, batch.offsets, batch.caplens, batch.wirelens, batch.linktypes)
-        status = k[K_STATUS]
+    def decode_into(self, batch: FrameBatch, store: ColumnStore) -> None:
+        """Append the TCP rows of ``batch`` to ``store``."""
+        start = store.n
+        store.reserve(len(batch))
+        counts = np.zeros(ST_SHORT + 1, dtype=np.int64)
+        nfmax = len(batch)
+        frag_idx, frag_off = np.empty(nfmax, np.int64), np.empty(nfmax, np.int64)
+        frag_ver, frag_vlan = np.empty(nfmax, np.int64), np.empty((nfmax, 2), np.int64)
+        rows, nf = _decode_frames(batch.data, batch.offsets, batch.caplens, batch.wirelens,
+                                  batch.linktypes, batch.ts_ns, batch.interfaces, batch.first_frame,
+                                  start, *store.mats, counts, frag_idx, frag_off, frag_ver, frag_vlan)
+        store.n += rows
         self.stats.frames += len(batch)
-        self._count_skips(status, batch.linktypes)
-        rows = np.flatnonzero(status == ST_TCP)
-        cols = self._columns(batch, k, addr, rows)
-        frags = np.flatnonzero(status == ST_FRAGMENT)
-        if len(frags):
-            extra = self._reassemble(batch, k, frags)
-            if extra is not None:
-                cols = {name: np.concatenate([cols[name], extra[name]]) for name in cols}
-                order = np.argsort(cols["frame"], kind="stable")
-                cols = {name: a[order] for name, a in cols.items()}
-        self.stats.tcp_segments += len(cols["frame"])
-        return cols
+        self._count_skips(counts, batch.linktypes)
+        if nf:
+            self._reassemble(batch, store, frag_idx[:nf], frag_off[:nf], frag_ver[:nf], frag_vlan[:nf])
+            order = np.argsort(store.mats[0][Q_FRAME, start:store.n], kind="stable")
+            store.reorder(order, start)
+        self._code_addresses(store, start)
+        self.stats.tcp_segments += store.n - start
 
     def finish(self) -> None:
         """Count fragment sets still incomplete at the end of the capture."""
-        left = len(self.defrag.pending)
-        if left:
-            self.stats.skipped["IP fragments never completed (datagrams)"] += left
-            self.defrag.pending.clear()
+        self.defrag.expired += len(self.defrag.pending)
+        self.defrag.pending.clear()
         if self.defrag.expired:
-            self.stats.skipped["IP fragments timed out (datagrams)"] += self.defrag.expired
+            self.stats.skipped["IP datagrams whose fragments never all arrived"] += self.defrag.expired
             self.defrag.expired = 0
+        if self.defrag.bad:
+            self.stats.skipped["IP fragments that could not be reassembled (cut or malformed)"] += self.defrag.bad
+            self.defrag.bad = 0
 
-    def _count_skips(self, status: np.ndarray, linktypes: np.ndarray) -> None:
-        counts = np.bincount(status, minlength=ST_SHORT + 1)
+    def _count_skips(self, counts: np.ndarray, linktypes: np.ndarray) -> None:
         for code, reason in SKIP_REASONS.items():
             if counts[code]:
                 self.stats.skipped[reason] += int(counts[code])
         if counts[ST_UNKNOWN_LINK]:
-            lts, n = np.unique(linktypes[status == ST_UNKNOWN_LINK], return_counts=True)
+            unknown = ~np.isin(linktypes, KNOWN_LINKTYPES)
+            lts, n = np.unique(linktypes[unknown], return_counts=True)
             for lt, c in zip(lts.tolist(), n.tolist()):
                 name = "frame on an undescribed pcapng interface" if lt == -1 else \
                     f"unknown link type {lt}" + (f" ({LINKTYPE_NAMES[lt]})" if lt in LINKTYPE_NAMES else "")
                 self.stats.skipped[name] += c
 
-    @staticmethod
-    def _columns(batch: FrameBatch, k: np.ndarray, addr: np.ndarray, rows: np.ndarray) -> dict:
-        cols: dict[str, np.ndarray] = {
-            "frame": (batch.first_frame + rows).astype(np.int64),
-            "ts_ns": batch.ts_ns[rows],
-            "interface": batch.interfaces[rows].astype(np.int16),
-            "fragmented": np.zeros(len(rows), dtype=bool),
-            "caplen": batch.caplens[rows].astype(np.int32),
-            "wirelen": batch.wirelens[rows].astype(np.int32),
-        }
-        for name, row in _INT_COLUMNS.items():
-            cols[name] = k[row, rows].astype(_DTYPES[name])
-        cols["src_words"] = addr[rows, :4]
-        cols["dst_words"] = addr[rows, 4:]
-        return cols
-
-    def _reassemble(self, batch: FrameBatch, k: np.ndarray, frags: np.ndarray) -> dict | None:
-        whole, frames = [], []
-        for i in frags.tolist():
-            start = int(k[K_IPOFF, i])
-            end = int(batch.offsets[i] + batch.caplens[i])
+    def _reassemble(self, batch, store, frag_idx, frag_off, frag_ver, frag_vlan) -> None:
+        whole, which = [], []
+        for f, i in enumerate(frag_idx.tolist()):
             ts = int(batch.ts_ns[i])
             self.defrag.expire(ts)
-            got = self.defrag.add(bytes(batch.data[start:end]), int(k[K_IPVER, i]), ts)
+            end = int(batch.offsets[i] + batch.caplens[i])
+            got = self.defrag.add(bytes(batch.data[int(frag_off[f]):end]), int(frag_ver[f]), ts)
             if got is not None:
                 whole.append(got)
-                frames.append(i)
+                which.append(f)
         if not whole:
-            return None
-        sub = FrameBatch.from_frames([w for w, _ in whole], batch.ts_ns[frames].tolist(), LINKTYPE_RAW)
-        sk, saddr = _kernel(sub.data, sub.offsets, sub.caplens, sub.wirelens, sub.linktypes)
-        status = sk[K_STATUS]
-        # The fragments were already counted as frames; count what the datagram turned out to be.
+            return
+        sub = FrameBatch.from_frames([w for w, _ in whole], [0] * len(whole), LINKTYPE_RAW)
+        tmp = ColumnStore(len(sub))
+        counts = np.zeros(ST_SHORT + 1, dtype=np.int64)
+        scratch = [np.empty(len(sub), np.int64) for _ in range(3)]
+        tmp.n, _ = _decode_frames(sub.data, sub.offsets, sub.caplens, sub.wirelens, sub.linktypes,
+                                  sub.ts_ns, sub.interfaces, 0, 0, *tmp.mats, counts, *scratch,
+                                  np.empty((len(sub), 2), np.int64))
         for code, reason in SKIP_REASONS.items():
-            n = int((status == code).sum())
-            if n:
-                self.stats.skipped[reason + " (reassembled datagram)"] += n
-        ok = np.flatnonzero(status == ST_TCP)
-        rows = np.asarray(frames, dtype=np.int64)[ok]
-        cols = self._columns(batch, k, np.zeros((len(batch), 8), np.uint32), rows)
-        for name, row in _INT_COLUMNS.items():
-            if name not in ("vlan", "vlan_inner"):
-                cols[name] = sk[row, ok].astype(_DTYPES[name])
-        cols["ip_id"] = np.asarray([whole[j][1] for j in ok.tolist()], dtype=np.int32) \
-            if len(ok) else np.zeros(0, np.int32)
-        cols["fragmented"][:] = True
-        cols["caplen"] = batch.caplens[rows].astype(np.int32)
-        cols["src_words"] = saddr[ok, :4]
-        cols["dst_words"] = saddr[ok, 4:]
-        return cols
+            if counts[code]:
+                self.stats.skipped[reason + " (reassembled datagram)"] += int(counts[code])
+        # Rows of tmp are datagrams that turned out to be TCP; put back what the frames said.
+        got = tmp.mats[0][Q_FRAME, :tmp.n]  # index into `whole`
+        f = np.asarray(which, dtype=np.int64)[got]
+        i = frag_idx[f]
+        i64, i32, u32, u16, i16, i8, b = (m[:, :tmp.n] for m in tmp.mats)
+        i64[Q_FRAME] = batch.first_frame + i
+        i64[Q_TSNS] = batch.ts_ns[i]
+        i16[Q_IFACE] = batch.interfaces[i]
+        i32[Q_CAPLEN] = batch.caplens[i]
+        i32[Q_WIRELEN] = np.maximum(batch.wirelens[i], batch.caplens[i])
+        i32[Q_VLAN] = frag_vlan[f, 0]
+        i32[Q_VLAN2] = frag_vlan[f, 1]
+        i32[Q_IPID] = np.asarray([whole[g][1] for g in got.tolist()], dtype=np.int64)
+        b[Q_FRAG] = 1
+        store.append(tmp)
+
+    def _code_addresses(self, store: ColumnStore, start: int) -> None:
+        """Fill src_id/dst_id of rows ``start:`` with indices into ``self.addresses``."""
+        n = store.n - start
+        if n == 0:
+            return
+        u32 = store.mats[2]
+        w = [u32[Q_SRC0 + k, start:store.n] for k in range(4)] + [u32[Q_DST0 + k, start:store.n] for k in range(4)]
+        v = np.concatenate([store.mats[5][Q_IPVER, start:store.n]] * 2).astype(np.uint64)
+        hi = np.concatenate([(w[0].astype(np.uint64) << 32) | w[1], (w[4].astype(np.uint64) << 32) | w[5]])
+        lo = np.concatenate([(w[2].astype(np.uint64) << 32) | w[3], (w[6].astype(np.uint64) << 32) | w[7]])
+        if (v == 4).all():
+            codes, uniq = pd.factorize(lo)
+        else:
+            hi_codes, _ = pd.factorize(hi)
+            lo_codes, _ = pd.factorize(lo)
+            key = (hi_codes.astype(np.int64) * (int(lo_codes.max()) + 1) + lo_codes) * 2 + (v == 6)
+            codes, uniq = pd.factorize(key)
+        first = np.empty(len(uniq), dtype=np.int64)
+        first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
+        ids = np.empty(len(uniq), dtype=np.int32)
+        for u, r in enumerate(first.tolist()):
+            addr = (int(v[r]), int(hi[r]), int(lo[r]))
+            got = self._address_ids.get(addr)
+            if got is None:
+                got = self._address_ids[addr] = len(self.addresses)
+                self.addresses.append(_address_text(*addr))
+            ids[u] = got
+        store.mats[1][Q_SRCID, start:store.n] = ids[codes[:n]]
+        store.mats[1][Q_DSTID, start:store.n] = ids[codes[n:]]
+
+
+KNOWN_LINKTYPES = np.array([0, 1, 12, 14, 101, 108, 113, 228, 229, 276], dtype=np.int32)
 
 
 # -- columns -> DataFrame ---------------------------------------------------------------------------
-def _address_text(ipver: int, words: tuple[int, int, int, int]) -> str:
-    if ipver == 4:
-        return str(ipaddress.IPv4Address(words[3]))
-    return str(ipaddress.IPv6Address((words[0] << 96) | (words[1] << 64) | (words[2] << 32) | words[3]))
-
-
-def address_categoricals(ipver: np.ndarray, src: np.ndarray, dst: np.ndarray) -> tuple[pd.Categorical, ...]:
-    """Turn (n, 4) uint32 address words into two categoricals sharing one category list.
-
-    Only unique addresses are formatted as text, so this costs a hash pass, not a string per packet.
-    """
-    n = len(ipver)
-    words = np.concatenate([src, dst]).astype(np.uint64)
-    v = np.concatenate([ipver, ipver]).astype(np.uint64)
-    hi = (words[:, 0] << np.uint64(32)) | words[:, 1]
-    lo = (words[:, 2] << np.uint64(32)) | words[:, 3]
-    hi_codes, hi_uniq = pd.factorize(hi ^ (v << np.uint64(60)))
-    lo_codes, _ = pd.factorize(lo)
-    codes, uniq_idx = pd.factorize(hi_codes.astype(np.int64) * (int(lo_codes.max(initial=0)) + 1) + lo_codes)
-    first = np.zeros(len(uniq_idx), dtype=np.int64)
-    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)  # first occurrence of each code
-    names = [_address_text(int(v[j]), tuple(int(x) for x in words[j])) for j in first.tolist()]
-    # Categories in sorted text order make the same address list whatever the batch order.
-    order = np.argsort(np.asarray(names, dtype=object), kind="stable")
-    remap = np.empty(len(order), dtype=np.int64)
-    remap[order] = np.arange(len(order))
-    cats = pd.Index(np.asarray(names, dtype=object)[order])
-    final = remap[codes] if len(codes) else codes
-    dtype = pd.CategoricalDtype(cats)
-    return (pd.Categorical.from_codes(final[:n], dtype=dtype), pd.Categorical.from_codes(final[n:], dtype=dtype))
-
-
-def to_frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Build the packet table, columns in the declared order and dtypes."""
-    src, dst = address_categoricals(cols["ip_version"], cols["src_words"], cols["dst_words"])
+def to_frame(store: ColumnStore, addresses: list[str]) -> pd.DataFrame:
+    """The packet table over ``store``'s rows, columns in the declared order and dtypes (no copy)."""
+    cats = pd.CategoricalDtype(pd.Index(addresses, dtype=object))
     data = {}
     for c in PACKET_COLUMNS:
         if c.name == "ts":
-            data["ts"] = cols["ts_ns"] / 1e9
-        elif c.name == "src":
-            data["src"] = src
-        elif c.name == "dst":
-            data["dst"] = dst
+            data["ts"] = store.column("ts_ns") / 1e9
+        elif c.name in ("src", "dst"):
+            data[c.name] = pd.Categorical.from_codes(store.column(c.name + "_id"), dtype=cats)
         else:
-            data[c.name] = cols[c.name].astype(c.dtype, copy=False)
+            data[c.name] = store.column(c.name)
     return pd.DataFrame(data, copy=False)
 
 
-def concat_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if len(parts) == 1:
-        return parts[0]
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-
-
-def empty_columns() -> dict[str, np.ndarray]:
-    cols = {c.name: np.zeros(0, dtype=c.dtype) for c in PACKET_COLUMNS
-            if c.name not in ("ts", "src", "dst")}
-    cols["src_words"] = np.zeros((0, 4), np.uint32)
-    cols["dst_words"] = np.zeros((0, 4), np.uint32)
-    return cols
-
-
 def decode_batch(batch: FrameBatch, decoder: Decoder | None = None) -> pd.DataFrame:
-    """Decode one frame batch into a packet-table DataFrame (used by live capture)."""
-    return to_frame((decoder or Decoder()).decode(batch))
+    """Decode one frame batch into a packet-table DataFrame (live capture uses this)."""
+    decoder = decoder or Decoder()
+    store = ColumnStore(len(batch))
+    decoder.decode_into(batch, store)
+    return to_frame(store, decoder.addresses)

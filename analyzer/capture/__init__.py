@@ -45,19 +45,36 @@ class PacketReader:
         s["problems"] = list(self._source.problems)
         return s
 
-    def column_batches(self) -> Iterator[dict]:
-        """Yield decoded column dicts (the internal form; addresses as words)."""
+    def stores(self) -> Iterator:
+        """Yield one ``ColumnStore`` per batch (the internal, zero-copy form)."""
+        from ..decode import ColumnStore
+
         for batch in self._source.batches(self.batch_size):
-            yield self._decoder.decode(batch)
+            store = ColumnStore(len(batch))
+            self._decoder.decode_into(batch, store)
+            yield store
         self._decoder.finish()
+
+    @property
+    def addresses(self) -> list[str]:
+        return self._decoder.addresses
 
     def __iter__(self) -> Iterator[pd.DataFrame]:
         from ..decode import to_frame
 
-        for cols in self.column_batches():
-            df = to_frame(cols)
+        for store in self.stores():
+            df = to_frame(store, self._decoder.addresses)
             df.attrs["stats"] = self.stats
             yield df
+
+    def read_all(self) -> pd.DataFrame:
+        """Decode the whole capture into one table."""
+        from ..decode import ColumnStore, to_frame
+
+        store = ColumnStore.concat(list(self.stores()))
+        df = to_frame(store, self._decoder.addresses)
+        df.attrs["stats"] = self.stats
+        return df
 
 
 def iter_packets(path, batch_size: int = DEFAULT_BATCH) -> PacketReader:
@@ -83,13 +100,7 @@ def read_packets(path, engine: str = "native") -> pd.DataFrame:
         return read_packets_pyshark(os.fspath(path))
     if engine != "native":
         raise AnalyzerError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    from ..decode import concat_columns, empty_columns, to_frame
-
-    reader = PacketReader(path)
-    parts = list(reader.column_batches())
-    df = to_frame(concat_columns(parts) if parts else empty_columns())
-    df.attrs["stats"] = reader.stats
-    return df
+    return PacketReader(path).read_all()
 
 
 __all__ = ["FrameBatch", "PacketReader", "iter_packets", "read_packets", "ENGINES"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -18,7 +19,7 @@ from . import pcap, pcapng
 from .frames import FrameBatch
 
 GZIP_MAGIC = b"\x1f\x8b"
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 16 << 20
 
 
 def _open(path_or_file) -> tuple[BinaryIO, str, bool]:
@@ -55,7 +56,8 @@ class FrameSource:
         self.problems: list[str] = []
         self.frames = 0  # frames read so far (= last frame number)
         self.bytes_read = 0
-        self._buf = b""
+        self._arr = np.empty(0, dtype=np.uint8)
+        self._lo = self._hi = 0
         self._eof = False
         self._buf_base = 0  # file offset of self._buf[0]
         head = self._need(24)
@@ -75,26 +77,46 @@ class FrameSource:
             raise CaptureError(self.name, 0, f"not a pcap or pcapng file (magic {head[:4].hex()})")
 
     # -- buffer management -------------------------------------------------------------------
+    # One reusable byte buffer: valid bytes are _arr[_lo:_hi]. A batch's data points into it, so
+    # a batch must be decoded before the next one is requested (every consumer here does that).
+    @property
+    def _buf(self) -> np.ndarray:
+        return self._arr[self._lo:self._hi]
+
     def _fill(self, want: int) -> None:
-        while len(self._buf) < want and not self._eof:
+        have = self._hi - self._lo
+        if have >= want or self._eof:
+            return
+        need = max(want, have + CHUNK_BYTES)
+        if len(self._arr) < need:
+            arr = np.empty(need, dtype=np.uint8)
+            arr[:have] = self._arr[self._lo:self._hi]
+            self._arr = arr
+        elif self._lo:
+            self._arr[:have] = self._arr[self._lo:self._hi]
+        self._lo, self._hi = 0, have
+        view = memoryview(self._arr)
+        while self._hi < need and not self._eof:
             try:
-                data = self.file.read(max(CHUNK_BYTES, want - len(self._buf)))
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                got = self.file.readinto(view[self._hi:need])
+            except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
                 self._eof = True
-                self._problem(self._buf_base + len(self._buf), f"read error: {exc}")
+                self._problem(self._buf_base + self._hi - self._lo, f"read error: {exc}")
                 break
-            if not data:
+            if not got:
                 self._eof = True
                 break
-            self.bytes_read += len(data)
-            self._buf = bytes(self._buf) + data if len(self._buf) else data
+            self.bytes_read += got
+            self._hi += got
+            if self._hi - self._lo >= want:
+                break
 
     def _need(self, n: int) -> bytes:
         self._fill(n)
         return bytes(self._buf[:n])
 
     def _drop(self, n: int) -> None:
-        self._buf = memoryview(self._buf)[n:]  # no copy; _fill joins what is left with new data
+        self._lo += n
         self._buf_base += n
 
     def _problem(self, offset: int, text: str) -> None:
@@ -129,7 +151,7 @@ class FrameSource:
             self._fill(want)
             if not len(self._buf):
                 return None
-            arr = np.frombuffer(self._buf, dtype=np.uint8)
+            arr = self._buf
             off, cap, wire, ts, _ = self._alloc(min(batch_size, len(arr) // 16 + 1))
             n, pos, status = pcap.walk_pcap_records(arr, 0, len(arr), h.big_endian, len(off), max_cap,
                                                     h.nanoseconds, off, cap, wire, ts)
@@ -156,7 +178,7 @@ class FrameSource:
             self._fill(want)
             if not len(self._buf):
                 return None
-            arr = np.frombuffer(self._buf, dtype=np.uint8)
+            arr = self._buf
             off, cap, wire, ts, iface = self._alloc(min(batch_size, len(arr) // 12 + 1))
             n, pos, status = pcapng.walk_pcapng_blocks(arr, 0, len(arr), self.big, len(off),
                                                        off, cap, wire, ts, iface)
