@@ -614,7 +614,7 @@ class Decoder:
             if counts[code]:
                 self.stats.skipped[reason + " (reassembled datagram)"] += int(counts[code])
         # Rows of tmp are datagrams that turned out to be TCP; put back what the frames said.
-        got = tmp.mats[0][Q_FRAME, :tmp.n]  # index into `whole`
+        got = tmp.mats[0][Q_FRAME, :tmp.n].copy()  # index into `whole`
         f = np.asarray(which, dtype=np.int64)[got]
         i = frag_idx[f]
         i64, i32, u32, u16, i16, i8, b = (m[:, :tmp.n] for m in tmp.mats)

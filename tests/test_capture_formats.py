@@ -1,0 +1,311 @@
+"""The native reader: every file format, byte order, time resolution and link type decodes exactly."""
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting
+from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+
+import analyzer
+from tests import capwrite as cw
+
+T0 = 1_700_000_000_123_456_789  # ns; the µs formats keep 1_700_000_000_123_456_000
+
+
+def seg(**kw) -> TCP:
+    base = dict(sport=40000, dport=443, seq=1000, ack=2000, flags="PA", window=512)
+    base.update(kw)
+    return TCP(**base)
+
+
+def v4(payload=b"x" * 10, **kw) -> bytes:
+    return bytes(IP(src="10.0.0.1", dst="10.0.0.2", id=77, ttl=63) / seg(**kw) / payload)
+
+
+def v6(payload=b"y" * 7, **kw) -> bytes:
+    return bytes(IPv6(src="2001:db8::1", dst="2001:db8::2", hlim=50) / seg(**kw) / payload)
+
+
+def read(data: bytes):
+    return analyzer.read_packets(io.BytesIO(data))
+
+
+def check_v4_row(row, payload_len=10):
+    assert (row.src, row.dst, row.sport, row.dport) == ("10.0.0.1", "10.0.0.2", 40000, 443)
+    assert (row.seq_raw, row.ack_raw, row["flags"], row.window) == (1000, 2000, 0x18, 512)
+    assert (row.payload_len, row.ip_version, row.ip_id, row.ttl) == (payload_len, 4, 77, 63)
+
+
+# -- formats ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("big", [False, True], ids=["le", "be"])
+@pytest.mark.parametrize("nanos", [False, True], ids=["us", "ns"])
+def test_pcap_byte_order_and_resolution(big, nanos):
+    frames = [(T0 + k * 1_000_001, bytes(Ether() / IP(v4()))) for k in range(3)]
+    df = read(cw.pcap(frames, big=big, nanos=nanos))
+    assert df["frame"].tolist() == [1, 2, 3]
+    expect = [t if nanos else t // 1000 * 1000 for t, _ in frames]
+    assert df["ts_ns"].tolist() == expect
+    assert np.allclose(df["ts"], np.array(expect) / 1e9)
+    check_v4_row(df.iloc[0])
+    assert df.attrs["stats"]["format"] == "pcap"
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["le", "be"])
+def test_pcapng_blocks_interfaces_and_resolutions(big):
+    eth = bytes(Ether() / IP(v4()))
+    raw6 = v6()
+    data = b"".join([
+        cw.shb(big), cw.idb(1, big),  # interface 0: Ethernet, default µs
+        cw.idb(101, big, tsresol=9),  # interface 1: raw IP, ns
+        cw.idb(1, big, tsresol=0x80 | 20, tsoffset=100),  # interface 2: 2^-20 s, +100 s offset
+        cw.epb(eth, T0 // 1000, 0, big),
+        cw.unknown_block(big),  # skipped
+        cw.epb(raw6, T0, 1, big),
+        cw.spb(eth, big),  # simple packet block: interface 0, no time
+        cw.opb(eth, T0 // 1000 + 5, 0, big),
+        cw.epb(eth, 3 << 20 | 1 << 19, 2, big),  # 3.5 s in 2^-20 units
+    ])
+    df = read(data)
+    assert df["frame"].tolist() == [1, 2, 3, 4, 5]
+    assert df["interface"].tolist() == [0, 1, 0, 0, 2]
+    assert df["ts_ns"].tolist() == [T0 // 1000 * 1000, T0, 0, (T0 // 1000 + 5) * 1000, 103_500_000_000]
+    assert df["ip_version"].tolist() == [4, 6, 4, 4, 4]
+    assert df.iloc[1].src == "2001:db8::1" and df.iloc[1].payload_len == 7
+    assert df.attrs["stats"]["format"] == "pcapng"
+
+
+def test_pcapng_sections_change_byte_order():
+    eth = bytes(Ether() / IP(v4()))
+    data = cw.shb(False) + cw.idb(1, False) + cw.epb(eth, 1, 0, False) + \
+        cw.shb(True) + cw.idb(101, True, tsresol=9) + cw.epb(v4(), 7, 0, True)
+    df = read(data)
+    assert df["frame"].tolist() == [1, 2]
+    assert df["ts_ns"].tolist() == [1000, 7]
+    check_v4_row(df.iloc[1])
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+def test_gzip_detected_by_magic(tmp_path, fmt):
+    eth = bytes(Ether() / IP(v4()))
+    data = cw.pcap([(T0, eth)]) if fmt == "pcap" else cw.shb() + cw.idb() + cw.epb(eth, T0 // 1000)
+    path = tmp_path / "capture.bin"  # the name says nothing
+    path.write_bytes(cw.gz(data))
+    df = analyzer.read_packets(path)
+    assert len(df) == 1
+    check_v4_row(df.iloc[0])
+
+
+# -- link types -----------------------------------------------------------------------------------------
+def sll(ip: bytes, proto: int = 0x0800) -> bytes:
+    return struct.pack("!HHH8sH", 0, 772, 6, b"\0" * 8, proto) + ip
+
+
+def sll2(ip: bytes, proto: int = 0x0800) -> bytes:
+    return struct.pack("!HHIHBB8s", proto, 0, 1, 772, 0, 6, b"\0" * 8) + ip
+
+
+LINK_CASES = {
+    "ethernet": (1, lambda ip: bytes(Ether() / IP(ip)), -1, -1),
+    "dot1q": (1, lambda ip: bytes(Ether() / Dot1Q(vlan=42) / IP(ip)), 42, -1),
+    "qinq-8021ad": (1, lambda ip: bytes(Ether() / Dot1AD(vlan=100) / Dot1Q(vlan=7) / IP(ip)), 100, 7),
+    "sll": (113, sll, -1, -1),
+    "sll2": (276, sll2, -1, -1),
+    "null-le": (0, lambda ip: struct.pack("<I", 2) + ip, -1, -1),
+    "null-be": (0, lambda ip: struct.pack(">I", 2) + ip, -1, -1),
+    "loop": (108, lambda ip: struct.pack(">I", 2) + ip, -1, -1),
+    "raw": (101, lambda ip: ip, -1, -1),
+    "ipv4": (228, lambda ip: ip, -1, -1),
+}
+
+
+@pytest.mark.parametrize("name", LINK_CASES)
+def test_link_types_ipv4(name):
+    linktype, wrap, vlan, inner = LINK_CASES[name]
+    df = read(cw.pcap([(T0, wrap(v4()))], linktype=linktype))
+    assert len(df) == 1, df.attrs["stats"]
+    check_v4_row(df.iloc[0])
+    assert (df.iloc[0].vlan, df.iloc[0].vlan_inner) == (vlan, inner)
+
+
+@pytest.mark.parametrize("linktype,wrap", [
+    (1, lambda ip: bytes(Ether() / IPv6(ip))),
+    (1, lambda ip: bytes(Ether() / Dot1Q(vlan=5) / IPv6(ip))),
+    (113, lambda ip: sll(ip, 0x86DD)),
+    (276, lambda ip: sll2(ip, 0x86DD)),
+    (0, lambda ip: struct.pack("<I", 30) + ip),  # macOS AF_INET6
+    (0, lambda ip: struct.pack("<I", 24) + ip),  # NetBSD/OpenBSD AF_INET6
+    (101, lambda ip: ip),
+    (229, lambda ip: ip),
+], ids=["ethernet", "dot1q", "sll", "sll2", "null-30", "null-24", "raw", "ipv6"])
+def test_link_types_ipv6(linktype, wrap):
+    df = read(cw.pcap([(T0, wrap(v6()))], linktype=linktype))
+    assert len(df) == 1
+    r = df.iloc[0]
+    assert (r.src, r.dst, r.ip_version, r.ttl, r.payload_len, r.ip_id) == ("2001:db8::1", "2001:db8::2", 6, 50, 7, -1)
+
+
+def test_unknown_link_type_counted_and_named():
+    data = cw.shb() + cw.idb(147) + cw.epb(v4(), 1) + cw.idb(1) + cw.epb(bytes(Ether() / IP(v4())), 2, 1)
+    df = read(data)
+    assert df["frame"].tolist() == [2]
+    assert df.attrs["stats"]["skipped"] == {"unknown link type 147": 1}
+
+
+def test_non_ip_and_non_tcp_frames_are_counted():
+    from scapy.layers.inet import UDP
+    from scapy.layers.l2 import ARP
+    frames = [(T0, bytes(Ether() / ARP())), (T0, bytes(Ether() / IP() / UDP())), (T0, bytes(Ether() / IP(v4())))]
+    df = read(cw.pcap(frames))
+    assert df["frame"].tolist() == [3]
+    assert df.attrs["stats"]["skipped"] == {"not IP (ARP, LLC, other EtherTypes)": 1, "IP but not TCP": 1}
+    assert df.attrs["stats"]["frames"] == 3
+
+
+# -- IP layer -------------------------------------------------------------------------------------------
+def test_ipv4_options_are_skipped():
+    from scapy.layers.inet import IPOption_RR
+    pkt = bytes(IP(src="10.0.0.1", dst="10.0.0.2", id=77, ttl=63, options=[IPOption_RR(routers=["1.2.3.4"])])
+                / seg() / (b"x" * 10))
+    assert pkt[0] & 0xF > 5
+    df = read(cw.pcap([(T0, pkt)], linktype=101))
+    check_v4_row(df.iloc[0])
+
+
+def test_ipv6_extension_header_chain():
+    from scapy.layers.ipsec import AH
+    pkt = bytes(IPv6(src="2001:db8::1", dst="2001:db8::2", hlim=50) / IPv6ExtHdrHopByHop() /
+                IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting() / AH(nh=6, payloadlen=4, icv=b"\0" * 12) /
+                seg() / (b"y" * 7))
+    df = read(cw.pcap([(T0, pkt)], linktype=101))
+    assert len(df) == 1, df.attrs["stats"]
+    assert (df.iloc[0].sport, df.iloc[0].payload_len, df.iloc[0].seq_raw) == (40000, 7, 1000)
+
+
+def ipv4_fragments(payload_len=1000, ident=4242):
+    from scapy.layers.inet import fragment
+    whole = IP(src="10.0.0.1", dst="10.0.0.2", id=ident, ttl=63) / seg() / (b"z" * payload_len)
+    return [bytes(f) for f in fragment(whole, fragsize=400)]
+
+
+def test_ipv4_fragments_reassembled_on_last_frame():
+    frags = ipv4_fragments()
+    assert len(frags) == 3
+    frames = [(T0 + k, bytes(Ether() / Dot1Q(vlan=9) / IP(f))) for k, f in enumerate(frags)]
+    frames.insert(1, (T0, bytes(Ether() / IP(v4()))))  # an unrelated segment in between
+    df = read(cw.pcap(frames))
+    assert df["frame"].tolist() == [2, 4]
+    r = df.iloc[1]
+    assert (r.payload_len, r.fragmented, r.ip_id, r.sport, r.seq_raw, r.vlan) == (1000, True, 4242, 40000, 1000, 9)
+    assert r.ts_ns == frames[3][0] // 1000 * 1000
+
+
+def test_ipv4_fragments_out_of_order_and_overlapping():
+    frags = ipv4_fragments()
+    dup = frags[1]
+    frames = [(T0, bytes(Ether() / IP(f))) for f in (frags[2], dup, frags[0], dup)]
+    df = read(cw.pcap(frames))
+    assert df["frame"].tolist() == [3]
+    assert df.iloc[0].payload_len == 1000
+    # the duplicate after completion starts a new set that never completes
+    assert df.attrs["stats"]["skipped"] == {"IP datagrams whose fragments never all arrived": 1}
+
+
+def test_ipv4_fragments_across_batches():
+    frags = ipv4_fragments()
+    data = cw.pcap([(T0, bytes(Ether() / IP(f))) for f in frags])
+    batches = list(analyzer.iter_packets(io.BytesIO(data), batch_size=1))
+    rows = [b for b in batches if len(b)]
+    assert len(rows) == 1 and rows[0].iloc[0].frame == 3 and rows[0].iloc[0].payload_len == 1000
+
+
+def test_ipv6_fragments_reassembled():
+    from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6
+    whole = IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrFragment(id=99) / seg() / (b"q" * 1500)
+    frags = fragment6(whole, 600)
+    assert len(frags) >= 3
+    df = read(cw.pcap([(T0, bytes(Ether() / f)) for f in frags]))
+    assert df["frame"].tolist() == [len(frags)]
+    r = df.iloc[0]
+    assert (r.payload_len, r.fragmented, r.ip_id, r.ip_version) == (1500, True, 99, 6)
+
+
+def test_ipv6_atomic_fragment_is_not_held():
+    from scapy.layers.inet6 import IPv6ExtHdrFragment
+    pkt = bytes(IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrFragment(id=5, m=0, offset=0) / seg() / b"a")
+    df = read(cw.pcap([(T0, pkt)], linktype=229))
+    assert (len(df), df.iloc[0].ip_id, df.iloc[0].fragmented, df.iloc[0].payload_len) == (1, 5, False, 1)
+
+
+# -- TCP layer -----------------------------------------------------------------------------------------
+def test_tcp_options_decoded():
+    opts = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (123456, 654321)), ("NOP", None), ("WScale", 7)]
+    syn = v4(payload=b"", flags="S", options=opts)
+    sack = v4(payload=b"", flags="A", options=[("NOP", None), ("NOP", None),
+                                               ("SAck", (5000, 6000, 7000, 8000))])
+    tfo = v4(payload=b"hello", flags="S", options=[("TFO", b"\x01" * 8)])
+    tfo_req = v4(payload=b"", flags="S", options=[(34, b"")])
+    df = read(cw.pcap([(T0, f) for f in (syn, sack, tfo, tfo_req)], linktype=101))
+    a, b, c, d = (df.iloc[k] for k in range(4))
+    assert (a.mss, a.wscale, a.sack_permitted, a.tsval, a.tsecr, a.tfo_cookie_len) == (1460, 7, True, 123456, 654321, -1)
+    assert (a["flags"], a.tcp_hlen) == (0x02, 40)
+    assert (b.sack_count, b.sack1_le, b.sack1_re, b.sack2_le, b.sack2_re, b.sack3_le) == (2, 5000, 6000, 7000, 8000, 0)
+    assert (b.mss, b.wscale, b.sack_permitted, b.tsval) == (-1, -1, False, -1)
+    assert (c.tfo_cookie_len, c.payload_len) == (8, 5)
+    assert d.tfo_cookie_len == 0
+
+
+def test_all_flag_bits_and_reserved_bits():
+    pkt = bytearray(v4(payload=b"", flags="FSRPAUECN"))
+    assert read(cw.pcap([(T0, bytes(pkt))], linktype=101)).iloc[0]["flags"] == 0x1FF
+    pkt[20 + 12] |= 0x0E  # the three reserved bits
+    assert read(cw.pcap([(T0, bytes(pkt))], linktype=101)).iloc[0]["flags"] == 0xFFF
+
+
+def test_snaplen_cut_payload_length_from_ip_header():
+    full = bytes(Ether() / IP(v4(payload=b"p" * 1000)))
+    df = read(cw.pcap([(T0, full[:96])], snaplen=96, wirelens=[len(full)]))
+    r = df.iloc[0]
+    assert (r.payload_len, r.caplen, r.wirelen, r.truncated) == (1000, 96, len(full), True)
+    check_v4_row(r, payload_len=1000)
+
+
+def test_frame_cut_inside_tcp_header_is_skipped():
+    full = bytes(Ether() / IP(v4()))
+    df = read(cw.pcap([(T0, full[:40]), (T0, full)], wirelens=[len(full), len(full)]))
+    assert df["frame"].tolist() == [2]
+    assert df.attrs["stats"]["skipped"] == {"frame ends before the TCP header does (snaplen or damage)": 1}
+
+
+def test_malformed_ip_and_tcp_headers_are_counted():
+    bad_ihl = bytearray(v4())
+    bad_ihl[0] = 0x43  # IHL 3 < 5
+    bad_doff = bytearray(v4())
+    bad_doff[20 + 12] = 0x30  # data offset 3 < 5
+    long_doff = bytearray(v4(payload=b""))
+    long_doff[20 + 12] = 0xF0  # 60-byte header in a 20-byte segment
+    df = read(cw.pcap([(T0, bytes(b)) for b in (bad_ihl, bad_doff, long_doff, v4())], linktype=101))
+    assert df["frame"].tolist() == [4]
+    assert df.attrs["stats"]["skipped"] == {"malformed IP header": 1, "malformed TCP header": 2}
+
+
+def test_ip_total_length_beyond_frame_uses_frame_length():
+    """As Wireshark: a total length larger than the frame is cut to the frame (zeek_reassembly.pcap)."""
+    pkt = bytearray(v4(payload=b"x" * 100))
+    pkt[2:4] = struct.pack("!H", 400)
+    df = read(cw.pcap([(T0, bytes(pkt))], linktype=101))
+    assert df.iloc[0].payload_len == 100
+
+
+# -- batches -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch_size", [1, 2, 5, 1000])
+def test_batches_equal_whole_file(batch_size):
+    frames = [(T0 + k, bytes(Ether() / (IP(v4(seq=k)) if k % 3 else IPv6(v6(seq=k))))) for k in range(11)]
+    data = cw.pcap(frames)
+    whole = read(data)
+    parts = list(analyzer.iter_packets(io.BytesIO(data), batch_size=batch_size))
+    got = __import__("pandas").concat([p.astype({"src": str, "dst": str}) for p in parts], ignore_index=True)
+    assert got.equals(whole.astype({"src": str, "dst": str}))
