@@ -9,6 +9,8 @@ Layers understood (constants from https://www.tcpdump.org/linktypes.html):
   BSD NULL (0) and LOOP (108), RAW (101, and the platform DLT values 12 and 14), IPv4 (228), IPv6 (229).
   IPv4 with options; IPv6 with the extension-header chain (hop-by-hop, routing, destination options,
   mobility, HIP, shim6, AH, fragment). A fragmented datagram is reassembled before TCP is read.
+  Tunnels (IP in IP, 6in4, 4in6, GRE version 0), MPLS label stacks and PPPoE sessions are followed
+  to the innermost IP header.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ ST_BAD_IP = 4
 ST_BAD_TCP = 5
 ST_FRAGMENT = 6
 ST_SHORT = 7
+ST_TUNNEL = 8  # internal: an IP header that carries another one
+MAX_TUNNEL_DEPTH = 4
 
 SKIP_REASONS = {
     ST_NOT_IP: "not IP (ARP, LLC, other EtherTypes)",
@@ -47,8 +51,15 @@ ETHERTYPE_IPV6 = 0x86DD
 ETHERTYPE_VLAN = 0x8100  # IEEE 802.1Q
 ETHERTYPE_QINQ = 0x88A8  # IEEE 802.1ad
 ETHERTYPE_QINQ_OLD = 0x9100
+ETHERTYPE_MPLS = 0x8847  # RFC 3032
+ETHERTYPE_MPLS_MC = 0x8848
+ETHERTYPE_PPPOE = 0x8864  # RFC 2516 session stage
+PPP_IPV4, PPP_IPV6 = 0x0021, 0x0057
 
 IPPROTO_TCP = 6
+IPPROTO_IPIP = 4  # IPv4 in IP (RFC 2003)
+IPPROTO_IPV6 = 41  # IPv6 in IP (RFC 4213)
+IPPROTO_GRE = 47  # RFC 2784
 # IPv6 extension headers with the generic (next header, length in 8-octet units - 1) layout (RFC 8200)
 IPV6_EXT_GENERIC = (0, 43, 60, 135, 139, 140)
 IPV6_EXT_AH = 51  # length in 4-octet units - 2 (RFC 4302)
@@ -216,21 +227,52 @@ def _decode_tcp(d, t, tcp_len, end, j, i64, i32, u32, u16, i16, i8, b):
 
 
 @njit(cache=True)
+def _gre_inner(d, g, end):
+    """IP version carried by a GRE header at ``g`` (RFC 2784/2890), and the inner offset; 0 if none."""
+    if g + 4 > end:
+        return 0, g
+    fl = _be16(d, g)
+    if fl & 7:  # version 1 is PPTP's enhanced GRE carrying PPP: not followed here
+        return 0, g
+    hl = 4 + (4 if fl & 0xC000 else 0) + (4 if fl & 0x2000 else 0) + (4 if fl & 0x1000 else 0)
+    proto = _be16(d, g + 2)
+    if proto == ETHERTYPE_IPV4:
+        return 4, g + hl
+    if proto == ETHERTYPE_IPV6:
+        return 6, g + hl
+    return 0, g
+
+
+@njit(cache=True)
 def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
-    """Decode the IP layer at ``p`` into row ``j``; returns a status (ST_FRAGMENT: Python's turn)."""
+    """Decode the IP layer at ``p`` into row ``j``; returns a status (ST_FRAGMENT: Python's turn).
+
+    Tunnels (IP in IP, IPv6 in IPv4 and back, GRE version 0) are followed to the innermost IP
+    header, whose addresses the row reports, as tshark's fields do.
+    """
+    for _depth in range(MAX_TUNNEL_DEPTH):
+        st, p, ipver, wend = _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
+        if st != ST_TUNNEL:
+            return st
+    return ST_NOT_TCP
+
+
+@njit(cache=True)
+def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
+    """One IP header; returns (status, next offset, next version, next wire end) for tunnels."""
     i8[Q_IPVER, j] = ipver
     i32[Q_IPID, j] = -1
     if ipver == 4:
         if p + 20 > end:
-            return ST_SHORT
+            return ST_SHORT, p, 0, wend
         if (d[p] >> 4) != 4:
-            return ST_BAD_IP
+            return ST_BAD_IP, p, 0, wend
         ihl = (np.int64(d[p]) & 0xF) * 4
         total = _be16(d, p + 2)
         if total == 0:  # TSO: the NIC fills the length in later (Zeek PR #1831)
             total = end - p
         if ihl < 20 or total < ihl:
-            return ST_BAD_IP
+            return ST_BAD_IP, p, 0, wend
         if total > wend - p:  # longer than the frame on the wire: trust the frame (as Wireshark)
             total = wend - p
         i32[Q_IPID, j] = _be16(d, p + 4)
@@ -242,17 +284,26 @@ def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
         u32[Q_DST0 + 3, j] = _be32(d, p + 16)
         frag = _be16(d, p + 6)
         if (frag & 0x2000) or (frag & 0x1FFF):
-            return ST_FRAGMENT
-        if d[p + 9] != IPPROTO_TCP:
-            return ST_NOT_TCP
+            return ST_FRAGMENT, p, 0, wend
+        proto = d[p + 9]
         if p + ihl > end:
-            return ST_SHORT
-        return _decode_tcp(d, p + ihl, total - ihl, end, j, i64, i32, u32, u16, i16, i8, b)
+            return ST_SHORT, p, 0, wend
+        if proto == IPPROTO_TCP:
+            return _decode_tcp(d, p + ihl, total - ihl, end, j, i64, i32, u32, u16, i16, i8, b), p, 0, wend
+        if proto == IPPROTO_IPIP:
+            return ST_TUNNEL, p + ihl, 4, p + total
+        if proto == IPPROTO_IPV6:
+            return ST_TUNNEL, p + ihl, 6, p + total
+        if proto == IPPROTO_GRE:
+            v, q = _gre_inner(d, p + ihl, end)
+            if v:
+                return ST_TUNNEL, q, v, p + total
+        return ST_NOT_TCP, p, 0, wend
     if ipver == 6:
         if p + 40 > end:
-            return ST_SHORT
+            return ST_SHORT, p, 0, wend
         if (d[p] >> 4) != 6:
-            return ST_BAD_IP
+            return ST_BAD_IP, p, 0, wend
         remaining = _be16(d, p + 4)
         nh = d[p + 6]
         i16[Q_TTL, j] = d[p + 7]
@@ -265,10 +316,10 @@ def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
         if remaining > wend - q:
             remaining = wend - q
         for _hop in range(32):
-            if nh == IPPROTO_TCP:
+            if nh == IPPROTO_TCP or nh == IPPROTO_IPIP or nh == IPPROTO_IPV6 or nh == IPPROTO_GRE:
                 break
             if q + 8 > end:
-                return ST_SHORT
+                return ST_SHORT, p, 0, wend
             if nh == 0 or nh == 43 or nh == 60 or nh == 135 or nh == 139 or nh == 140:
                 hl = (np.int64(d[q + 1]) + 1) * 8
             elif nh == IPV6_EXT_AH:
@@ -278,18 +329,26 @@ def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
                 i32[Q_IPID, j] = _be32(d, q + 4)
                 fo = _be16(d, q + 2)
                 if (fo >> 3) != 0 or (fo & 1):
-                    return ST_FRAGMENT
+                    return ST_FRAGMENT, p, 0, wend
             else:
-                return ST_NOT_TCP
+                return ST_NOT_TCP, p, 0, wend
             nh = d[q]
             q += hl
             remaining -= hl
-        if nh != IPPROTO_TCP:
-            return ST_NOT_TCP
         if remaining < 0:
-            return ST_BAD_IP
-        return _decode_tcp(d, q, remaining, end, j, i64, i32, u32, u16, i16, i8, b)
-    return ST_BAD_IP
+            return ST_BAD_IP, p, 0, wend
+        if nh == IPPROTO_TCP:
+            return _decode_tcp(d, q, remaining, end, j, i64, i32, u32, u16, i16, i8, b), p, 0, wend
+        if nh == IPPROTO_IPIP:
+            return ST_TUNNEL, q, 4, q + remaining
+        if nh == IPPROTO_IPV6:
+            return ST_TUNNEL, q, 6, q + remaining
+        if nh == IPPROTO_GRE:
+            v, g = _gre_inner(d, q, end)
+            if v:
+                return ST_TUNNEL, g, v, q + remaining
+        return ST_NOT_TCP, p, 0, wend
+    return ST_BAD_IP, p, 0, wend
 
 
 @njit(cache=True)
@@ -349,6 +408,23 @@ def _link_layer(d, p, end, lt, j, i32):
             etype = _be16(d, p + 2)
             p += 4
             tags += 1
+        if etype == ETHERTYPE_MPLS or etype == ETHERTYPE_MPLS_MC:
+            for _label in range(16):  # pop labels to the bottom of the stack (RFC 3032)
+                if p + 4 > end:
+                    return p, 0, ST_SHORT
+                bottom = d[p + 2] & 1
+                p += 4
+                if bottom:
+                    break
+            if p + 1 > end:
+                return p, 0, ST_SHORT
+            etype = ETHERTYPE_IPV4 if (d[p] >> 4) == 4 else ETHERTYPE_IPV6 if (d[p] >> 4) == 6 else 0
+        elif etype == ETHERTYPE_PPPOE:  # PPPoE session header (RFC 2516), then the PPP protocol
+            if p + 8 > end:
+                return p, 0, ST_SHORT
+            ppp = _be16(d, p + 6)
+            p += 8
+            etype = ETHERTYPE_IPV4 if ppp == PPP_IPV4 else ETHERTYPE_IPV6 if ppp == PPP_IPV6 else 0
         if etype == ETHERTYPE_IPV4:
             ipver = 4
         elif etype == ETHERTYPE_IPV6:

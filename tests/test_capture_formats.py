@@ -309,3 +309,28 @@ def test_batches_equal_whole_file(batch_size):
     parts = list(analyzer.iter_packets(io.BytesIO(data), batch_size=batch_size))
     got = __import__("pandas").concat([p.astype({"src": str, "dst": str}) for p in parts], ignore_index=True)
     assert got.equals(whole.astype({"src": str, "dst": str}))
+
+
+# -- tunnels and other encapsulations ----------------------------------------------------------------
+def _tunnels():
+    from scapy.contrib.mpls import MPLS
+    from scapy.layers.l2 import GRE
+    from scapy.layers.ppp import PPP, PPPoE
+    inner = IP(v4())
+    outer = IP(src="192.0.2.1", dst="192.0.2.2", id=1, ttl=9)
+    return {
+        "ip-in-ip": (101, bytes(outer / inner)),
+        "ipv4-in-ipv6": (101, bytes(IPv6(src="2001:db8::a", dst="2001:db8::b") / inner)),
+        "gre": (101, bytes(outer / GRE(proto=0x0800) / inner)),
+        "gre-with-key": (101, bytes(outer / GRE(proto=0x0800, key_present=1, key=5) / inner)),
+        "mpls-two-labels": (1, bytes(Ether(type=0x8847) / MPLS(label=16, s=0) / MPLS(label=17, s=1) / inner)),
+        "pppoe": (1, bytes(Ether() / PPPoE(sessionid=3) / PPP(proto=0x0021) / inner)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_tunnels()))
+def test_tunnels_report_the_inner_ip_header(name):
+    linktype, frame = _tunnels()[name]
+    df = read(cw.pcap([(T0, frame)], linktype=linktype))
+    assert len(df) == 1, df.attrs["stats"]
+    check_v4_row(df.iloc[0])

@@ -9,8 +9,10 @@ How it runs tshark (through ``pyshark.FileCapture``)::
     tshark -l -n -T ek -Y 'tcp && !icmp && !icmpv6' -J 'frame vlan ieee8021ad ip ipv6 tcp'
            -o <pinned preferences, below> -r CAPTURE
 
-- ``-T ek`` (pyshark ``use_ek=True``): one flat JSON object per packet, parsed by the C json module. It is
-  the fastest of pyshark's output modes (PDML/XML is ~10x slower).
+- ``-T ek`` (pyshark ``use_ek=True``): one flat JSON object per packet, parsed by the C json module
+  (pyshark's ``-T json`` mode parses through a Python duplicate-key hook and nests every subtree; its
+  default PDML/XML mode is the 360 frames/s design.md quotes). Measured here: ~4,000-5,000 TCP frames/s
+  plus ~0.2 s of tshark start-up per file.
 - ``-J`` keeps only the protocol trees we read (no HTTP/TLS/... trees to print, ship and parse). The
   dissectors still all run, so IP reassembly and the display filter behave exactly as in plain tshark.
 - ``-Y 'tcp && !icmp && !icmpv6'``: one row per frame that carries a TCP header; a TCP header quoted
@@ -30,7 +32,8 @@ Values, column by column (where tshark could be read two ways, the rule is state
   frame.len.
 - ``vlan``/``vlan_inner``: the first and second 802.1Q (``vlan``) or 802.1ad (``ieee8021ad``) tag in
   header order, -1 when absent.
-- ``src``/``dst``/``ip_id``/``ttl``: from the innermost IP header (tshark's last ip/ipv6 layer). IPv6
+- ``src``/``dst``/``ip_id``/``ttl``: from the IP header that carries the TCP header (the last ip/ipv6
+  before tcp in frame.protocols: the inner one of IP-in-IP, which is what the truth CSVs show). IPv6
   addresses are written as Python's ``ipaddress`` prints them (tshark and Python agree except on
   IPv4-mapped addresses). ``ip_id`` is the IPv4 identification, or the IPv6 fragment header's
   identification when there is one (atomic fragments included), else -1. For a reassembled datagram
@@ -38,10 +41,15 @@ Values, column by column (where tshark could be read two ways, the rule is state
 - ``fragmented``: tshark reassembled the datagram from two or more fragments (ip.fragment /
   ipv6.fragment present). An atomic IPv6 fragment (offset 0, M=0) is not reassembled: False.
 - TCP fields are from the first TCP header of the frame: ports, tcp.seq_raw, tcp.ack_raw (whatever the
-  ACK flag), tcp.flags (all bits incl. AE/NS 0x100), tcp.window_size_value (raw, unscaled), tcp.hdr_len,
+  ACK flag), tcp.flags (the 9 flag bits and the 3 reserved ones, as tshark prints it and as the native
+  reader keeps them), tcp.window_size_value (raw, unscaled), tcp.hdr_len,
   tcp.len (from the IP length, so it holds for snaplen-cut frames).
-- ``truncated``: fewer payload bytes were captured than tcp.len says (tshark's ``tcp.payload`` holds the
-  captured payload bytes).
+- ``truncated``: the segment runs past the captured bytes: fewer payload bytes captured than tcp.len
+  (tshark's ``tcp.payload`` holds the captured ones), or TCP options cut (tcp.options shorter than
+  tcp.hdr_len - 20). Options cut by the snaplen are ignored whole (tshark shows a TSval without its
+  TSecr, the first of three SACK blocks, ...), as the native reader does.
+- Frames with no whole segment get no row (as in the native reader): fewer than the 20 fixed TCP header
+  bytes captured, or an IP fragment tshark did not reassemble but dissected alone (cut by the snaplen).
 - Options: mss = tcp.options.mss_val, wscale = tcp.options.wscale.shift, sack_permitted = the SACK-
   permitted option is present, sack blocks = tcp.options.sack_le/re (raw, first four blocks),
   tsval/tsecr = tcp.options.timestamp.tsval/tsecr (absent, hence -1, when tshark rejects the option, e.g.
@@ -49,7 +57,8 @@ Values, column by column (where tshark could be read two ways, the rule is state
 
 tshark is not found: ``EngineUnavailable`` naming the fix (``apt-get install tshark``). A file tshark
 cannot read at all: ``CaptureError``. A file damaged part-way: the rows before the damage are returned
-and ``df.attrs["problems"]`` carries tshark's one-line complaint.
+and ``df.attrs["problems"]`` carries tshark's one-line complaint. ``df.attrs["stats"]`` counts rows and
+skipped frames by reason (the native reader's wording).
 """
 from __future__ import annotations
 
@@ -64,7 +73,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from ..errors import CaptureError, EngineUnavailable
+from ..errors import AnalyzerError, CaptureError, EngineUnavailable
 
 DISPLAY_FILTER = "tcp && !icmp && !icmpv6"
 
@@ -91,11 +100,13 @@ PREFS = {
 INSTALL_HINT = "apt-get install tshark"
 
 _NSACK = schema.SACK_MAX_BLOCKS
-# (name, kind) of every column the per-packet loop fills, in PACKET_COLUMNS order except ts (derived).
-_INT_COLS = ("frame", "interface", "vlan", "vlan_inner", "ip_version", "ip_id", "ttl", "sport", "dport",
-             "seq_raw", "ack_raw", "flags", "window", "tcp_hlen", "payload_len", "caplen", "wirelen", "mss",
-             "wscale", "sack_count", "tsval", "tsecr", "tfo_cookie_len",
-             *[f"sack{i}_{e}" for i in range(1, _NSACK + 1) for e in ("le", "re")])
+# The values ``_packet_row`` returns, in this order: every packet column except ``ts`` (= ts_ns / 1e9).
+ROW_FIELDS = tuple(c.name for c in schema.PACKET_COLUMNS if c.name != "ts")
+_ROW_ORDER = ("frame", "ts_ns", "interface", "vlan", "vlan_inner", "ip_version", "src", "dst", "ip_id", "ttl",
+              "fragmented", "sport", "dport", "seq_raw", "ack_raw", "flags", "window", "tcp_hlen",
+              "payload_len", "caplen", "wirelen", "truncated", "mss", "wscale", "sack_permitted",
+              "sack_count", *[f"sack{i}_{e}" for i in range(1, _NSACK + 1) for e in ("le", "re")],
+              "tsval", "tsecr", "tfo_cookie_len")  # the tuple _packet_row builds
 
 
 def _first(v):
@@ -125,6 +136,34 @@ def _nbytes(hexcolon) -> int:
     if not isinstance(s, str) or not s:
         return 0
     return (len(s) + 1) // 3
+
+
+# option (EK key of its raw bytes) -> the EK keys of the values we read from it
+_OPTION_FIELDS = {
+    "tcp_options_mss": ("tcp_tcp_options_mss_val",),
+    "tcp_options_wscale": ("tcp_tcp_options_wscale_shift",),
+    "tcp_options_sack": ("tcp_tcp_options_sack_le", "tcp_tcp_options_sack_re"),
+    "tcp_options_timestamp": ("tcp_tcp_options_timestamp_tsval", "tcp_tcp_options_timestamp_tsecr"),
+}
+
+
+def _nth_layer(layers: dict, name: str, n: int) -> dict:
+    got = _as_list(layers.get(name))
+    if not got:
+        return {}
+    d = got[min(n, len(got) - 1)]
+    return d if isinstance(d, dict) else {}
+
+
+def _whole(raw) -> bool:
+    """Is this option ('kk:ll:...', tshark's bytes of one option) captured up to its length byte's end?"""
+    raw = _first(raw)
+    if not isinstance(raw, str) or len(raw) < 5:
+        return True  # one-byte options (NOP, EOL)
+    try:
+        return _nbytes(raw) >= int(raw[3:5], 16)
+    except ValueError:
+        return False
 
 
 def _epoch_ns(text: str) -> int:
@@ -168,14 +207,39 @@ def _tshark_version(tshark_path: str):
     return get_tshark_version(tshark_path)
 
 
+@functools.lru_cache(maxsize=1)
 def _capture_class():
     import pyshark
 
     class _FileCapture(pyshark.FileCapture):
-        """pyshark's FileCapture, asking ``tshark -v`` once per process instead of once per file."""
+        """pyshark's FileCapture with three changes.
+
+        - ``tshark -v`` is asked once per process, not once per file (it costs as much as a small file).
+        - The EK type mapping is not loaded (below).
+        - At end of file pyshark kills tshark if asyncio has not yet recorded its exit; the kill reaps
+          the process behind the child watcher's back, and the exit status is lost (asyncio reports 255,
+          "Unknown child process"). tshark has closed its stdout by then and is exiting: wait for it
+          (briefly), so that its real exit status (a damaged file: 2) reaches close().
+        """
 
         def _get_tshark_version(self):
             return _tshark_version(self._get_tshark_path())
+
+        def _setup_tshark_output_parser(self):
+            # The EK parser as pyshark makes it, minus the load of its field-type mapping (tshark -G
+            # elastic-mapping: 10 MB cached under ~/.cache, +85 MB RSS, 0.25 s a process). The mapping
+            # only serves EkLayer.get_field(), which this engine does not call (see _packet_row).
+            from pyshark.tshark.output_parser import tshark_ek
+
+            return tshark_ek.TsharkEkJsonParser()
+
+        async def _cleanup_subprocess(self, process):
+            if process.returncode is None and getattr(self, "_eof_reached", False):
+                try:
+                    await asyncio.wait_for(process.wait(), 5)
+                except asyncio.TimeoutError:
+                    pass
+            await super()._cleanup_subprocess(process)
 
     return _FileCapture
 
@@ -188,68 +252,129 @@ def read_packets_pyshark(path, tshark_path: str | None = None) -> pd.DataFrame:
         raise CaptureError(path, None, "no such file")
     if not os.path.isfile(path):
         raise CaptureError(path, None, "not a file")
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return _read(path, exe)
-    # Called from inside a running event loop (Jupyter, an async app): pyshark drives its own loop with
-    # run_until_complete, which cannot nest, so run it on a worker thread with a loop of its own.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    if ROW_FIELDS != _ROW_ORDER:
+        raise AnalyzerError("the pyshark engine is out of date with schema.PACKET_COLUMNS "
+                            f"(columns {sorted(set(ROW_FIELDS) ^ set(_ROW_ORDER))})")
+    # pyshark drives an asyncio loop with run_until_complete: that cannot run inside a running loop
+    # (Jupyter, an async app), and on the main thread pyshark wants the thread's current loop, which
+    # asyncio.run() leaves unset. So it always runs on a short-lived worker thread with a private loop.
+    _use_threaded_child_watcher()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyshark") as pool:
         return pool.submit(_read, path, exe).result()
 
 
+def _use_threaded_child_watcher() -> None:
+    """asyncio subprocesses started off the main thread need a thread-safe child watcher (Python < 3.12).
+
+    pyshark, when used on the main thread, installs a SafeChildWatcher bound to the main thread's loop;
+    asyncio would then not see the exit of a tshark started from our worker thread (no exit status,
+    "Unknown child process" warnings). ThreadedChildWatcher (the default since Python 3.8) works for
+    every thread and loop.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        get = getattr(asyncio, "get_child_watcher", None)
+        threaded = getattr(asyncio, "ThreadedChildWatcher", None)
+        if get is None or threaded is None:  # Python 3.14+: no child watchers any more
+            return
+        try:
+            current = get()
+        except Exception:  # noqa: BLE001
+            current = None
+        if not isinstance(current, (threaded, getattr(asyncio, "PidfdChildWatcher", threaded))):
+            asyncio.set_child_watcher(threaded())
+
+
 def _read(path: str, exe: str) -> pd.DataFrame:
+    """Run tshark through pyshark on this (worker) thread, with a private event loop."""
     from pyshark.capture.capture import TSharkCrashException
 
-    cols: dict[str, list] = {name: [] for name in _INT_COLS}
-    ts_ns: list[int] = []
-    src: list[str] = []
-    dst: list[str] = []
-    fragmented: list[bool] = []
-    truncated: list[bool] = []
-    sack_perm: list[bool] = []
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # this thread only: pyshark schedules its stderr reader on it
+    rows: list[tuple] = []
+    chunks: list[dict] = []
     problems: list[str] = []
-
-    cap = _capture_class()(
-        path, display_filter=DISPLAY_FILTER, keep_packets=False, use_ek=True, tshark_path=exe,
-        override_prefs=PREFS, custom_parameters=["-J", PROTOCOL_FILTER],
-    )
-    row = _row_builder(cols, ts_ns, src, dst, fragmented, truncated, sack_perm)
+    skipped: dict[str, int] = {}
+    cap = None
     try:
+        cap = _capture_class()(
+            path, display_filter=DISPLAY_FILTER, keep_packets=False, use_ek=True, tshark_path=exe,
+            override_prefs=PREFS, custom_parameters=["-J", PROTOCOL_FILTER], eventloop=loop,
+        )
         try:
+            append = rows.append
             for pkt in cap:
-                row(pkt)
+                r = _packet_row(pkt)
+                if r.__class__ is tuple:
+                    append(r)
+                    if len(rows) >= _CHUNK:  # tuples -> arrays now and then: memory stays ~60 B/row
+                        chunks.append(_to_columns(rows))
+                        rows.clear()
+                else:
+                    skipped[r] = skipped.get(r, 0) + 1
+            # tshark has closed its stdout; let pyshark's stderr reader take in tshark's last words,
+            # then close(), which raises TSharkCrashException when tshark exited with an error.
+            pending = asyncio.all_tasks(loop)
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=5))
+            cap.close()
         except TSharkCrashException as exc:
             msg = _tshark_complaint(str(exc))
-            if not ts_ns and not _is_cut_short(msg):
+            if not rows and not chunks and not _is_cut_short(msg):
                 raise CaptureError(path, None, f"tshark cannot read it: {msg}") from None
             problems.append(f"{path}: tshark stopped early: {msg}")
     finally:
-        try:
-            cap.close()
-        except Exception:  # noqa: BLE001 - tshark already gone; nothing left to clean
-            pass
+        if cap is not None:
+            # pyshark keeps a process it failed to close in this set and retries from __del__, on a
+            # closed loop by then; the process has exited (or was killed) already.
+            getattr(cap, "_running_processes", set()).clear()
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        asyncio.set_event_loop(None)
+        loop.close()
 
-    if not ts_ns:
+    if rows:
+        chunks.append(_to_columns(rows))
+    stats = {"engine": "pyshark", "tcp_segments": sum(len(c["frame"]) for c in chunks),
+             "skipped": skipped, "problems": problems}
+    if not chunks:
         df = schema.empty_frame(schema.PACKET_COLUMNS)
+        df.attrs["stats"] = stats
         df.attrs["problems"] = problems
         return df
-
     data: dict[str, object] = {}
-    for c in schema.PACKET_COLUMNS:
-        if c.name in cols:
-            data[c.name] = np.asarray(cols[c.name], dtype=np.int64).astype(c.dtype)
-    t = np.asarray(ts_ns, dtype=np.int64)
-    data["ts_ns"] = t
-    data["ts"] = t / 1e9
-    data["src"] = pd.Categorical(src)
-    data["dst"] = pd.Categorical(dst)
-    data["fragmented"] = np.asarray(fragmented, dtype=bool)
-    data["truncated"] = np.asarray(truncated, dtype=bool)
-    data["sack_permitted"] = np.asarray(sack_perm, dtype=bool)
+    for name in ROW_FIELDS:
+        parts = [c[name] for c in chunks]
+        col = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        data[name] = pd.Categorical(col) if _DTYPES[name] == "category" else col
+    data["ts"] = data["ts_ns"] / 1e9
     df = schema.conform(pd.DataFrame(data), schema.PACKET_COLUMNS)
+    df.attrs["stats"] = stats
     df.attrs["problems"] = problems
     return df
+
+
+_CHUNK = 65536
+_DTYPES = {c.name: c.dtype for c in schema.PACKET_COLUMNS}
+
+
+def _to_columns(rows: list[tuple]) -> dict[str, np.ndarray]:
+    out = {}
+    n = len(rows)
+    for name, values in zip(ROW_FIELDS, zip(*rows)):
+        dt = _DTYPES[name]
+        if dt == "category":
+            out[name] = np.asarray(values, dtype=object)
+        elif dt == "bool":
+            out[name] = np.fromiter(values, dtype=bool, count=n)
+        else:  # through int64: raw 32-bit values and -1 sentinels both fit, then the declared width
+            out[name] = np.fromiter(values, dtype=np.int64, count=n).astype(dt)
+    return out
 
 
 def _tshark_complaint(text: str) -> str:
@@ -266,120 +391,133 @@ def _is_cut_short(msg: str) -> bool:
     return "cut short" in m or "damaged or corrupt" in m or "truncated" in m
 
 
-def _row_builder(cols, ts_ns, src, dst, fragmented, truncated, sack_perm):
-    """Return ``row(pkt)``, appending one packet's values to the column lists.
+SKIP_CUT_HEADER = "frame ends before the TCP header does (snaplen or damage)"
+SKIP_FRAGMENT = "IP fragments that could not be reassembled (cut or malformed)"
 
-    Reads the EK layer dicts pyshark parsed (``EkLayer._fields_dict``: tshark's own field values, as
-    text) instead of ``layer.get_field()``, which looks every field up in the 10 MB type mapping; the
-    values are the same, the loop is several times faster.
+
+def _packet_row(pkt) -> tuple | str:
+    """One packet's values in ``ROW_FIELDS`` order, or why the frame holds no whole TCP segment.
+
+    Reads the EK layer dicts pyshark parsed (``EkLayer._fields_dict``: tshark's field values as text)
+    rather than ``layer.get_field()``, which casts each value through pyshark's 10 MB type mapping:
+    the values are the same text tshark printed, the loop is several times faster, and the mapping
+    need not be loaded at all.
     """
-    a = {name: cols[name].append for name in _INT_COLS}
-    a_ts, a_src, a_dst = ts_ns.append, src.append, dst.append
-    a_frag, a_trunc, a_sp = fragmented.append, truncated.append, sack_perm.append
-    sack_le = [a[f"sack{i}_le"] for i in range(1, _NSACK + 1)]
-    sack_re = [a[f"sack{i}_re"] for i in range(1, _NSACK + 1)]
+    fr = pkt.frame_info._fields_dict
+    layers = {layer._layer_name: layer._fields_dict for layer in pkt.layers}
+    tcp = layers.get("tcp")
+    if tcp is None:  # not with our display filter; be safe
+        return "no TCP layer"
+    tcp = _first(tcp)  # tunnels: the first TCP header, as tshark's tcp.* fields
+    protos = fr.get("frame_frame_protocols", "").split(":")
 
-    def row(pkt) -> None:
-        fr = pkt.frame_info._fields_dict
-        layers = {}
-        for layer in pkt.layers:
-            layers[layer._layer_name] = layer._fields_dict
-        tcp = layers.get("tcp")
-        if tcp is None:  # cannot happen with the display filter; be safe
-            return
-        tcp = _first(tcp)  # tunnels: the first (outer) TCP header, as tshark's tcp.* fields
-
-        # link layer: VLAN tags in header order
+    # link layer: VLAN tags in header order (802.1Q "vlan" and 802.1ad "ieee8021ad" dissectors)
+    vlan = vlan_inner = -1
+    if "vlan" in layers or "ieee8021ad" in layers:
+        queues = {"vlan": list(_as_list(layers.get("vlan"))),
+                  "ieee8021ad": list(_as_list(layers.get("ieee8021ad")))}
         tags = []
-        protos = fr.get("frame_frame_protocols", "").split(":")
-        if "vlan" in layers or "ieee8021ad" in layers:
-            queues = {"vlan": list(_as_list(layers.get("vlan"))),
-                      "ieee8021ad": list(_as_list(layers.get("ieee8021ad")))}
-            for p in protos:
-                q = queues.get(p)
-                if q:
-                    d = q.pop(0)
-                    tags.append(_opt_int(d, f"{p}_{p}_id"))
+        for p in protos:
+            q = queues.get(p)
+            if q:
+                tags.append(_opt_int(q.pop(0), f"{p}_{p}_id"))
+        if tags:
+            vlan = tags[0]
+            if len(tags) > 1:
+                vlan_inner = tags[1]
 
-        # innermost IP header
-        ipver = 0
-        for p in reversed(protos):
-            if p == "ip" and "ip" in layers:
-                ipver = 4
-                break
-            if p == "ipv6" and "ipv6" in layers:
-                ipver = 6
-                break
-        if ipver == 4:
-            ip = _as_list(layers["ip"])[-1]
-            a_src(ip.get("ip_ip_src", ""))
-            a_dst(ip.get("ip_ip_dst", ""))
-            a["ip_id"](_opt_int(ip, "ip_ip_id"))
-            a["ttl"](_opt_int(ip, "ip_ip_ttl"))
-            a_frag("ip_ip_fragment" in ip)
-        elif ipver == 6:
-            ip = _as_list(layers["ipv6"])[-1]
-            a_src(_ip6_text(ip.get("ipv6_ipv6_src", "")))
-            a_dst(_ip6_text(ip.get("ipv6_ipv6_dst", "")))
-            frag = ip.get("ipv6_fraghdr")
-            a["ip_id"](_opt_int(_first(frag), "ipv6_fraghdr_ipv6_fraghdr_ident") if frag else -1)
-            a["ttl"](_opt_int(ip, "ipv6_ipv6_hlim"))
-            a_frag("ipv6_ipv6_fragment" in ip)
-        else:  # TCP without an IP layer tshark knows: keep the row, addresses unknown
-            a_src("")
-            a_dst("")
-            a["ip_id"](-1)
-            a["ttl"](-1)
-            a_frag(False)
-        a["ip_version"](ipver)
+    # the IP header that carries the (first) TCP header: the last ip/ipv6 before "tcp" in the frame's
+    # protocol chain (tunnelled IP-in-IP: the inner one; anything inside the TCP payload: ignored)
+    ipver, nth = 0, {"ip": -1, "ipv6": -1}
+    for p in protos:
+        if p == "tcp":
+            break
+        if p in nth:
+            nth[p] += 1
+            ipver = 4 if p == "ip" else 6
+    if ipver == 4:
+        ip = _nth_layer(layers, "ip", nth["ip"])
+        fragmented = "ip_ip_fragment" in ip
+        if not fragmented and (ip.get("ip_ip_flags_mf") is True or _opt_int(ip, "ip_ip_frag_offset", 0)):
+            # A fragment tshark did not reassemble (cut by the snaplen, or the rest never came) and
+            # dissected on its own: not a whole segment. The native reader skips it too.
+            return SKIP_FRAGMENT
+        src = ip.get("ip_ip_src", "")
+        dst = ip.get("ip_ip_dst", "")
+        ip_id = _opt_int(ip, "ip_ip_id")
+        ttl = _opt_int(ip, "ip_ip_ttl")
+    elif ipver == 6:
+        ip = _nth_layer(layers, "ipv6", nth["ipv6"])
+        fragmented = "ipv6_ipv6_fragment" in ip
+        frag = _first(ip.get("ipv6_fraghdr"))
+        if not isinstance(frag, dict):
+            frag = None
+        if frag and not fragmented and (frag.get("ipv6_fraghdr_ipv6_fraghdr_more") is True
+                                        or _opt_int(frag, "ipv6_fraghdr_ipv6_fraghdr_offset", 0)):
+            return SKIP_FRAGMENT  # an IPv6 fragment tshark did not reassemble (atomic ones are kept)
+        src = _ip6_text(ip.get("ipv6_ipv6_src", ""))
+        dst = _ip6_text(ip.get("ipv6_ipv6_dst", ""))
+        ip_id = _opt_int(frag, "ipv6_fraghdr_ipv6_fraghdr_ident") if frag else -1
+        ttl = _opt_int(ip, "ipv6_ipv6_hlim")
+    else:  # TCP under no IP layer tshark knows: keep the row, addresses unknown
+        src = dst = ""
+        ip_id = ttl = -1
+        fragmented = False
 
-        a["frame"](int(fr["frame_frame_number"]))
-        a_ts(_epoch_ns(fr["frame_frame_time_epoch"]))
-        a["interface"](_opt_int(fr, "frame_frame_interface_id", 0))
-        a["caplen"](_opt_int(fr, "frame_frame_cap_len", 0))
-        a["wirelen"](_opt_int(fr, "frame_frame_len", 0))
-        a["vlan"](tags[0] if tags else -1)
-        a["vlan_inner"](tags[1] if len(tags) > 1 else -1)
+    if "tcp_tcp_urgent_pointer" not in tcp or "tcp_tcp_len" not in tcp:
+        # Fewer than the 20 fixed header bytes were captured: tshark shows what it could read (the
+        # ports, perhaps); there is no segment to report. The native reader skips these frames too.
+        return SKIP_CUT_HEADER
 
-        a["sport"](_opt_int(tcp, "tcp_tcp_srcport", 0))
-        a["dport"](_opt_int(tcp, "tcp_tcp_dstport", 0))
-        a["seq_raw"](_opt_int(tcp, "tcp_tcp_seq_raw", 0))
-        a["ack_raw"](_opt_int(tcp, "tcp_tcp_ack_raw", 0))
-        a["flags"](_opt_int(tcp, "tcp_tcp_flags", 0))  # 9 flag bits + the 3 reserved, as tshark
-        a["window"](_opt_int(tcp, "tcp_tcp_window_size_value", 0))
-        hlen = _opt_int(tcp, "tcp_tcp_hdr_len", 0)
-        a["tcp_hlen"](hlen)
-        plen = _opt_int(tcp, "tcp_tcp_len", -1)
-        if plen < 0:  # header cut before tshark could work out the length
-            a["payload_len"](0)
-            a_trunc(True)
+    hlen = _opt_int(tcp, "tcp_tcp_hdr_len", 0)
+    plen = _opt_int(tcp, "tcp_tcp_len", 0)
+    options_cut = hlen > 20 and _nbytes(tcp.get("tcp_tcp_options")) < hlen - 20
+    # the segment (options or payload) runs past the captured bytes
+    truncated = options_cut or _nbytes(tcp.get("tcp_tcp_payload")) < plen
+    if options_cut:
+        # tshark shows what it could read of an option the snaplen cut (a TSval without its TSecr, the
+        # first SACK block of three); like the native reader, count only options captured whole.
+        tcp = {k: v for k, v in tcp.items() if not (k.startswith("tcp_options_") and not _whole(v))}
+        for opt, fields in _OPTION_FIELDS.items():
+            if opt not in tcp:
+                for f in fields:
+                    tcp.pop(f, None)
+
+    les = _as_list(tcp.get("tcp_tcp_options_sack_le"))
+    res = _as_list(tcp.get("tcp_tcp_options_sack_re"))
+    nsack = min(len(les), len(res), _NSACK)
+    sack = []
+    for i in range(_NSACK):
+        if i < nsack:
+            sack += (int(les[i]), int(res[i]))
         else:
-            a["payload_len"](plen)
-            # the segment (options or payload) runs past the captured bytes
-            a_trunc(_nbytes(tcp.get("tcp_tcp_payload")) < plen
-                    or (hlen > 20 and _nbytes(tcp.get("tcp_tcp_options")) < hlen - 20))
+            sack += (0, 0)
+    tfo = _first(tcp.get("tcp_options_tfo"))
+    if isinstance(tfo, str) and tfo.startswith("22:") and len(tfo) >= 5:  # kind 34; length - 2
+        tfo_len = max(int(tfo[3:5], 16) - 2, 0)
+    else:
+        tfo_len = -1
 
-        # options
-        a["mss"](_opt_int(tcp, "tcp_tcp_options_mss_val"))
-        a["wscale"](_opt_int(tcp, "tcp_tcp_options_wscale_shift"))
-        a_sp("tcp_options_sack_perm" in tcp)
-        les = _as_list(tcp.get("tcp_tcp_options_sack_le"))
-        res = _as_list(tcp.get("tcp_tcp_options_sack_re"))
-        n = min(len(les), len(res), _NSACK)
-        a["sack_count"](n)
-        for i in range(_NSACK):
-            if i < n:
-                sack_le[i](int(les[i]))
-                sack_re[i](int(res[i]))
-            else:
-                sack_le[i](0)
-                sack_re[i](0)
-        a["tsval"](_opt_int(tcp, "tcp_tcp_options_timestamp_tsval"))
-        a["tsecr"](_opt_int(tcp, "tcp_tcp_options_timestamp_tsecr"))
-        tfo = _first(tcp.get("tcp_options_tfo"))
-        if isinstance(tfo, str) and tfo.startswith("22:") and len(tfo) >= 5:
-            a["tfo_cookie_len"](max(int(tfo[3:5], 16) - 2, 0))
-        else:
-            a["tfo_cookie_len"](-1)
-
-    return row
+    return (
+        int(fr["frame_frame_number"]),
+        _epoch_ns(fr["frame_frame_time_epoch"]),
+        _opt_int(fr, "frame_frame_interface_id", 0),
+        vlan, vlan_inner, ipver, src, dst, ip_id, ttl, fragmented,
+        _opt_int(tcp, "tcp_tcp_srcport", 0),
+        _opt_int(tcp, "tcp_tcp_dstport", 0),
+        _opt_int(tcp, "tcp_tcp_seq_raw", 0),
+        _opt_int(tcp, "tcp_tcp_ack_raw", 0),
+        _opt_int(tcp, "tcp_tcp_flags", 0),  # the 9 flag bits and the 3 reserved ones, as tshark
+        _opt_int(tcp, "tcp_tcp_window_size_value", 0),
+        hlen, plen,
+        _opt_int(fr, "frame_frame_cap_len", 0),
+        _opt_int(fr, "frame_frame_len", 0),
+        truncated,
+        _opt_int(tcp, "tcp_tcp_options_mss_val"),
+        _opt_int(tcp, "tcp_tcp_options_wscale_shift"),
+        "tcp_options_sack_perm" in tcp,
+        nsack, *sack,
+        _opt_int(tcp, "tcp_tcp_options_timestamp_tsval"),
+        _opt_int(tcp, "tcp_tcp_options_timestamp_tsecr"),
+        tfo_len,
+    )
