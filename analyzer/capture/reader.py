@@ -60,6 +60,13 @@ class FrameSource:
         self._lo = self._hi = 0
         self._eof = False
         self._buf_base = 0  # file offset of self._buf[0]
+        try:
+            self._read_file_header()
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_file_header(self) -> None:
         head = self._need(24)
         if len(head) < 4:
             raise CaptureError(self.name, 0, "not a capture file (empty or shorter than a file header)")

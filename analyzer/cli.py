@@ -1,0 +1,112 @@
+"""The ``tcp-analyzer`` command: thin commands over the library.
+
+Each command parses its options, makes one library call and prints or writes the result. Library
+errors become one-line messages. Exit codes: 0 done, 1 some input could not be read, 2 usage.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import AnalyzerError
+from .report import FORMATS, Report, analyze, summarise, summary_json
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tcp-analyzer")
+def cli() -> None:
+    """Rebuild TCP connections from captures: handshakes, retransmissions, explained.
+
+    \b
+    Examples:
+      tcp-analyzer analyze trace.pcapng -o out/
+      tcp-analyzer demo
+    """
+
+
+@cli.command("analyze")
+@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="tcp-analysis",
+              show_default=True, help="folder for the tables (one subfolder per capture when several)")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
+@click.option("--engine", type=click.Choice(["native", "pyshark"]), default="native", show_default=True,
+              help="native: our reader; pyshark: tshark's dissectors through pyshark (slow)")
+@click.option("--packets", is_flag=True, help="also write the packet table")
+@click.option("-q", "--quiet", is_flag=True, help="print nothing but errors")
+@click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary instead")
+def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json):
+    """Analyze captures; write connections, handshakes and retransmissions tables.
+
+    \b
+    Example:
+      tcp-analyzer analyze trace.pcap -o out/ --format parquet
+      tcp-analyzer analyze a.pcap b.pcapng -o out/    # out/a.pcap/, out/b.pcapng/
+    """
+    from .summary import Progress, print_summary
+
+    reports: list[Report] = []
+    status = EXIT_OK
+    for path in captures:
+        dest = Path(out_dir) if len(captures) == 1 else Path(out_dir) / Path(path).name
+        try:
+            with Progress(enabled=not quiet and not as_json, label=Path(path).name) as progress:
+                report = analyze(path, engine=engine, packets=packets, progress=progress.update)
+        except AnalyzerError as exc:
+            click.echo(f"tcp-analyzer: {exc}", err=True)
+            status = EXIT_INPUT
+            continue
+        report.write(dest, format=fmt)
+        for problem in report.stats.get("problems", []):
+            click.echo(f"tcp-analyzer: {problem}", err=True)
+        if report.stats.get("problems"):
+            status = EXIT_INPUT
+        reports.append(report)
+        if not quiet and not as_json:
+            print_summary(summarise(report), dest)
+    if as_json:
+        click.echo(summary_json(reports))
+    sys.exit(status)
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules (demo, compare, plot)."""
+    try:
+        from .demo.commands import COMMANDS
+    except ImportError:
+        COMMANDS = []
+    for cmd in COMMANDS:
+        cli.add_command(cmd)
+    try:
+        from .extra_commands import COMMANDS as TOOLS
+    except ImportError:
+        TOOLS = []
+    for cmd in TOOLS:
+        cli.add_command(cmd)
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (tests call this in process)."""
+    try:
+        cli.main(args=argv, prog_name="tcp-analyzer", standalone_mode=False)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except click.exceptions.Abort:
+        click.echo("tcp-analyzer: interrupted", err=True)
+        return 130
+    except click.UsageError as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_INPUT
+    except AnalyzerError as exc:
+        click.echo(f"tcp-analyzer: {exc}", err=True)
+        return EXIT_INPUT
+    return EXIT_OK

@@ -1,0 +1,86 @@
+"""What ``analyze`` prints: a progress bar on stderr (terminals only) and a readable summary on stdout."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+PROGRESS_AFTER_S = 1.0  # show the bar only for work that takes longer than this
+
+
+class Progress:
+    """A byte-based progress bar on stderr, silent when stderr is not a terminal or work is quick."""
+
+    def __init__(self, enabled: bool = True, label: str = ""):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.label = label
+        self._bar: RichProgress | None = None
+        self._task = None
+        self._start = time.monotonic()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            if time.monotonic() - self._start < PROGRESS_AFTER_S:
+                return
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self._task = self._bar.add_task(self.label, total=total or None)
+            self._bar.start()
+        self._bar.update(self._task, completed=done)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms"
+
+
+def print_summary(s: dict, dest: Path | None = None, console: Console | None = None) -> None:
+    """Print the summary dict of one capture as a few small tables."""
+    con = console or Console(highlight=False)
+    con.print(f"[bold]{s['capture']}[/bold]: {s['frames']:,} frames, {s['tcp_segments']:,} TCP segments, "
+              f"{s['connections']:,} connections")
+    hs = Table(title="Handshakes", box=box.SIMPLE, title_justify="left")
+    hs.add_column("outcome")
+    hs.add_column("count", justify="right")
+    for k, v in s["handshakes"].items():
+        hs.add_row(k, f"{v:,}")
+    con.print(hs)
+    rtt = s["handshake_rtt_seconds"]
+    if rtt:
+        con.print(f"Handshake RTT over {rtt['n']:,} established: min {_ms(rtt['min'])}, median {_ms(rtt['p50'])}, "
+                  f"p90 {_ms(rtt['p90'])}, p99 {_ms(rtt['p99'])}, max {_ms(rtt['max'])}")
+    rx = Table(title="Retransmissions and out-of-order segments", box=box.SIMPLE, title_justify="left")
+    rx.add_column("kind")
+    rx.add_column("count", justify="right")
+    for k, v in s["retransmissions"].items():
+        rx.add_row(k, f"{v:,}")
+    if not s["retransmissions"]:
+        rx.add_row("(none)", "0")
+    con.print(rx)
+    if s["top_retransmitting_connections"]:
+        top = Table(title="Connections with most retransmitted bytes", box=box.SIMPLE, title_justify="left")
+        for col in ("stream", "client", "server", "retransmissions", "bytes"):
+            top.add_column(col, justify="right" if col in ("stream", "retransmissions", "bytes") else "left")
+        for r in s["top_retransmitting_connections"]:
+            top.add_row(str(r["stream"]), r["client"], r["server"], f"{r['retransmissions']:,}",
+                        f"{r['retransmitted_bytes']:,}")
+        con.print(top)
+    if s["skipped_frames"]:
+        con.print("Skipped frames: " + "; ".join(f"{v:,} {k}" for k, v in s["skipped_frames"].items()))
+    for p in s["problems"]:
+        con.print(f"[red]Problem:[/red] {p}")
+    if dest is not None:
+        con.print(f"Tables written to {dest}/")
