@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .capture import PacketReader, iter_packets, read_packets
 from .errors import AnalyzerError, CaptureError
+from .report import Report, analyze
 
-__all__ = ["read_packets", "iter_packets", "PacketReader", "AnalyzerError", "CaptureError"]
+__all__ = ["read_packets", "iter_packets", "analyze", "Report", "PacketReader", "AnalyzerError", "CaptureError"]
 __version__ = "0.1.0"
