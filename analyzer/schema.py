@@ -117,3 +117,148 @@ def conform(df: pd.DataFrame, columns: tuple[Column, ...]) -> pd.DataFrame:
 
 def numpy_dtype(c: Column) -> np.dtype:
     return np.dtype(c.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# TCP engine report tables (analyzer.tcp). Missing values are empty (nullable dtypes).
+# --------------------------------------------------------------------------------------------
+
+HANDSHAKE_OUTCOMES = {
+    "established": "SYN, SYN-ACK acknowledging ISN+1, then the client's ACK of the server's ISN+1",
+    "refused": "the server answered the SYN with a RST (usually RST-ACK) before any SYN-ACK",
+    "no_reply": "SYNs were sent and nothing came back from the server (Zeek S0)",
+    "reset": "a SYN-ACK was seen, then a RST from either side before the client's ACK",
+    "incomplete": "the server answered but the handshake did not finish (SYN-ACK without the final ACK) "
+                  "and no RST ended it; the capture may have stopped",
+    "simultaneous_open": "both sides sent a SYN without ACK (RFC 9293 3.5); Wireshark flags the SYN-ACKs "
+                         "as retransmissions, we do not",
+    "midstream": "no SYN from the client was captured: the capture started after the handshake",
+}
+
+RETRANSMISSION_KINDS = {
+    "retransmission": "Wireshark's generic rule: the segment starts below the highest sequence number sent "
+                      "in its direction and none of the rules below matched (typically a timeout "
+                      "retransmission); overlap_bytes 0 means the original was never captured",
+    "fast_retransmission": "starts below the highest sequence sent, the receiver sent 2+ duplicate ACKs for "
+                           "exactly this sequence number, and it comes less than 20 ms after the last of them",
+    "spurious_retransmission": "every byte of it had already been acknowledged by the receiver "
+                               "(seq + len <= the receiver's last ACK), checked first as Wireshark 4.0 does",
+    "syn_retransmission": "a SYN or SYN-ACK repeated with the same ISN (a new ISN starts a new connection)",
+    "out_of_order": "starts below the highest sequence sent, does not end exactly at it, and arrives less than "
+                    "the handshake RTT (3 ms when unknown) after the highest segment: reordering, or a "
+                    "retransmission that followed its original very closely (Wireshark's rule, kept for "
+                    "agreement)",
+    "duplicate": "the same packet captured twice, not a retransmission: identical seq, ack, length, flags "
+                 "and window to the previous packet of its direction, at most 5 ms later, with the same "
+                 "non-zero IPv4 ID (or, without a usable ID, the same TCP TSval). Wireshark calls it a "
+                 "retransmission. It is left out of every other count and state",
+}
+"""Retransmission-table kinds. Wireshark's tcp_analyze_sequence_number (4.0) decides all kinds but
+``duplicate``, in this order: keep-alives (0/1 byte at next-1) and zero-window probes (1 byte at next
+while the peer's window is 0) are never retransmissions and are counted per connection instead; then
+spurious, fast, out-of-order, retransmission. Bytes are compared on unwrapped 64-bit sequence
+numbers; ``overlap_bytes`` counts only payload bytes seen before in that direction (a repacketised
+segment carrying old and new bytes counts only the old ones)."""
+
+CONN_STATES = {
+    "S0": "connection attempt seen, no reply",
+    "S1": "established, not terminated",
+    "SF": "normal establishment and termination (both sides sent FIN)",
+    "REJ": "connection attempt rejected (RST from the responder while the originator was in SYN)",
+    "S2": "established, close attempt by the originator only (no reply from the responder)",
+    "S3": "established, close attempt by the responder only",
+    "RSTO": "established, the originator aborted (sent a RST)",
+    "RSTR": "responder sent a RST",
+    "RSTOS0": "originator sent a SYN followed by a RST, no SYN-ACK from the responder",
+    "RSTRH": "responder sent a SYN-ACK (or other packets) followed by a RST, no SYN from the originator",
+    "SH": "originator sent a SYN followed by a FIN, no SYN-ACK from the responder",
+    "SHR": "responder sent a SYN-ACK followed by a FIN, no SYN from the originator",
+    "OTH": "no SYN seen, just midstream traffic (not later closed)",
+}
+"""Zeek conn_state (reference C.5), computed from simplified endpoint states; see analyzer.tcp.connections."""
+
+HANDSHAKE_COLUMNS = _table(
+    ("stream", "int64", "connection index, = Wireshark tcp.stream"),
+    ("client", "str", "client address (sender of the first SYN without ACK; else of the first packet)"),
+    ("client_port", "int64", "client TCP port"),
+    ("server", "str", "server address"),
+    ("server_port", "int64", "server TCP port"),
+    ("outcome", "str", "one of HANDSHAKE_OUTCOMES"),
+    ("syn_frame", "Int64", "the SYN the RTT is measured from: the latest SYN before the SYN-ACK used"),
+    ("synack_frame", "Int64", "the SYN-ACK used: the latest one before the client's ACK"),
+    ("ack_frame", "Int64", "the client's first packet with ACK (no SYN) acknowledging the server's ISN+1"),
+    ("syn_ts", "Float64", "time of syn_frame, seconds since the epoch"),
+    ("synack_ts", "Float64", "time of synack_frame"),
+    ("ack_ts", "Float64", "time of ack_frame"),
+    ("syn_retries", "Int64", "client SYNs after the first (same ISN)"),
+    ("synack_retries", "Int64", "server SYN-ACKs after the first"),
+    ("server_rtt", "Float64", "synack_ts - syn_ts, seconds (network + server side)"),
+    ("client_rtt", "Float64", "ack_ts - synack_ts, seconds (network + client side)"),
+    ("handshake_rtt", "Float64", "ack_ts - syn_ts = server_rtt + client_rtt; equals Wireshark's "
+                                 "tcp.analysis.initial_rtt when the SYN was not retried"),
+    ("first_syn_frame", "Int64", "the client's first SYN"),
+    ("first_syn_ts", "Float64", "time of the first SYN"),
+    ("setup_time", "Float64", "ack_ts - first_syn_ts: how long the client waited, retries included"),
+    ("rst_frame", "Int64", "the RST that refused or reset the attempt"),
+    ("wireshark_irtt", "Float64", "Wireshark's iRTT exactly as it computes it: first packet with ACK and no "
+                                  "SYN (either side, RST-ACK included) minus the most recent SYN"),
+    ("mss_client", "Int64", "MSS option of the client's SYN"),
+    ("mss_server", "Int64", "MSS option of the server's SYN-ACK"),
+    ("wscale_client", "Int64", "window scale shift in the client's SYN"),
+    ("wscale_server", "Int64", "window scale shift in the server's SYN-ACK"),
+    ("sack_permitted", "boolean", "both SYN and SYN-ACK carried SACK-permitted"),
+    ("timestamps", "boolean", "both SYN and SYN-ACK carried the timestamps option"),
+    ("tfo", "boolean", "the SYN carried a TCP Fast Open option or data (RFC 7413)"),
+    ("syn_data_bytes", "Int64", "payload bytes carried by the client's first SYN (TFO)"),
+)
+
+RETRANSMISSION_COLUMNS = _table(
+    ("frame", "int64", "frame number (= Wireshark frame.number)"),
+    ("ts", "float64", "capture time, seconds since the epoch"),
+    ("stream", "int64", "connection index, = Wireshark tcp.stream"),
+    ("direction", "str", "client->server or server->client"),
+    ("src", "str", "sender address"),
+    ("sport", "int64", "sender port"),
+    ("dst", "str", "receiver address"),
+    ("dport", "int64", "receiver port"),
+    ("seq", "Int64", "sequence number relative to the direction's ISN, unwrapped (as Wireshark shows it)"),
+    ("seq_raw", "int64", "sequence number on the wire"),
+    ("len", "int64", "payload bytes"),
+    ("kind", "str", "one of RETRANSMISSION_KINDS"),
+    ("original_frame", "Int64", "frame that first sent (some of) these bytes, among the last 64 records"),
+    ("since_original", "Float64", "seconds since original_frame"),
+    ("overlap_bytes", "int64", "payload bytes of this segment already seen in this direction"),
+    ("evidence_frame", "Int64", "the frame the rule looked at: last dup ACK (fast), covering ACK (spurious), "
+                                "highest segment (out_of_order, retransmission), first copy (duplicate)"),
+    ("reason", "str", "the rule that fired, in words"),
+    ("wireshark_filter", "str", "display filter that shows this frame in Wireshark"),
+)
+
+CONNECTION_COLUMNS = _table(
+    ("stream", "int64", "connection index, = Wireshark tcp.stream"),
+    ("client", "str", "client address (sender of the first SYN without ACK; else of the first packet)"),
+    ("client_port", "int64", "client TCP port"),
+    ("server", "str", "server address"),
+    ("server_port", "int64", "server TCP port"),
+    ("vlan", "Int64", "VLAN id of the first packet (not part of the connection key, as in Wireshark 4.0)"),
+    ("first_frame", "int64", "first frame of the connection"),
+    ("last_frame", "int64", "last frame of the connection"),
+    ("first_ts", "float64", "time of the first packet"),
+    ("last_ts", "float64", "time of the last packet"),
+    ("duration", "float64", "last_ts - first_ts, seconds"),
+    ("client_pkts", "int64", "packets sent by the client (duplicates included)"),
+    ("server_pkts", "int64", "packets sent by the server (duplicates included)"),
+    ("client_bytes", "int64", "payload bytes sent by the client (retransmissions included, duplicates not)"),
+    ("server_bytes", "int64", "payload bytes sent by the server"),
+    ("handshake", "str", "handshake outcome (HANDSHAKE_OUTCOMES)"),
+    ("retransmissions", "int64", "rows of kind retransmission, fast, spurious or syn_retransmission"),
+    ("retransmitted_bytes", "int64", "sum of their overlap_bytes"),
+    ("out_of_order", "int64", "rows of kind out_of_order"),
+    ("duplicates", "int64", "rows of kind duplicate (captured twice)"),
+    ("keep_alives", "int64", "keep-alive segments (0 or 1 byte at next-1), not retransmissions"),
+    ("zero_window_probes", "int64", "zero-window probes (1 byte at next while the peer's window is 0)"),
+    ("conn_state", "str", "Zeek conn_state (CONN_STATES)"),
+    ("history", "str", "Zeek history letters, uppercase = client (see analyzer.tcp.connections)"),
+    ("completeness", "int64", "Wireshark tcp.completeness bit mask: 1 SYN, 2 SYN-ACK, 4 ACK, 8 data, 16 FIN, 32 RST"),
+    ("reused_ports", "bool", "started by a SYN reusing a 4-tuple with a new ISN (Wireshark reused_ports)"),
+)

@@ -1,0 +1,214 @@
+"""The TCP engine: packet-table batches in, connections / handshakes / retransmissions tables out.
+
+Per batch: 4-tuple ids are assigned vectorized (``flows.py``), then one compiled pass in frame order
+(``sequence.analyze_batch``) updates the carried per-flow state and writes event rows. Tables are built
+from that state at ``finish()``, so a batched run gives the same rows as a whole-file run.
+
+    >>> engine = Engine()                                       # doctest: +SKIP
+    >>> for batch in analyzer.iter_packets("capture.pcap"):     # doctest: +SKIP
+    ...     new = engine.feed(batch)                           # rows decided in this batch
+    >>> tables = engine.finish()                                # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..schema import (CONNECTION_COLUMNS, HANDSHAKE_COLUMNS, RETRANSMISSION_COLUMNS, TH_ACK, TH_FIN, TH_SYN, conform,
+                      empty_frame)
+from .connections import completeness, conn_states, histories
+from .flows import TupleTable
+from .handshake import handshake_columns
+from .retransmit import KIND_NAMES, event_rows
+from .sequence import E_CONV, E_N, E_ROW, analyze_batch, compact_records
+from .state import (C_CLIENT_DIR, C_COMPLETENESS, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_LEN, C_HS_DECIDED,
+                    C_LAST_FRAME, C_LAST_TS, C_REUSED, C_TUPLE, C_VLAN, D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS,
+                    D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, RECORD_WALK, FlowState)
+
+COMPACT_RECORDS_AT = 4_000_000  # compact the sent-segment pool when it holds this many records
+
+
+@dataclass
+class TcpTables:
+    """The engine's result: three report tables and summary counts."""
+
+    connections: pd.DataFrame
+    handshakes: pd.DataFrame
+    retransmissions: pd.DataFrame
+    stats: dict = field(default_factory=dict)
+
+
+class BatchEvents:
+    """What one ``Engine.feed`` call decided, for live display: ``handshakes`` that reached an outcome
+    (established, refused, reset) in the batch, the batch's ``retransmissions`` rows, and ``streams``,
+    the stream id of every packet of the batch. The tables are built on first access; read them
+    before feeding the next batch."""
+
+    def __init__(self, engine: "Engine", batch: int, chunk: dict | None, streams: np.ndarray):
+        self._engine, self._batch, self._chunk = engine, batch, chunk
+        self.streams = streams
+
+    @cached_property
+    def handshakes(self) -> pd.DataFrame:
+        st = self._engine._state
+        decided = np.flatnonzero(st.conv[: st.conversations, C_HS_DECIDED] == self._batch)
+        return self._engine._handshakes(decided)
+
+    @cached_property
+    def retransmissions(self) -> pd.DataFrame:
+        return self._engine._retransmissions([self._chunk])
+
+
+class Engine:
+    """Feed packet-table batches in capture order; call ``finish()`` for the tables."""
+
+    def __init__(self) -> None:
+        self._tuples = TupleTable()
+        self._state = FlowState()
+        self._chunks: list[dict[str, np.ndarray]] = []  # event rows and their packet fields, per batch
+        self._packets = 0
+
+    def feed(self, packets: pd.DataFrame) -> BatchEvents:
+        """Analyze one batch (rows in frame order); per-flow state carries over to the next batch."""
+        st = self._state
+        n = len(packets)
+        if n == 0:
+            return BatchEvents(self, -1, None, np.empty(0, dtype=np.int64))
+        col = lambda name: packets[name].to_numpy().astype(np.int64)  # noqa: E731
+        flags = col("flags")
+        plen = col("payload_len")
+        seqsp = (plen > 0) | ((flags & (TH_SYN | TH_FIN)) != 0)
+        tuples_before = len(self._tuples)
+        tid, is_lo = self._tuples.assign(packets)
+        new_conversations = len(self._tuples) - tuples_before + int(((flags & (TH_SYN | TH_ACK)) == TH_SYN).sum())
+        st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=int(seqsp.sum()))
+        stream = np.empty(n, dtype=np.int64)
+        ev = np.empty((int(seqsp.sum()), E_N), dtype=np.int64)
+        n_ev = analyze_batch(
+            tid, is_lo, col("frame"), col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
+            col("ip_id"), col("tsval"), col("mss"), col("wscale"), col("sack_permitted"), col("tfo_cookie_len"),
+            col("vlan"), st.conv, st.dirs, st.holes, st.history, st.tuple_conv, st.records, st.n_records,
+            st.counter, stream, ev)
+        batch = int(st.counter[1])
+        st.counter[1] += 1
+        self._packets += n
+        ev = ev[:n_ev]
+        rows = ev[:, E_ROW]
+        pick = lambda name: packets[name].iloc[rows].to_numpy()  # noqa: E731
+        chunk = dict(ev=ev, frame=pick("frame"), ts_ns=pick("ts_ns"), seq_raw=pick("seq_raw"), flags=flags[rows],
+                     src=np.asarray(pick("src"), dtype=object), sport=pick("sport"),
+                     dst=np.asarray(pick("dst"), dtype=object), dport=pick("dport"))
+        self._chunks.append(chunk)
+        if int(st.n_records[0]) > COMPACT_RECORDS_AT:
+            self._compact()
+        return BatchEvents(self, batch, chunk, stream)
+
+    def finish(self) -> TcpTables:
+        """Build the final tables from the carried state."""
+        conns = self._connections()
+        hs = self._handshakes(np.arange(self._state.conversations))
+        rx = self._retransmissions(self._chunks)
+        stats = {
+            "packets": self._packets,
+            "connections": len(conns),
+            "handshakes": {k: int(v) for k, v in hs["outcome"].value_counts().items()},
+            "retransmissions": {k: int((rx["kind"] == k).sum()) for k in KIND_NAMES.values()},
+            "retransmitted_bytes": int(conns["retransmitted_bytes"].sum()),
+            "keep_alives": int(conns["keep_alives"].sum()),
+            "zero_window_probes": int(conns["zero_window_probes"].sum()),
+        }
+        return TcpTables(conns, hs, rx, stats)
+
+    # ---- table builders ----------------------------------------------------------------------
+    def _compact(self) -> None:
+        st = self._state
+        out = np.zeros((2 * st.conversations * RECORD_WALK + 1, st.records.shape[1]), dtype=np.int64)
+        kept = compact_records(st.dirs, 2 * st.conversations, st.records, st.n_records, out)
+        st.records = out
+        st.n_records[0] = kept
+
+    def _sides(self, idx: np.ndarray):
+        """(client addr, client port, server addr, server port, client direction) per connection."""
+        conv = self._state.conv[idx]
+        lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv[:, C_TUPLE])
+        client_is_lo = (conv[:, C_FIRST_LO] == 1) == (conv[:, C_CLIENT_DIR] == 0)
+        client = np.where(client_is_lo, lo_a, hi_a)
+        cport = np.where(client_is_lo, lo_p, hi_p)
+        server = np.where(client_is_lo, hi_a, lo_a)
+        sport = np.where(client_is_lo, hi_p, lo_p)
+        return client, cport, server, sport, conv[:, C_CLIENT_DIR]
+
+    def _per_side(self, idx: np.ndarray, column: int) -> tuple[np.ndarray, np.ndarray]:
+        """(client value, server value) of a direction column for connections ``idx``."""
+        d = self._state.dirs
+        cd = self._state.conv[idx, C_CLIENT_DIR]
+        return d[2 * idx + cd, column], d[2 * idx + 1 - cd, column]
+
+    def _handshakes(self, idx: np.ndarray) -> pd.DataFrame:
+        if len(idx) == 0:
+            return empty_frame(HANDSHAKE_COLUMNS)
+        client, cport, server, sport, _ = self._sides(idx)
+        _, server_pkts = self._per_side(idx, D_PKTS)
+        cols = {"stream": idx, "client": client, "client_port": cport, "server": server, "server_port": sport}
+        cols.update(handshake_columns(self._state.conv[idx], server_pkts))
+        return conform(pd.DataFrame({k: pd.Series(v).reset_index(drop=True) for k, v in cols.items()}),
+                       HANDSHAKE_COLUMNS)
+
+    def _retransmissions(self, chunks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+        """Rows of the given batches, with the current client of each connection."""
+        chunks = [c for c in chunks if c is not None and len(c["ev"])]
+        if not chunks:
+            return empty_frame(RETRANSMISSION_COLUMNS)
+        cat = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+        client_dir = self._state.conv[cat["ev"][:, E_CONV], C_CLIENT_DIR]
+        df = event_rows(cat["ev"], cat["frame"], cat["ts_ns"], cat["seq_raw"], cat["flags"], cat["src"],
+                        cat["sport"], cat["dst"], cat["dport"], client_dir)
+        return conform(df, RETRANSMISSION_COLUMNS)
+
+    def _connections(self) -> pd.DataFrame:
+        st = self._state
+        idx = np.arange(st.conversations)
+        if len(idx) == 0:
+            return empty_frame(CONNECTION_COLUMNS)
+        conv = st.conv[idx]
+        client, cport, server, sport, cd = self._sides(idx)
+        side = {name: self._per_side(idx, c) for name, c in
+                [("pkts", D_PKTS), ("bytes", D_BYTES), ("retx", D_RETX), ("retx_bytes", D_RETX_BYTES),
+                 ("ooo", D_OOO), ("ka", D_KA), ("zwp", D_ZWP), ("dups", D_DUPS), ("z", D_ZSTATE)]}
+        hist = histories(st.history[idx], conv[:, C_HIST_LEN], cd)
+        outcome = handshake_columns(conv, side["pkts"][1])["outcome"].to_numpy()
+        total = lambda name: side[name][0] + side[name][1]  # noqa: E731
+        df = pd.DataFrame({
+            "stream": idx, "client": client, "client_port": cport, "server": server, "server_port": sport,
+            "vlan": pd.Series(conv[:, C_VLAN], dtype="Int64").mask(conv[:, C_VLAN] < 0),
+            "first_frame": conv[:, C_FIRST_FRAME], "last_frame": conv[:, C_LAST_FRAME],
+            "first_ts": conv[:, C_FIRST_TS] / 1e9, "last_ts": conv[:, C_LAST_TS] / 1e9,
+            "duration": (conv[:, C_LAST_TS] - conv[:, C_FIRST_TS]) / 1e9,
+            "client_pkts": side["pkts"][0], "server_pkts": side["pkts"][1],
+            "client_bytes": side["bytes"][0], "server_bytes": side["bytes"][1],
+            "handshake": outcome,
+            "retransmissions": total("retx"), "retransmitted_bytes": total("retx_bytes"),
+            "out_of_order": total("ooo"), "duplicates": total("dups"),
+            "keep_alives": total("ka"), "zero_window_probes": total("zwp"),
+            "conn_state": conn_states(side["z"][0], side["z"][1], side["bytes"][0], side["bytes"][1], hist),
+            "history": hist,
+            "completeness": completeness(conv[:, C_COMPLETENESS], side["pkts"][0] + side["pkts"][1]),
+            "reused_ports": conv[:, C_REUSED] == 1,
+        })
+        return conform(df, CONNECTION_COLUMNS)
+
+
+def analyze_batches(batches: Iterable[pd.DataFrame]) -> TcpTables:
+    """Run the engine over packet-table batches and return the tables.
+
+    >>> tables = analyze_batches(analyzer.iter_packets("capture.pcap"))   # doctest: +SKIP
+    >>> tables.handshakes[["stream", "outcome", "handshake_rtt"]]        # doctest: +SKIP
+    """
+    engine = Engine()
+    for batch in batches:
+        engine.feed(batch)
+    return engine.finish()

@@ -1,0 +1,446 @@
+"""The sequential heart of the engine: one compiled pass over a batch, in frame order.
+
+For every packet: find its connection (splitting a 4-tuple on port reuse as Wireshark does,
+reference B.1), update the handshake and the Zeek/Wireshark connection facts, run Wireshark's
+``tcp_analyze_sequence_number`` checks (reference B.5, the 4.0 order: keep-alive exclusion, spurious
+first, then fast retransmission, out-of-order, retransmission), recognise the same packet captured
+twice, and count retransmitted bytes exactly on unwrapped 64-bit sequence numbers.
+
+All state lives in the arrays of ``state.FlowState``; a batch boundary changes nothing, so a batched
+run equals a whole-file run. Decisions are written to an event array, one row per labelled packet.
+
+Compiled with ``numba.njit(cache=True)``. Numba checks only this file's timestamp for its cache: after
+editing the compiled helpers in ``handshake.py``, ``connections.py`` or ``flows.py``, delete
+``analyzer/tcp/__pycache__/*.nbi`` and ``*.nbc`` (or touch this file).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..schema import TH_ACK, TH_FIN, TH_RST, TH_SYN
+from .connections import ZS_INACTIVE, ZS_RESET, track_connection
+from .handshake import track_handshake
+from .state import (C_CLIENT_DIR, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_LEN, C_HS_END, C_HS_SIMOPEN,
+                    C_HS_STATE, C_IRTT, C_LAST_FRAME, C_MRU_SYN_TS, C_LAST_TS, C_REUSED, C_SA_N, C_SYN_N, C_TUPLE, C_VLAN,
+                    C_COMPLETENESS, D_BASE, D_BASE_SET, D_BYTES, D_DUPACKS, D_DUPS, D_FIN_PKTS, D_KA,
+                    D_LASTACK, D_LASTACK_FRAME, D_LASTACK_RAW, D_LASTACK_SET, D_LASTACK_TS,
+                    D_LASTNONDUPACK, D_LASTSEGFLAGS, D_LO, D_NEXTSEQ, D_NEXTSEQ_FRAME, D_NEXTSEQ_SET,
+                    D_NEXTSEQ_TS, D_OOO, D_PKTS, D_PREV_ACK, D_PREV_FLAGS, D_PREV_FRAME, D_PREV_IPID,
+                    D_PREV_LEN, D_PREV_SEQ, D_PREV_TS, D_PREV_TSVAL, D_PREV_WIN, D_REC_HEAD, D_RETX,
+                    D_RETX_BYTES, D_RST_PKTS, D_SEEN, D_SYN_PKTS, D_TOP, D_UREF, D_WINDOW, D_WSCALE,
+                    D_Z_RXMIT, D_Z_ZWIN, D_ZONCE, D_ZSTATE, D_ZWP, HOLES, NONE, R_END, R_FRAME,
+                    R_PREV, R_START, R_TS, RECORD_WALK)
+
+# retransmission-table kinds (documented in analyzer.schema.RETRANSMISSION_KINDS)
+K_RETRANSMISSION, K_FAST, K_SPURIOUS, K_SYN, K_OUT_OF_ORDER, K_DUPLICATE = 1, 2, 3, 4, 5, 6
+
+# Wireshark's per-segment analysis flags that later packets look at (lastsegmentflags)
+A_KEEP_ALIVE, A_ZERO_WINDOW_PROBE = 1, 2
+
+FAST_RETRANSMIT_WINDOW_NS = 20_000_000  # Wireshark: fast retransmission within 20 ms of the last dup ACK
+OOO_DEFAULT_NS = 3_000_000  # Wireshark: out-of-order threshold when the iRTT is unknown
+DUPLICATE_GAP_NS = 5_000_000  # same packet captured twice: at most 5 ms apart
+
+# event columns
+(E_ROW, E_KIND, E_CONV, E_DIR, E_SEQ, E_LEN, E_OVERLAP, E_ORIG_FRAME, E_ORIG_TS, E_COUNT, E_GAP, E_LIMIT,
+ E_REF_FRAME, E_N) = range(14)
+
+_M32 = 0xFFFFFFFF
+
+
+@njit(cache=True)
+def _unwrap(dirs, row, raw):
+    """Unwrapped 64-bit sequence number, relative to the direction's base, nearest to its reference."""
+    rel = (raw - dirs[row, D_BASE]) & _M32
+    ref = dirs[row, D_UREF]
+    diff = (rel - ref) & _M32
+    if diff >= 0x80000000:
+        diff -= 0x100000000
+    return ref + diff
+
+
+@njit(cache=True)
+def _init_direction(dirs, holes, row):
+    for k in range(dirs.shape[1]):
+        dirs[row, k] = NONE
+    for k in (D_BASE_SET, D_UREF, D_NEXTSEQ_SET, D_LASTACK_SET, D_DUPACKS, D_LASTSEGFLAGS, D_SEEN, D_PKTS,
+              D_BYTES, D_RETX, D_RETX_BYTES, D_OOO, D_DUPS, D_KA, D_ZWP, D_SYN_PKTS, D_FIN_PKTS, D_RST_PKTS,
+              D_ZSTATE, D_ZONCE, D_Z_RXMIT, D_Z_ZWIN):
+        dirs[row, k] = 0
+    dirs[row, D_ZSTATE] = ZS_INACTIVE
+    for k in range(HOLES):
+        holes[row, k, 0] = 0
+        holes[row, k, 1] = 0
+
+
+@njit(cache=True)
+def _new_conversation(conv, dirs, holes, history, counter, t, lo, frame, ts, vlan, reused):
+    c = counter[0]
+    counter[0] = c + 1
+    for k in range(conv.shape[1]):
+        conv[c, k] = NONE
+    for k in (C_IRTT, C_COMPLETENESS, C_HS_STATE, C_HS_END, C_HS_SIMOPEN, C_SYN_N, C_SA_N, C_HIST_LEN):
+        conv[c, k] = 0
+    conv[c, C_TUPLE] = t
+    conv[c, C_FIRST_LO] = lo
+    conv[c, C_CLIENT_DIR] = 0
+    conv[c, C_FIRST_FRAME] = frame
+    conv[c, C_FIRST_TS] = ts
+    conv[c, C_VLAN] = vlan
+    conv[c, C_REUSED] = reused
+    history[c, :] = 0
+    _init_direction(dirs, holes, 2 * c)
+    _init_direction(dirs, holes, 2 * c + 1)
+    return c
+
+
+@njit(cache=True)
+def _seen_bytes(dirs, holes, row, s, e):
+    """How many bytes of [s, e) were already seen in this direction (exact, up to HOLES gaps)."""
+    if dirs[row, D_SEEN] == 0 or e <= s:
+        return 0
+    a = max(s, dirs[row, D_LO])
+    b = min(e, dirs[row, D_TOP])
+    if b <= a:
+        return 0
+    n = b - a
+    for k in range(HOLES):
+        x = max(a, holes[row, k, 0])
+        y = min(b, holes[row, k, 1])
+        if y > x:
+            n -= y - x
+    return n
+
+
+@njit(cache=True)
+def _add_hole(holes, row, lo, hi):
+    slot = 0
+    for k in range(HOLES):  # an empty slot, else the lowest gap (the oldest, least likely to be filled)
+        if holes[row, k, 1] <= holes[row, k, 0]:
+            slot = k
+            break
+        if holes[row, k, 0] < holes[row, slot, 0]:
+            slot = k
+    holes[row, slot, 0] = lo
+    holes[row, slot, 1] = hi
+
+
+@njit(cache=True)
+def _mark_seen(dirs, holes, row, s, e):
+    """Record [s, e) as seen: trim gaps it fills, open a gap when it jumps past the top."""
+    if e <= s:
+        return
+    if dirs[row, D_SEEN] == 0:
+        dirs[row, D_SEEN] = 1
+        dirs[row, D_LO] = s
+        dirs[row, D_TOP] = e
+        return
+    for k in range(HOLES):
+        hl, hh = holes[row, k, 0], holes[row, k, 1]
+        if hh <= hl or e <= hl or s >= hh:
+            continue
+        if s <= hl and e >= hh:
+            holes[row, k, 1] = hl  # filled
+        elif s <= hl:
+            holes[row, k, 0] = e
+        elif e >= hh:
+            holes[row, k, 1] = s
+        else:  # split: keep the lower part here, the upper part in a free slot if any
+            holes[row, k, 1] = s
+            for j in range(HOLES):
+                if holes[row, j, 1] <= holes[row, j, 0]:
+                    holes[row, j, 0] = e
+                    holes[row, j, 1] = hh
+                    break
+    if s > dirs[row, D_TOP]:
+        _add_hole(holes, row, dirs[row, D_TOP], s)
+    if s < dirs[row, D_LO]:
+        if e < dirs[row, D_LO]:
+            _add_hole(holes, row, e, dirs[row, D_LO])
+        dirs[row, D_LO] = s
+    if e > dirs[row, D_TOP]:
+        dirs[row, D_TOP] = e
+
+
+@njit(cache=True)
+def _add_record(dirs, records, n_records, row, s, e, frame, ts):
+    r = n_records[0]
+    n_records[0] = r + 1
+    records[r, R_START] = s
+    records[r, R_END] = e
+    records[r, R_FRAME] = frame
+    records[r, R_TS] = ts
+    records[r, R_PREV] = dirs[row, D_REC_HEAD]
+    dirs[row, D_REC_HEAD] = r
+
+
+@njit(cache=True)
+def _original(dirs, records, row, s, e):
+    """Record index of the oldest recent transmission overlapping [s, e), or -1."""
+    found = -1
+    r = dirs[row, D_REC_HEAD]
+    steps = 0
+    while r >= 0 and steps < RECORD_WALK:
+        if records[r, R_START] < e and records[r, R_END] > s:
+            found = r
+        r = records[r, R_PREV]
+        steps += 1
+    return found
+
+
+@njit(cache=True)
+def _is_duplicate(dirs, fw, frame, ts, seq, ack, plen, flags, win, ipid, tsval):
+    """The same packet captured twice: identical to this direction's previous packet, within 5 ms,
+    with the same non-zero IPv4 ID (or, without a usable ID, the same TCP TSval)."""
+    if dirs[fw, D_PREV_FRAME] == NONE or ts - dirs[fw, D_PREV_TS] > DUPLICATE_GAP_NS:
+        return False
+    if (dirs[fw, D_PREV_SEQ] != seq or dirs[fw, D_PREV_ACK] != ack or dirs[fw, D_PREV_LEN] != plen
+            or dirs[fw, D_PREV_FLAGS] != flags or dirs[fw, D_PREV_WIN] != win):
+        return False
+    if ipid > 0:
+        return dirs[fw, D_PREV_IPID] == ipid and dirs[fw, D_PREV_TSVAL] == tsval
+    return tsval >= 0 and dirs[fw, D_PREV_TSVAL] == tsval and dirs[fw, D_PREV_IPID] == ipid
+
+
+@njit(cache=True)
+def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, mss, wscale, sackp, tfo, vlan,
+                  conv, dirs, holes, history, tuple_conv, records, n_records, counter, stream_out, ev):
+    """Analyze one batch in frame order; returns the number of event rows written to ``ev``."""
+    batch = counter[1]
+    n_ev = 0
+    for i in range(len(tid)):
+        f = flags[i]
+        syn = (f & TH_SYN) != 0
+        fin = (f & TH_FIN) != 0
+        rst = (f & TH_RST) != 0
+        ackf = (f & TH_ACK) != 0
+        t = tid[i]
+        lo = 1 if is_lo[i] else 0
+        now = ts[i]
+        # ---- connection (reference B.1): a SYN without ACK with a new ISN on a known 4-tuple starts a new
+        # one. Wireshark 4.0 only flags a SYN-ACK with a new ISN as reused_ports and keeps the stream
+        # (checked on ndpi_KakaoTalk_chat.pcap frame 46), so a SYN-ACK never splits here either.
+        c = tuple_conv[t]
+        if c >= 0:
+            d = 0 if lo == conv[c, C_FIRST_LO] else 1
+            if syn and not ackf and dirs[2 * c + d, D_BASE_SET] == 1 and seq[i] != dirs[2 * c + d, D_BASE]:
+                c = _new_conversation(conv, dirs, holes, history, counter, t, lo, frame[i], now, vlan[i], 1)
+                tuple_conv[t] = c
+        else:
+            c = _new_conversation(conv, dirs, holes, history, counter, t, lo, frame[i], now, vlan[i], 0)
+            tuple_conv[t] = c
+        stream_out[i] = c
+        d = 0 if lo == conv[c, C_FIRST_LO] else 1
+        fw = 2 * c + d
+        rv = 2 * c + 1 - d
+        conv[c, C_LAST_FRAME] = frame[i]
+        conv[c, C_LAST_TS] = now
+        seglen = plen[i]
+        dirs[fw, D_PKTS] += 1
+        # ---- the same packet captured twice: a row of its own, no effect on any state
+        if (seglen > 0 or syn or fin) and _is_duplicate(dirs, fw, frame[i], now, seq[i], ack[i], seglen, f,
+                                                        win[i], ipid[i], tsval[i]):
+            dirs[fw, D_DUPS] += 1
+            if syn and not ackf:
+                conv[c, C_MRU_SYN_TS] = now  # Wireshark's iRTT starts at the latest copy of the SYN
+            ev[n_ev, E_ROW] = i
+            ev[n_ev, E_KIND] = K_DUPLICATE
+            ev[n_ev, E_CONV] = c
+            ev[n_ev, E_DIR] = d
+            ev[n_ev, E_SEQ] = _unwrap(dirs, fw, seq[i]) if dirs[fw, D_BASE_SET] == 1 else NONE
+            ev[n_ev, E_LEN] = seglen
+            ev[n_ev, E_OVERLAP] = seglen
+            ev[n_ev, E_ORIG_FRAME] = dirs[fw, D_PREV_FRAME]
+            ev[n_ev, E_ORIG_TS] = dirs[fw, D_PREV_TS]
+            ev[n_ev, E_COUNT] = ipid[i]
+            ev[n_ev, E_GAP] = now - dirs[fw, D_PREV_TS]
+            ev[n_ev, E_LIMIT] = DUPLICATE_GAP_NS
+            ev[n_ev, E_REF_FRAME] = dirs[fw, D_PREV_FRAME]
+            n_ev += 1
+            continue
+        dirs[fw, D_PREV_FRAME] = frame[i]
+        dirs[fw, D_PREV_TS] = now
+        dirs[fw, D_PREV_SEQ] = seq[i]
+        dirs[fw, D_PREV_ACK] = ack[i]
+        dirs[fw, D_PREV_LEN] = seglen
+        dirs[fw, D_PREV_FLAGS] = f
+        dirs[fw, D_PREV_WIN] = win[i]
+        dirs[fw, D_PREV_IPID] = ipid[i]
+        dirs[fw, D_PREV_TSVAL] = tsval[i]
+        dirs[fw, D_BYTES] += seglen
+        if syn:
+            dirs[fw, D_SYN_PKTS] += 1
+        if fin:
+            dirs[fw, D_FIN_PKTS] += 1
+        if rst:
+            dirs[fw, D_RST_PKTS] += 1
+        # ---- handshake and window scaling (Wireshark: scaling only when both SYN and SYN-ACK carry WS)
+        track_handshake(conv, c, d, f, seq[i], ack[i], frame[i], now, seglen, mss[i], wscale[i], sackp[i],
+                        tsval[i], tfo[i], batch)
+        if syn:
+            if not ackf:
+                dirs[fw, D_WSCALE] = wscale[i]
+            else:
+                if wscale[i] < 0 or dirs[rv, D_WSCALE] < 0:
+                    dirs[fw, D_WSCALE] = -2
+                    dirs[rv, D_WSCALE] = -2
+                else:
+                    dirs[fw, D_WSCALE] = wscale[i]
+        window = win[i]
+        if not syn and dirs[fw, D_WSCALE] >= 0 and dirs[rv, D_WSCALE] >= 0:
+            window = window << dirs[fw, D_WSCALE]
+        # ---- relative sequence bases (reference B.2)
+        if dirs[fw, D_BASE_SET] == 0:
+            dirs[fw, D_BASE] = seq[i] if syn else (seq[i] - 1) & _M32
+            dirs[fw, D_BASE_SET] = 1
+        if ackf and dirs[rv, D_BASE_SET] == 0:
+            dirs[rv, D_BASE] = (ack[i] - 1) & _M32
+            dirs[rv, D_BASE_SET] = 1
+        s = _unwrap(dirs, fw, seq[i])
+        a = _unwrap(dirs, rv, ack[i]) if ackf else 0
+        ack_raw = ack[i] if ackf else 0
+        nextseq_set = dirs[fw, D_NEXTSEQ_SET] == 1
+        nextseq = dirs[fw, D_NEXTSEQ]
+        # ---- Wireshark forward checks (reference B.5)
+        aflags = 0
+        plain = not (syn or fin or rst)
+        if seglen == 1 and nextseq_set and s == nextseq and dirs[rv, D_WINDOW] == 0:
+            aflags |= A_ZERO_WINDOW_PROBE
+        else:
+            if (seglen == 0 or seglen == 1) and nextseq_set and s == nextseq - 1 and plain:
+                aflags |= A_KEEP_ALIVE
+            same = (seglen == 0 and nextseq_set and s == nextseq and dirs[fw, D_LASTACK_RAW] == ack_raw and plain
+                    and window == dirs[fw, D_WINDOW])
+            if same and window != 0 and (dirs[rv, D_LASTSEGFLAGS] & A_KEEP_ALIVE) != 0:
+                pass  # keep-alive ACK
+            elif same and window == 0 and (dirs[rv, D_LASTSEGFLAGS] & A_ZERO_WINDOW_PROBE) != 0:
+                pass  # zero-window-probe ACK
+            elif same and window != 0:
+                dirs[fw, D_DUPACKS] += 1
+        if ack_raw != dirs[fw, D_LASTACK_RAW]:
+            dirs[fw, D_LASTNONDUPACK] = frame[i]
+            dirs[fw, D_DUPACKS] = 0
+        # ---- retransmission classification, Wireshark 4.0 order
+        kind = 0
+        ev_count = 0
+        ev_gap = 0
+        ev_limit = 0
+        ev_ref = NONE
+        sf = 1 if (syn or fin) else 0
+        if seglen > 0 or syn or fin:
+            not_advanced = nextseq_set and s < nextseq
+            if (aflags & A_KEEP_ALIVE) == 0:
+                if seglen > 1 and nextseq_set and s == nextseq - 1:
+                    not_advanced = False  # data right after a 1-byte zero-window probe
+                irtt = conv[c, C_IRTT]
+                ooo_limit = irtt if irtt != 0 else OOO_DEFAULT_NS
+                if seglen > 0 and dirs[rv, D_LASTACK_SET] == 1 and s + seglen <= dirs[rv, D_LASTACK]:
+                    kind = K_SPURIOUS
+                    ev_ref = dirs[rv, D_LASTACK_FRAME]
+                    ev_gap = now - dirs[rv, D_LASTACK_TS]
+                elif (not_advanced and dirs[rv, D_DUPACKS] >= 2 and dirs[rv, D_LASTACK_SET] == 1
+                      and dirs[rv, D_LASTACK] == s and now - dirs[rv, D_LASTACK_TS] < FAST_RETRANSMIT_WINDOW_NS):
+                    kind = K_FAST
+                    ev_count = dirs[rv, D_DUPACKS]
+                    ev_gap = now - dirs[rv, D_LASTACK_TS]
+                    ev_limit = FAST_RETRANSMIT_WINDOW_NS
+                    ev_ref = dirs[rv, D_LASTACK_FRAME]
+                elif (not_advanced and now - dirs[fw, D_NEXTSEQ_TS] < ooo_limit
+                      and nextseq != s + seglen + sf):
+                    kind = K_OUT_OF_ORDER
+                    ev_gap = now - dirs[fw, D_NEXTSEQ_TS]
+                    ev_limit = ooo_limit
+                    ev_count = 1 if irtt != 0 else 0
+                    ev_ref = dirs[fw, D_NEXTSEQ_FRAME]
+                elif not_advanced and syn and ackf and s == 0 and conv[c, C_HS_SIMOPEN] == 1 \
+                        and dirs[fw, D_SYN_PKTS] == 2:
+                    pass  # simultaneous open: a side's first SYN-ACK repeats its own SYN by design (RFC 9293)
+                elif not_advanced:
+                    kind = K_SYN if syn else K_RETRANSMISSION
+                    ev_gap = now - dirs[fw, D_NEXTSEQ_TS]
+                    ev_ref = dirs[fw, D_NEXTSEQ_FRAME]
+        if (aflags & A_KEEP_ALIVE) != 0:
+            dirs[fw, D_KA] += 1
+        if (aflags & A_ZERO_WINDOW_PROBE) != 0:
+            dirs[fw, D_ZWP] += 1
+        # ---- exact byte accounting: which bytes repeat, and where they were first sent
+        end = s + seglen + sf
+        top_before = dirs[fw, D_TOP]
+        seen_before = dirs[fw, D_SEEN] == 1
+        repeated = _seen_bytes(dirs, holes, fw, s + (1 if syn else 0), s + (1 if syn else 0) + seglen)
+        if kind != 0:
+            orig = _original(dirs, records, fw, s, end)
+            ev[n_ev, E_ROW] = i
+            ev[n_ev, E_KIND] = kind
+            ev[n_ev, E_CONV] = c
+            ev[n_ev, E_DIR] = d
+            ev[n_ev, E_SEQ] = s
+            ev[n_ev, E_LEN] = seglen
+            ev[n_ev, E_OVERLAP] = repeated
+            ev[n_ev, E_ORIG_FRAME] = records[orig, R_FRAME] if orig >= 0 else NONE
+            ev[n_ev, E_ORIG_TS] = records[orig, R_TS] if orig >= 0 else NONE
+            ev[n_ev, E_COUNT] = ev_count
+            ev[n_ev, E_GAP] = ev_gap
+            ev[n_ev, E_LIMIT] = ev_limit
+            ev[n_ev, E_REF_FRAME] = ev_ref
+            n_ev += 1
+            if kind == K_OUT_OF_ORDER:
+                dirs[fw, D_OOO] += 1
+            else:
+                dirs[fw, D_RETX] += 1
+                dirs[fw, D_RETX_BYTES] += repeated
+        if end > s and (_seen_bytes(dirs, holes, fw, s, end) < end - s):
+            _add_record(dirs, records, n_records, fw, s, end, frame[i], now)
+        _mark_seen(dirs, holes, fw, s, end)
+        # ---- Wireshark bookkeeping (reference B.5)
+        nxt = s + seglen + sf
+        if (not nextseq_set or nxt > nextseq) and (aflags & A_ZERO_WINDOW_PROBE) == 0:
+            dirs[fw, D_NEXTSEQ] = nxt
+            dirs[fw, D_NEXTSEQ_SET] = 1
+            dirs[fw, D_NEXTSEQ_TS] = now
+            dirs[fw, D_NEXTSEQ_FRAME] = frame[i]
+        dirs[fw, D_WINDOW] = window
+        dirs[fw, D_LASTACK_RAW] = ack_raw
+        if ackf:
+            dirs[fw, D_LASTACK] = a
+            dirs[fw, D_LASTACK_SET] = 1
+        else:
+            dirs[fw, D_LASTACK_SET] = 0
+        dirs[fw, D_LASTACK_TS] = now
+        dirs[fw, D_LASTACK_FRAME] = frame[i]
+        dirs[fw, D_LASTSEGFLAGS] = aflags
+        if dirs[fw, D_UREF] < s:
+            dirs[fw, D_UREF] = s
+        if ackf and dirs[rv, D_UREF] < a:
+            dirs[rv, D_UREF] = a
+        # ---- Zeek history/state, Wireshark completeness
+        rexmit = (seglen > 0 and seen_before and end <= top_before and dirs[fw, D_ZSTATE] != ZS_RESET)
+        track_connection(conv, dirs, history, c, d, f, seq[i], seglen, win[i], rexmit)
+    return n_ev
+
+
+@njit(cache=True)
+def compact_records(dirs, n_dirs, records, n_records, out):
+    """Copy the last RECORD_WALK records of every direction into ``out``; return how many were kept."""
+    n = 0
+    for row in range(n_dirs):
+        r = dirs[row, D_REC_HEAD]
+        chain = np.empty(RECORD_WALK, dtype=np.int64)
+        k = 0
+        while r >= 0 and k < RECORD_WALK:
+            chain[k] = r
+            r = records[r, R_PREV]
+            k += 1
+        prev = -1
+        for j in range(k - 1, -1, -1):
+            src = chain[j]
+            out[n, R_START] = records[src, R_START]
+            out[n, R_END] = records[src, R_END]
+            out[n, R_FRAME] = records[src, R_FRAME]
+            out[n, R_TS] = records[src, R_TS]
+            out[n, R_PREV] = prev
+            prev = n
+            n += 1
+        dirs[row, D_REC_HEAD] = prev
+    return n

@@ -1,0 +1,100 @@
+"""Per-flow state carried from one batch to the next, held in plain numpy arrays.
+
+The sequential part of the engine (``sequence.analyze_batch``, compiled with numba) reads and writes
+these arrays; nothing else is kept between batches. Three arrays hold almost everything:
+
+- ``conv``  int64 ``[conversations, C_N]``: one row per connection (``stream`` = row index).
+- ``dirs``  int64 ``[2 * conversations, D_N]``: one row per direction; row ``2*c`` is the direction of
+  the connection's first packet, row ``2*c+1`` the opposite one (the client may be either).
+- ``holes`` int64 ``[2 * conversations, HOLES, 2]``: sequence ranges below the highest byte sent that
+  were never seen, so that retransmitted bytes are counted exactly.
+
+Plus ``history`` (uint8 ``[conversations, HISTORY_LEN]``, Zeek history letters), ``tuple_conv`` (the
+current connection of each 4-tuple, for port reuse) and a pool of sent-segment records used to find a
+retransmission's original frame. Column indices are module constants so the numba code can use them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NONE = -1  # "not set" for frames, times and options
+
+# --- conversation columns -------------------------------------------------------------------
+(C_TUPLE, C_FIRST_LO, C_CLIENT_DIR, C_FIRST_FRAME, C_FIRST_TS, C_LAST_FRAME, C_LAST_TS, C_VLAN,
+ C_IRTT, C_MRU_SYN_TS, C_COMPLETENESS, C_REUSED,
+ # handshake progress (see handshake.py)
+ C_HS_STATE, C_HS_END, C_HS_SIMOPEN, C_HS_DECIDED, C_CLIENT_ISN, C_SERVER_ISN,
+ C_SYN_N, C_SYN1_FRAME, C_SYN1_TS, C_LASTSYN_FRAME, C_LASTSYN_TS,
+ C_SA_N, C_LASTSA_FRAME, C_LASTSA_TS, C_LASTSA_SYN_FRAME, C_LASTSA_SYN_TS,
+ C_SYN_FRAME, C_SYN_TS, C_SA_FRAME, C_SA_TS, C_ACK_FRAME, C_ACK_TS, C_END_FRAME, C_END_TS,
+ C_MSS_C, C_MSS_S, C_WS_C, C_WS_S, C_SACK_C, C_SACK_S, C_TS_C, C_TS_S, C_TFO, C_SYN_DATA,
+ C_HIST_LEN,
+ C_N) = range(48)
+
+# --- direction columns ----------------------------------------------------------------------
+(D_BASE, D_BASE_SET, D_UREF,
+ # Wireshark's tcp_analyze_sequence_number state (reference B.5)
+ D_NEXTSEQ, D_NEXTSEQ_SET, D_NEXTSEQ_TS, D_NEXTSEQ_FRAME,
+ D_LASTACK_RAW, D_LASTACK, D_LASTACK_SET, D_LASTACK_TS, D_LASTACK_FRAME,
+ D_WINDOW, D_WSCALE, D_DUPACKS, D_LASTNONDUPACK, D_LASTSEGFLAGS,
+ # exact byte accounting (our own)
+ D_SEEN, D_LO, D_TOP, D_REC_HEAD,
+ # the previous packet, to recognise the same packet captured twice
+ D_PREV_FRAME, D_PREV_TS, D_PREV_SEQ, D_PREV_ACK, D_PREV_LEN, D_PREV_FLAGS, D_PREV_WIN, D_PREV_IPID,
+ D_PREV_TSVAL,
+ # counters
+ D_PKTS, D_BYTES, D_RETX, D_RETX_BYTES, D_OOO, D_DUPS, D_KA, D_ZWP, D_SYN_PKTS, D_FIN_PKTS, D_RST_PKTS,
+ # Zeek endpoint state and history bookkeeping (connections.py)
+ D_ZSTATE, D_ZONCE, D_Z_SYN_SEQ, D_Z_FIN_SEQ, D_Z_RST_SEQ, D_Z_RXMIT, D_Z_ZWIN,
+ D_N) = range(49)
+
+HOLES = 4  # gaps remembered per direction; when full the lowest one is forgotten (its bytes count as seen)
+HISTORY_LEN = 32  # Zeek history letters kept per connection
+RECORD_WALK = 64  # sent-segment records searched back for a retransmission's original frame
+
+# record pool columns
+R_START, R_END, R_FRAME, R_TS, R_PREV = range(5)
+
+
+class FlowState:
+    """All arrays the sequential engine carries between batches, grown as connections appear."""
+
+    def __init__(self, capacity: int = 1024, records: int = 4096):
+        self.conv = np.empty((capacity, C_N), dtype=np.int64)
+        self.dirs = np.empty((2 * capacity, D_N), dtype=np.int64)
+        self.holes = np.empty((2 * capacity, HOLES, 2), dtype=np.int64)
+        self.history = np.empty((capacity, HISTORY_LEN), dtype=np.uint8)
+        self.tuple_conv = np.full(1024, NONE, dtype=np.int64)
+        self.records = np.zeros((records, 5), dtype=np.int64)
+        self.n_records = np.zeros(1, dtype=np.int64)  # array so the compiled code can update it
+        self.counter = np.zeros(2, dtype=np.int64)  # [number of conversations, batch number]
+
+    def reserve(self, conversations: int, tuples: int, records: int) -> None:
+        """Make room for ``conversations`` more connections, ``tuples`` 4-tuples and ``records`` records."""
+        need = int(self.counter[0]) + conversations
+        if need > len(self.conv):
+            cap = max(need, 2 * len(self.conv))
+            used = self.conversations
+            self.conv = _grow(self.conv, cap, used)
+            self.dirs = _grow(self.dirs, 2 * cap, 2 * used)
+            self.holes = _grow(self.holes, 2 * cap, 2 * used)
+            self.history = _grow(self.history, cap, used)
+        if tuples > len(self.tuple_conv):
+            old = len(self.tuple_conv)
+            self.tuple_conv = _grow(self.tuple_conv, max(tuples, 2 * old), old)
+            self.tuple_conv[old:] = NONE
+        need = int(self.n_records[0]) + records
+        if need > len(self.records):
+            self.records = _grow(self.records, max(need, 2 * len(self.records)), int(self.n_records[0]))
+
+    @property
+    def conversations(self) -> int:
+        return int(self.counter[0])
+
+
+def _grow(a: np.ndarray, rows: int, used: int) -> np.ndarray:
+    """A larger copy of ``a`` keeping its first ``used`` rows. New rows are left uninitialised: the
+    compiled code initialises a row when it creates the connection, so untouched memory stays free."""
+    out = np.empty((rows,) + a.shape[1:], dtype=a.dtype)
+    out[:used] = a[:used]
+    return out

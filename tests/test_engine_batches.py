@@ -1,0 +1,122 @@
+"""Batch independence, IP versions and VLANs, and the scenarios checked frame by frame against tshark."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from analyzer.tcp import Engine
+from tests.tcpbuild import MS, Capture, rows
+from tests.test_engine_scenarios import RX, SCENARIOS
+
+RETRANSMISSION_LIKE = {"retransmission", "fast_retransmission", "spurious_retransmission", "syn_retransmission"}
+
+# Deliberate differences from tshark 4.0.17 on the scenarios: frame -> (tshark's flag, our kind, why)
+TSHARK_DIFFERENCES = {
+    "s14_simultaneous_open": {3: ("retransmission", None, "a side's first SYN-ACK repeats its own SYN by design"),
+                              4: ("retransmission", None, "a side's first SYN-ACK repeats its own SYN by design")},
+    "s15_duplicate": {5: ("retransmission", "duplicate", "the same IP datagram captured twice, not resent")},
+}
+
+
+def all_scenarios() -> Capture:
+    """Every scenario's packets in one capture, each on its own client port, one after another."""
+    cap = Capture()
+    for k, build in enumerate(SCENARIOS.values()):
+        part = build()
+        shift = k * 100_000_000_000  # 100 s apart
+        port = (40000 + k).to_bytes(2, "big")
+        for ns, raw, orig in part.frames:
+            # rewrite the client port in place (both directions) so connections stay apart; the
+            # checksum goes stale, which the engine does not look at
+            raw = bytearray(raw)
+            l3 = 18 if raw[12:14] == b"\x81\x00" else 14
+            ihl = (raw[l3] & 0x0F) * 4 if raw[l3] >> 4 == 4 else 40
+            t = l3 + ihl
+            if raw[t:t + 2] == b"\x9c\x40":
+                raw[t:t + 2] = port
+            if raw[t + 2:t + 4] == b"\x9c\x40":
+                raw[t + 2:t + 4] = port
+            cap.frames.append((ns + shift, bytes(raw), orig))
+    return cap
+
+
+def tables_equal(a, b) -> None:
+    for name in ("connections", "handshakes", "retransmissions"):
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name), check_exact=True)
+    assert a.stats == b.stats
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 1000])
+def test_batched_run_equals_whole_run(tmp_path, batch_size):
+    cap = all_scenarios()
+    whole = cap.analyze(tmp_path)
+    assert len(whole.connections) == len(SCENARIOS) + 1  # scenario 08 has two connections
+    tables_equal(cap.analyze(tmp_path, batch_size=batch_size), whole)
+
+
+def test_feed_reports_what_each_batch_decided(tmp_path):
+    df = SCENARIOS["s02_rto"]().packets(tmp_path)
+    engine = Engine()
+    first = engine.feed(df.iloc[:3])
+    assert list(first.handshakes.outcome) == ["established"] and first.retransmissions.empty
+    assert list(first.streams) == [0, 0, 0]
+    second = engine.feed(df.iloc[3:])
+    assert second.handshakes.empty and list(second.retransmissions.frame) == [5]
+
+
+@pytest.mark.parametrize("variant", [dict(v6=True), dict(vlan=42), dict(v6=True, vlan=7), dict(timestamps=False)])
+def test_ipv6_and_vlan_give_the_same_rows(tmp_path, variant):
+    cap = Capture(); f = cap.flow(**variant)
+    f.handshake(); f.c("PA", 1000, dt=MS); f.c("PA", 1000, dt=0.3, seq=1, advance=False); f.s("A", dt=MS)
+    f.close()
+    t = cap.analyze(tmp_path)
+    assert rows(t.retransmissions, *RX) == [(5, "retransmission", 4, 1000)]
+    c = t.connections.iloc[0]
+    assert c.client == ("2001:db8::1" if variant.get("v6") else "10.0.0.1")
+    assert (None if pd.isna(c.vlan) else c.vlan) == variant.get("vlan")
+    assert t.handshakes.outcome[0] == "established"
+
+
+def test_vlan_is_not_part_of_the_connection_key(tmp_path):
+    """Wireshark 4.0 ignores VLANs in tcp.stream; the same 4-tuple on two VLANs is one connection."""
+    cap = Capture()
+    a, b = cap.flow(vlan=10), cap.flow(vlan=20)
+    a.handshake()
+    b.ends = a.ends  # the same connection, seen on a second VLAN
+    b.c("PA", 100, dt=MS)
+    t = cap.analyze(tmp_path)
+    assert len(t.connections) == 1 and t.connections.vlan[0] == 10
+
+
+def tshark_flags(path) -> dict[int, str]:
+    out = subprocess.run(["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "frame.number",
+                          "-e", "tcp.analysis.retransmission", "-e", "tcp.analysis.out_of_order"],
+                         capture_output=True, text=True, check=True).stdout
+    flags = {}
+    for line in out.splitlines():
+        frame, retrans, ooo = (line.split("\t") + ["", ""])[:3]
+        if retrans:
+            flags[int(frame)] = "retransmission"
+        elif ooo:
+            flags[int(frame)] = "out_of_order"
+    return flags
+
+
+@pytest.mark.tshark
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (apt-get install tshark)")
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_scenario_agrees_with_tshark(tmp_path, name):
+    cap = SCENARIOS[name]()
+    path = cap.write(tmp_path / f"{name}.pcap")
+    theirs = tshark_flags(path)
+    t = cap.analyze(tmp_path)
+    ours = {int(f): ("retransmission" if k in RETRANSMISSION_LIKE else k)
+            for f, k in zip(t.retransmissions.frame, t.retransmissions.kind)}
+    diffs = TSHARK_DIFFERENCES.get(name, {})
+    for frame, (their_flag, our_kind, _why) in diffs.items():
+        assert theirs.pop(frame) == their_flag
+        assert ours.pop(frame, None) == our_kind
+    assert ours == theirs

@@ -1,0 +1,363 @@
+"""The 20 verification scenarios of tcp-analysis-reference.md section (f), each built packet by packet.
+
+Client 10.0.0.1:40000, server 10.0.0.2:15001; SYN at t0, SYN-ACK +10 ms, ACK +2 ms; data segments
+1000 bytes. Every test asserts the exact retransmission rows (frame, kind, original frame, overlap)
+and the handshake / connection facts the scenario is about. ``SCENARIOS`` is reused by the batch and
+tshark cross-check tests.
+"""
+from __future__ import annotations
+
+import pytest
+
+from tests.tcpbuild import MS, Capture, rows
+
+RX = ("frame", "kind", "original_frame", "overlap_bytes")
+
+
+def s01_normal():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS); f.s("A", dt=MS); f.s("PA", 1000, dt=MS); f.c("A", dt=MS)
+    f.close()
+    return cap
+
+
+def s02_rto():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                           # frame 4
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False)    # frame 5: same segment 300 ms later
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s03_fast():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                           # 4: seq 1
+    f.ends["c"][3] += 1000                           # seq 1001 is lost before the capture point
+    f.c("PA", 1000, dt=MS)                           # 5: seq 2001 (previous segment not captured)
+    f.c("PA", 1000, dt=MS)                           # 6: seq 3001
+    for hi in (3001, 4001, 4001):                    # 7, 8, 9: ACK 1001 with SACK, then 2 dup ACKs
+        f.s("A", dt=0.2 * MS, ack=1001, options=[("NOP", None), ("NOP", None),
+                                                 ("SAck", (f.ends["c"][2] + 2001, f.ends["c"][2] + hi))])
+    f.c("PA", 1000, dt=0.5 * MS, seq=1001, advance=False)   # 10: resend within 1 ms
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s04_spurious():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                           # 4
+    f.s("A", dt=MS)                                  # 5: ACK covers it
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False)    # 6: resent anyway
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s05_out_of_order():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS, seq=1001)                 # 4: seg 2 first
+    f.c("PA", 1000, dt=0.5 * MS, seq=1)              # 5: seg 1, 0.5 ms later
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s06_syn_retry():
+    cap = Capture(); f = cap.flow()
+    f.c("S", options=[("MSS", 1460)])                # 1
+    f.c("S", dt=1.0, options=[("MSS", 1460)])        # 2: same ISN after 1 s
+    f.s("SA", dt=10 * MS, options=[("MSS", 1460)])   # 3
+    f.c("A", dt=2 * MS)                              # 4
+    f.close()
+    return cap
+
+
+def s07_refused():
+    cap = Capture(); f = cap.flow()
+    f.c("S", options=[("MSS", 1460)])
+    f.s("RA", dt=0.1 * MS, seq=1)
+    return cap
+
+
+def s08_port_reuse():
+    cap = Capture(); f = cap.flow()
+    f.handshake(); f.c("PA", 100, dt=MS); f.s("PA", 100, dt=MS); f.close()
+    g = cap.flow(isn_c=900_000, isn_s=700_000)       # same 4-tuple, new ISNs, 5 s later
+    g.handshake(dt=5.0); g.c("PA", 100, dt=MS); g.s("PA", 100, dt=MS); g.close()
+    return cap
+
+
+def s09_keepalive():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS); f.s("A", dt=MS)
+    f.c("A", dt=1.0, seq=1000, advance=False)                    # 0-byte keep-alive at next-1
+    f.s("A", dt=MS)
+    f.c("A", 1, dt=1.0, seq=1000, advance=False)                 # 1-byte keep-alive
+    f.s("A", dt=MS)
+    f.close()
+    return cap
+
+
+def s10_zero_window():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS); f.s("A", dt=MS, win=0)              # 5: receiver window 0
+    f.c("PA", 1, dt=0.2, advance=False)                         # 6: 1-byte probe at next
+    f.s("A", dt=MS, win=0)                                      # 7: probe ACK, still 0
+    f.s("A", dt=0.1, win=4000)                                  # 8: window update
+    f.c("PA", 1000, dt=MS)                                      # 9: data resumes at the probe's byte
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s11_wraparound():
+    cap = Capture(); f = cap.flow(isn_c=2**32 - 1501)
+    f.handshake()
+    f.c("PA", 1000, dt=MS); f.c("PA", 1000, dt=MS)              # 4, 5: the second crosses 2**32
+    f.s("A", dt=MS)                                             # 6: ACK 2001
+    f.c("PA", 1000, dt=0.3, seq=1001, advance=False)            # 7: late resend, already ACKed
+    f.c("PA", 1000, dt=MS)                                      # 8: new data after the wrap
+    f.c("PA", 1000, dt=0.3, seq=2001, advance=False)            # 9: timeout resend of 8
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s12_midstream():
+    cap = Capture(); f = cap.flow()
+    f.ends["c"][3] = f.ends["s"][3] = 50_001
+    f.c("PA", 1000); f.s("A", dt=MS); f.s("PA", 500, dt=MS); f.c("A", dt=MS)
+    return cap
+
+
+def s13_tfo():
+    cap = Capture(); f = cap.flow()
+    f.c("S", 18, options=[("MSS", 1460), ("TFO", b"\x01" * 8)])
+    f.s("SA", dt=10 * MS, options=[("MSS", 1460)])
+    f.c("A", dt=2 * MS)
+    f.s("PA", 100, dt=MS); f.c("A", dt=MS)
+    f.close()
+    return cap
+
+
+def s14_simultaneous_open():
+    cap = Capture(); f = cap.flow()
+    f.c("S", options=[("MSS", 1460)])
+    f.s("S", dt=0.1 * MS, options=[("MSS", 1460)])
+    f.c("SA", dt=MS, seq=0, ack=1, options=[("MSS", 1460)])
+    f.s("SA", dt=MS, seq=0, ack=1, options=[("MSS", 1460)])
+    f.c("PA", 100, dt=MS); f.s("PA", 100, dt=MS)
+    return cap
+
+
+def s15_duplicate():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    data = f.c("PA", 1000, dt=MS)                               # 4
+    cap.duplicate(data, dt=5e-6)                                # 5: the same frame again, 5 us later
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s16_truncated():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS, caplen=96)                           # only 96 of 1054+ bytes captured
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s17_tso():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 8760, dt=MS); f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s18_syn_and_synack_retry():
+    cap = Capture(); f = cap.flow()
+    f.c("S", options=[("MSS", 1460)])                           # 1: t0
+    f.s("SA", dt=10 * MS, options=[("MSS", 1460)])              # 2: t0+10 ms (lost on the way back)
+    f.c("S", dt=1.0, options=[("MSS", 1460)])                   # 3: t0+1.010
+    f.s("SA", dt=1 * MS, options=[("MSS", 1460)])               # 4: t0+1.011
+    f.c("A", dt=2 * MS)                                         # 5: t0+1.013
+    f.close()
+    return cap
+
+
+def s19_repacketised():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                                      # 4: bytes 1-1000
+    f.c("PA", 1500, dt=0.3, seq=1)                              # 5: 1000 old + 500 new
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s20_no_reply():
+    cap = Capture(); f = cap.flow()
+    f.c("S", options=[("MSS", 1460)]); f.c("S", dt=1.0); f.c("S", dt=2.0)
+    return cap
+
+
+SCENARIOS = {name: fn for name, fn in globals().items() if name[:1] == "s" and name[1:3].isdigit()}
+
+
+def analyzed(tmp_path, name):
+    return SCENARIOS[name]().analyze(tmp_path)
+
+
+# ---- 01 ----------------------------------------------------------------------------------------
+def test_normal_connection_has_no_retransmissions(tmp_path):
+    t = analyzed(tmp_path, "s01_normal")
+    assert t.retransmissions.empty
+    hs = t.handshakes.iloc[0]
+    assert (hs.outcome, hs.syn_frame, hs.synack_frame, hs.ack_frame) == ("established", 1, 2, 3)
+    assert hs.server_rtt == pytest.approx(0.010, abs=1e-9) and hs.client_rtt == pytest.approx(0.002, abs=1e-9)
+    assert hs.handshake_rtt == pytest.approx(0.012, abs=1e-9) == hs.wireshark_irtt
+    assert (hs.mss_client, hs.wscale_server, hs.sack_permitted, hs.timestamps) == (1460, 7, True, True)
+    c = t.connections.iloc[0]
+    assert (c.completeness, c.conn_state, c.client_bytes, c.server_bytes) == (31, "SF", 1000, 1000)
+    assert c.history == "ShADadFf"
+
+
+def test_timeout_retransmission(tmp_path):
+    t = analyzed(tmp_path, "s02_rto")
+    assert rows(t.retransmissions, *RX) == [(5, "retransmission", 4, 1000)]
+    r = t.retransmissions.iloc[0]
+    assert r.since_original == pytest.approx(0.3, abs=1e-9) and r.seq == 1 and r.direction == "client->server"
+    assert "repeats 1000 of 1000 bytes first sent in frame 4" in r.reason
+    assert t.connections.retransmitted_bytes[0] == 1000
+
+
+def test_fast_retransmission_after_dup_acks(tmp_path):
+    t = analyzed(tmp_path, "s03_fast")
+    # the resent segment's original (seq 1001) was never captured: no original, no repeated bytes
+    assert rows(t.retransmissions, *RX) == [(10, "fast_retransmission", None, 0)]
+    assert t.retransmissions.reason[0].startswith("2 dup ACKs before (last in frame 9)")
+
+
+def test_spurious_retransmission(tmp_path):
+    t = analyzed(tmp_path, "s04_spurious")
+    assert rows(t.retransmissions, *RX) == [(6, "spurious_retransmission", 4, 1000)]
+    assert "already ACKed by the receiver (frame 5)" in t.retransmissions.reason[0]
+
+
+def test_out_of_order(tmp_path):
+    t = analyzed(tmp_path, "s05_out_of_order")
+    assert rows(t.retransmissions, *RX) == [(5, "out_of_order", None, 0)]
+    assert t.connections.out_of_order[0] == 1 and t.connections.retransmissions[0] == 0
+
+
+def test_syn_retransmission_counts_as_retry(tmp_path):
+    t = analyzed(tmp_path, "s06_syn_retry")
+    assert rows(t.retransmissions, *RX) == [(2, "syn_retransmission", 1, 0)]
+    hs = t.handshakes.iloc[0]
+    assert (hs.outcome, hs.syn_retries, hs.syn_frame, hs.first_syn_frame) == ("established", 1, 2, 1)
+    assert hs.handshake_rtt == pytest.approx(0.012, abs=1e-9) == hs.wireshark_irtt
+    assert hs.setup_time == pytest.approx(1.012, abs=1e-9)
+    assert t.connections.completeness[0] == 23
+
+
+def test_refused_connection(tmp_path):
+    t = analyzed(tmp_path, "s07_refused")
+    hs = t.handshakes.iloc[0]
+    assert (hs.outcome, hs.rst_frame) == ("refused", 2) and hs.wireshark_irtt == pytest.approx(1e-4, abs=1e-9)
+    assert pd_isna(hs.handshake_rtt)
+    c = t.connections.iloc[0]
+    assert (c.completeness, c.conn_state) == (37, "REJ")
+
+
+def test_port_reuse_starts_a_new_stream(tmp_path):
+    t = analyzed(tmp_path, "s08_port_reuse")
+    assert list(t.connections.stream) == [0, 1] and list(t.connections.reused_ports) == [False, True]
+    assert list(t.handshakes.outcome) == ["established", "established"]
+    assert t.retransmissions.empty and list(t.connections.completeness) == [31, 31]
+
+
+def test_keep_alives_are_not_retransmissions(tmp_path):
+    t = analyzed(tmp_path, "s09_keepalive")
+    assert t.retransmissions.empty and t.connections.keep_alives[0] == 2
+
+
+def test_zero_window_probe_is_not_a_retransmission(tmp_path):
+    t = analyzed(tmp_path, "s10_zero_window")
+    assert t.retransmissions.empty and t.connections.zero_window_probes[0] == 1
+
+
+def test_sequence_wraparound(tmp_path):
+    t = analyzed(tmp_path, "s11_wraparound")
+    assert rows(t.retransmissions, *RX, "seq") == [(7, "spurious_retransmission", 5, 1000, 1001),
+                                                   (9, "retransmission", 8, 1000, 2001)]
+    assert t.retransmissions.seq_raw.tolist() == [(2**32 - 1501 + 1001) % 2**32, (2**32 - 1501 + 2001) % 2**32]
+
+
+def test_midstream_capture(tmp_path):
+    t = analyzed(tmp_path, "s12_midstream")
+    assert t.retransmissions.empty
+    assert t.handshakes.outcome[0] == "midstream" and pd_isna(t.handshakes.handshake_rtt[0])
+    c = t.connections.iloc[0]
+    assert (c.completeness, c.conn_state, c.client, c.client_port) == (12, "OTH", "10.0.0.1", 40000)
+
+
+def test_tcp_fast_open(tmp_path):
+    t = analyzed(tmp_path, "s13_tfo")
+    hs = t.handshakes.iloc[0]
+    assert (hs.outcome, hs.tfo, hs.syn_data_bytes) == ("established", True, 18)
+    assert hs.handshake_rtt == pytest.approx(0.012, abs=1e-9)
+    assert t.retransmissions.empty and t.connections.client_bytes[0] == 18
+
+
+def test_simultaneous_open_is_labelled_not_retransmitted(tmp_path):
+    t = analyzed(tmp_path, "s14_simultaneous_open")
+    assert t.handshakes.outcome[0] == "simultaneous_open"
+    assert t.retransmissions.empty  # deliberate difference: Wireshark flags both SYN-ACKs
+
+
+def test_duplicated_frame_is_its_own_kind(tmp_path):
+    t = analyzed(tmp_path, "s15_duplicate")
+    assert rows(t.retransmissions, *RX) == [(5, "duplicate", 4, 1000)]
+    c = t.connections.iloc[0]
+    assert (c.duplicates, c.retransmissions, c.client_bytes) == (1, 0, 1000)
+
+
+def test_truncated_frame_uses_ip_length(tmp_path):
+    t = analyzed(tmp_path, "s16_truncated")
+    assert t.retransmissions.empty and t.connections.client_bytes[0] == 1000
+
+
+def test_tso_super_segment(tmp_path):
+    t = analyzed(tmp_path, "s17_tso")
+    assert t.retransmissions.empty and t.connections.client_bytes[0] == 8760
+
+
+def test_syn_and_synack_retries_measure_from_the_last(tmp_path):
+    t = analyzed(tmp_path, "s18_syn_and_synack_retry")
+    assert rows(t.retransmissions, *RX) == [(3, "syn_retransmission", 1, 0), (4, "syn_retransmission", 2, 0)]
+    hs = t.handshakes.iloc[0]
+    assert (hs.syn_retries, hs.synack_retries, hs.syn_frame, hs.synack_frame, hs.ack_frame) == (1, 1, 3, 4, 5)
+    assert hs.server_rtt == pytest.approx(0.001, abs=1e-9) and hs.client_rtt == pytest.approx(0.002, abs=1e-9)
+    assert hs.handshake_rtt == pytest.approx(0.003, abs=1e-9) == hs.wireshark_irtt
+
+
+def test_repacketised_retransmission_counts_only_repeated_bytes(tmp_path):
+    t = analyzed(tmp_path, "s19_repacketised")
+    assert rows(t.retransmissions, *RX) == [(5, "retransmission", 4, 1000)]
+    assert t.connections.retransmitted_bytes[0] == 1000
+
+
+def test_unanswered_syns(tmp_path):
+    t = analyzed(tmp_path, "s20_no_reply")
+    assert rows(t.retransmissions, *RX) == [(2, "syn_retransmission", 1, 0), (3, "syn_retransmission", 1, 0)]
+    hs = t.handshakes.iloc[0]
+    assert (hs.outcome, hs.syn_retries) == ("no_reply", 2)
+    c = t.connections.iloc[0]
+    assert (c.completeness, c.conn_state, c.history) == (1, "S0", "S")
+
+
+def pd_isna(v) -> bool:
+    import pandas as pd
+    return bool(pd.isna(v))
