@@ -16,7 +16,43 @@ from .report import FORMATS, Report, analyze, summarise, summary_json
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands defined in other modules, loaded only when asked for: `analyze` then starts without
+# importing the TLS demo, scapy, matplotlib or the tshark comparison.
+LAZY_COMMANDS = {
+    "certs": ("analyzer.demo.commands", "certs_cmd", "Make the demo CA and the server and client certificates."),
+    "tls-server": ("analyzer.demo.commands", "tls_server_cmd", "Run the demo TLS server (mutual certificates)."),
+    "tls-client": ("analyzer.demo.commands", "tls_client_cmd", "Connect to the demo server, print what came back."),
+    "live": ("analyzer.demo.commands", "live_cmd", "Capture live; print each handshake and retransmission."),
+    "demo": ("analyzer.demo.commands", "demo_cmd", "The TLS demo: server, clients, live capture, reports."),
+    "compare": ("analyzer.extra_commands", "compare_cmd", "Compare our labels with tshark's, frame by frame."),
+    "plot": ("analyzer.extra_commands", "plot_cmd", "Time-sequence graph of a connection, or the RTT distribution."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands from LAZY_COMMANDS are imported on first use."""
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in LAZY_COMMANDS:
+            import importlib
+
+            module, attr, _ = LAZY_COMMANDS[name]
+            cmd = getattr(importlib.import_module(module), attr)
+            self.add_command(cmd, name)
+        return cmd
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, (self.commands[name].get_short_help_str(60) if name in self.commands
+                        else LAZY_COMMANDS[name][2])) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tcp-analyzer")
 def cli() -> None:
     """Rebuild TCP connections from captures: handshakes, retransmissions, explained.
@@ -70,25 +106,6 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json):
     if as_json:
         click.echo(summary_json(reports))
     sys.exit(status)
-
-
-def _register_optional() -> None:
-    """Commands that live in their own modules (demo, compare, plot)."""
-    try:
-        from .demo.commands import COMMANDS
-    except ImportError:
-        COMMANDS = []
-    for cmd in COMMANDS:
-        cli.add_command(cmd)
-    try:
-        from .extra_commands import COMMANDS as TOOLS
-    except ImportError:
-        TOOLS = []
-    for cmd in TOOLS:
-        cli.add_command(cmd)
-
-
-_register_optional()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ nanosecond resolution.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import select
@@ -35,11 +36,14 @@ import pandas as pd
 from ..errors import AnalyzerError, EngineUnavailable, NeedsRoot
 from .frames import LINKTYPE_ETHERNET, LINKTYPE_RAW, FrameBatch
 
+SO_ATTACH_FILTER = 26  # asm-generic/socket.h
+BPF_RET_K = 0x06  # linux/filter.h: BPF_RET | BPF_K, "return k bytes of the packet"
 ETH_P_ALL = 0x0003  # linux/if_ether.h: every protocol
 SOL_PACKET = 263
 PACKET_STATISTICS = 6  # linux/if_packet.h: struct tpacket_stats {u32 packets; u32 drops}
 PACKET_OUTGOING = 4  # sll_pkttype of a frame the host sends
 SO_TIMESTAMPNS = 35  # asm-generic/socket.h (SO_TIMESTAMPNS_OLD): struct timespec as cmsg
+SO_RCVBUFFORCE = 33  # asm-generic/socket.h: SO_RCVBUF beyond rmem_max (needs CAP_NET_ADMIN)
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
 ARPHRD_NONE = 0xFFFE  # tun devices: raw IP
@@ -90,19 +94,22 @@ class LiveResult:
     outgoing_copies_dropped: int
     kernel_drops: int
     stop_reason: str  # "duration", "count", "stopped", "interrupted"
-    tables: Any = None  # whatever Engine.finish() returned (None without an engine)
+    tables: Any = None  # analyzer.tcp.TcpTables from Engine.finish() (None without an engine)
     notes: list[str] = field(default_factory=list)
 
+    def report(self) -> Any:
+        """The tables as an ``analyzer.report.Report`` for the written pcap (None without an engine).
 
-def _split_engine_output(out: Any) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """Engine.feed() result -> (new handshakes, new retransmissions), whatever container it uses."""
-    if out is None:
-        return None, None
-    if isinstance(out, dict):
-        return out.get("handshakes"), out.get("retransmissions")
-    if isinstance(out, tuple) and len(out) == 2:
-        return out[0], out[1]
-    return getattr(out, "handshakes", None), getattr(out, "retransmissions", None)
+        Frame numbers are positions in the written pcap, so the report equals ``analyze(pcap)``.
+        """
+        if self.tables is None:
+            return None
+        from ..report import Report
+
+        stats = {"frames": self.frames, "engine": "live", **self.tables.stats}
+        return Report(capture=str(self.pcap_path or "live"), connections=self.tables.connections,
+                      handshakes=self.tables.handshakes, retransmissions=self.tables.retransmissions,
+                      stats=stats)
 
 
 def _default_pipeline() -> tuple[Callable[[FrameBatch], pd.DataFrame] | None, Any, list[str]]:
@@ -150,6 +157,7 @@ class LiveCapture:
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
+        self._pipeline: tuple | None = None
         self.linktype = LINKTYPE_ETHERNET
         self._loopback = False
         self.frames = 0
@@ -163,9 +171,9 @@ class LiveCapture:
             raise NeedsRoot(ROOT_FIX) from exc
         try:
             if self.bpf:
-                _attach_bpf(sock, self.bpf, self.iface)
+                _attach_bpf(sock, self.bpf, self.iface, self.snaplen)
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, RCVBUF)
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
             except OSError:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -186,6 +194,8 @@ class LiveCapture:
             sock.close()
             raise
         self._sock = sock
+        if self.analyze and self._pipeline is None:  # load the decoder and engine before traffic starts
+            self._pipeline = _default_pipeline()
         self.ready.set()
         return self
 
@@ -202,14 +212,15 @@ class LiveCapture:
             return 0
         return drops
 
-    def _read_available(self, buf: bytearray, frames: list[bytes], ts: list[int], wire: list[int]) -> None:
+    def _read_available(self, buf: bytearray, frames: list[bytes], ts: list[int], wire: list[int]) -> bool:
+        """Read queued frames (at most MAX_READS_PER_WAKE); True when the queue was emptied."""
         assert self._sock is not None
         view = memoryview(buf)
         for _ in range(MAX_READS_PER_WAKE):
             try:
                 n, anc, _flags, addr = self._sock.recvmsg_into([view], 64, socket.MSG_TRUNC)
             except (BlockingIOError, InterruptedError):
-                return
+                return True
             if self._loopback and addr[2] == PACKET_OUTGOING:
                 self.outgoing_dropped += 1
                 continue
@@ -223,7 +234,8 @@ class LiveCapture:
             ts.append(ts_ns if ts_ns is not None else time.time_ns())
             wire.append(n)
             if self.count is not None and self.frames + len(frames) >= self.count:
-                return
+                return True
+        return False
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, on_batch: Callable[[BatchResult], None] | None = None) -> LiveResult:
@@ -231,7 +243,8 @@ class LiveCapture:
         if self._sock is None:
             self.open()
         assert self._sock is not None
-        decode, engine, notes = _default_pipeline() if self.analyze else (None, None, [])
+        decode, engine, notes = self._pipeline or (_default_pipeline() if self.analyze else (None, None, []))
+        self._pipeline = None
         out = open(self.pcap_path, "wb") if self.pcap_path is not None else None
         writer = PcapWriter(out, self.linktype, self.snaplen) if out is not None else None
         buf = bytearray(max(self.snaplen, 65_600))
@@ -260,7 +273,8 @@ class LiveCapture:
                 df = decode(batch)
                 result.segments = len(df)
                 if engine is not None:
-                    result.handshakes, result.retransmissions = _split_engine_output(engine.feed(df))
+                    events = engine.feed(df)
+                    result.handshakes, result.retransmissions = events.handshakes, events.retransmissions
             frames.clear(), ts.clear(), wire.clear()
             if on_batch is not None:
                 on_batch(result)
@@ -289,6 +303,9 @@ class LiveCapture:
             reason = "interrupted"
         finally:
             try:
+                if reason != "count":  # frames already queued in the kernel belong to this capture
+                    while not self._read_available(buf, frames, ts, wire):
+                        pass
                 flush()
                 tables = engine.finish() if engine is not None else None
             finally:
@@ -313,14 +330,32 @@ class LiveCapture:
         self.close()
 
 
-def _attach_bpf(sock: socket.socket, bpf: str, iface: str) -> None:
-    """Compile ``bpf`` with libpcap (through scapy) for ``iface`` and attach it to ``sock``."""
+def _attach_bpf(sock: socket.socket, bpf: str, iface: str, snaplen: int = SNAPLEN) -> None:
+    """Compile ``bpf`` with libpcap (through scapy) for ``iface`` and attach it to ``sock``.
+
+    A classic BPF program returns how many bytes of the packet to keep; scapy compiles with a
+    65535-byte snaplen, which would cut loopback's 65549-byte frames, so every non-zero
+    ``ret #k`` is raised to ``snaplen`` (tcpdump compiles with 262144).
+    """
     try:
-        from scapy.arch.linux import attach_filter
+        from scapy.arch.common import compile_filter, free_filter
         from scapy.error import Scapy_Exception
+        from scapy.libs.structures import bpf_insn, sock_fprog
     except ImportError as exc:  # pragma: no cover - scapy is a dependency
         raise EngineUnavailable(f"scapy is needed for BPF filters: {exc}") from exc
     try:
-        attach_filter(sock, bpf, iface)
+        prog = compile_filter(bpf, iface)
     except (Scapy_Exception, ImportError, OSError, ValueError) as exc:
         raise AnalyzerError(f"bad BPF filter {bpf!r}: {exc}") from exc
+    try:
+        insns = (bpf_insn * prog.bf_len)()
+        for i in range(prog.bf_len):
+            src = prog.bf_insns[i]
+            k = src.k
+            if src.code == BPF_RET_K and k != 0:
+                k = snaplen
+            insns[i] = bpf_insn(src.code, src.jt, src.jf, k)
+    finally:
+        free_filter(prog)
+    fprog = sock_fprog(len(insns), ctypes.cast(insns, ctypes.POINTER(bpf_insn)))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
