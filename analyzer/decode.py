@@ -152,17 +152,17 @@ class ColumnStore:
             m[:, start:self.n] = m[:, start:self.n][:, order]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _be16(d, p):
     return (np.int64(d[p]) << 8) | np.int64(d[p + 1])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _be32(d, p):
     return (np.int64(d[p]) << 24) | (np.int64(d[p + 1]) << 16) | (np.int64(d[p + 2]) << 8) | np.int64(d[p + 3])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decode_tcp(d, t, tcp_len, end, j, i64, i32, u32, u16, i16, i8, b):
     if tcp_len < 20:
         return ST_BAD_TCP
@@ -226,7 +226,7 @@ def _decode_tcp(d, t, tcp_len, end, j, i64, i32, u32, u16, i16, i8, b):
     return ST_TCP
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gre_inner(d, g, end):
     """IP version carried by a GRE header at ``g`` (RFC 2784/2890), and the inner offset; 0 if none."""
     if g + 4 > end:
@@ -243,7 +243,7 @@ def _gre_inner(d, g, end):
     return 0, g
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
     """Decode the IP layer at ``p`` into row ``j``; returns a status (ST_FRAGMENT: Python's turn).
 
@@ -257,7 +257,7 @@ def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
     return ST_NOT_TCP
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
     """One IP header; returns (status, next offset, next version, next wire end) for tunnels."""
     i8[Q_IPVER, j] = ipver
@@ -351,7 +351,7 @@ def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
     return ST_BAD_IP, p, 0, wend
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _link_layer(d, p, end, lt, j, i32):
     """Skip the link header of one frame; returns (ip offset, ip version, status)."""
     i32[Q_VLAN, j] = -1
@@ -434,7 +434,7 @@ def _link_layer(d, p, end, lt, j, i32):
     return p, ipver, ST_TCP
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decode_frames(d, offsets, caplens, wirelens, linktypes, ts_ns, ifaces, first_frame, start,
                    i64, i32, u32, u16, i16, i8, b, counts, frag_idx, frag_off, frag_ver, frag_vlan):
     """Decode every frame; TCP rows are written compactly from row ``start``.
@@ -623,8 +623,11 @@ class Decoder:
         self.addresses: list[str] = []
         self._address_ids: dict[tuple[int, int, int], int] = {}
 
-    def decode_into(self, batch: FrameBatch, store: ColumnStore) -> None:
-        """Append the TCP rows of ``batch`` to ``store``."""
+    def decode_into(self, batch: FrameBatch, store: ColumnStore, code_addresses: bool = True) -> None:
+        """Append the TCP rows of ``batch`` to ``store``.
+
+        With ``code_addresses=False`` the caller calls ``code_addresses`` once for many batches.
+        """
         start = store.n
         store.reserve(len(batch))
         counts = np.zeros(ST_SHORT + 1, dtype=np.int64)
@@ -641,7 +644,8 @@ class Decoder:
             self._reassemble(batch, store, frag_idx[:nf], frag_off[:nf], frag_ver[:nf], frag_vlan[:nf])
             order = np.argsort(store.mats[0][Q_FRAME, start:store.n], kind="stable")
             store.reorder(order, start)
-        self._code_addresses(store, start)
+        if code_addresses:
+            self.code_addresses(store, start)
         self.stats.tcp_segments += store.n - start
 
     def finish(self) -> None:
@@ -705,7 +709,7 @@ class Decoder:
         b[Q_FRAG] = 1
         store.append(tmp)
 
-    def _code_addresses(self, store: ColumnStore, start: int) -> None:
+    def code_addresses(self, store: ColumnStore, start: int = 0) -> None:
         """Fill src_id/dst_id of rows ``start:`` with indices into ``self.addresses``."""
         n = store.n - start
         if n == 0:

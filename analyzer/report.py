@@ -113,7 +113,7 @@ def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_
     path = os.fspath(path_or_paths)
     kept: list[pd.DataFrame] = []
     if engine == "native":
-        reader = PacketReader(path, batch_size)
+        reader = PacketReader(path, batch_size, prefetch=True)
         size = _size(path)
 
         def batches() -> Iterable[pd.DataFrame]:

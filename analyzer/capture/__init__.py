@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Iterator
 
 import pandas as pd
@@ -17,6 +19,7 @@ from .frames import FrameBatch
 
 ENGINES = ("native", "pyshark")
 DEFAULT_BATCH = 262_144
+PREFETCH = 2  # batches read ahead by the prefetch thread
 
 
 class PacketReader:
@@ -26,7 +29,7 @@ class PacketReader:
     one-line ``problems`` met (damage that stopped the reading early).
     """
 
-    def __init__(self, path, batch_size: int = DEFAULT_BATCH):
+    def __init__(self, path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False):
         from ..decode import Decoder
         from .reader import FrameSource
 
@@ -34,6 +37,7 @@ class PacketReader:
             raise ValueError("batch_size must be at least 1")
         self.path = path
         self.batch_size = batch_size
+        self.prefetch = prefetch
         self._source = FrameSource(path)  # raises CaptureError at once for a non-capture
         self._decoder = Decoder()
         self.format = self._source.format
@@ -46,26 +50,46 @@ class PacketReader:
         return s
 
     def stores(self) -> Iterator:
-        """Yield one ``ColumnStore`` per batch (the internal, zero-copy form)."""
+        """Yield one ``ColumnStore`` per batch of ``batch_size`` frames (the internal form).
+
+        The file is read in small pieces (about 2 MB), each decoded while its bytes are still in
+        the CPU cache; a store collects the rows of many pieces.
+        """
         from ..decode import ColumnStore
 
-        for batch in self._source.batches(self.batch_size):
-            store = ColumnStore(len(batch))
-            self._decoder.decode_into(batch, store)
-            yield store
+        store, frames = ColumnStore(min(self.batch_size, 1 << 16)), 0
+        for batch in self._source.batches(lambda: self.batch_size - frames):
+            self._decoder.decode_into(batch, store, code_addresses=False)
+            frames += len(batch)
+            if frames >= self.batch_size:
+                self._decoder.code_addresses(store)
+                yield store
+                store, frames = ColumnStore(min(self.batch_size, 1 << 16)), 0
         self._decoder.finish()
+        if frames or store.n:
+            self._decoder.code_addresses(store)
+            yield store
 
     @property
     def addresses(self) -> list[str]:
         return self._decoder.addresses
 
-    def __iter__(self) -> Iterator[pd.DataFrame]:
+    def _frames(self) -> Iterator[pd.DataFrame]:
         from ..decode import to_frame
 
         for store in self.stores():
             df = to_frame(store, self._decoder.addresses)
             df.attrs["stats"] = self.stats
             yield df
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        """Batches as DataFrames; with ``prefetch``, the next batch is read and decoded in a thread
+        while the caller works on this one (the compiled kernels release the GIL), at most
+        ``PREFETCH`` batches ahead, so memory stays bounded."""
+        if not self.prefetch:
+            yield from self._frames()
+            return
+        yield from _prefetched(self._frames(), PREFETCH)
 
     def read_all(self) -> pd.DataFrame:
         """Decode the whole capture into one table."""
@@ -77,13 +101,49 @@ class PacketReader:
         return df
 
 
-def iter_packets(path, batch_size: int = DEFAULT_BATCH) -> PacketReader:
+def _prefetched(it: Iterator, depth: int) -> Iterator:
+    """Run iterator ``it`` in a background thread, ``depth`` items ahead; errors are re-raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=work, name="tcp-analyzer-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def iter_packets(path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False) -> PacketReader:
     """Read a capture batch by batch; memory stays flat whatever the file size.
 
     >>> reader = iter_packets("captures/demo.pcap", batch_size=10_000)   # doctest: +SKIP
     >>> total = sum(len(df) for df in reader); reader.stats["frames"]     # doctest: +SKIP
     """
-    return PacketReader(path, batch_size)
+    return PacketReader(path, batch_size, prefetch)
 
 
 def read_packets(path, engine: str = "native") -> pd.DataFrame:

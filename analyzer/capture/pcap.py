@@ -50,14 +50,14 @@ def parse_pcap_header(head: bytes) -> PcapHeader | None:
     return None
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def u16(buf, pos, big):
     if big:
         return (np.int64(buf[pos]) << 8) | np.int64(buf[pos + 1])
     return (np.int64(buf[pos + 1]) << 8) | np.int64(buf[pos])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def u32(buf, pos, big):
     if big:
         return ((np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16)
@@ -66,7 +66,7 @@ def u32(buf, pos, big):
             | (np.int64(buf[pos + 1]) << 8) | np.int64(buf[pos]))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def walk_pcap_records(buf, pos, end, big, max_records, max_caplen, nanos,
                       out_off, out_cap, out_wire, out_ts):
     """Walk whole records in ``buf[pos:end]``; returns (records, next_pos, status)."""

@@ -87,7 +87,7 @@ def parse_idb(block: bytes, big: bool) -> Interface:
     return iface
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def walk_pcapng_blocks(buf, pos, end, big, max_records,
                        out_off, out_cap, out_wire, out_ts, out_iface):
     """Walk blocks in ``buf[pos:end]``; returns (records, next_pos, status).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -19,7 +19,7 @@ from . import pcap, pcapng
 from .frames import FrameBatch
 
 GZIP_MAGIC = b"\x1f\x8b"
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 2 << 20  # read granularity: small enough that a piece is decoded while cached
 
 
 def _open(path_or_file) -> tuple[BinaryIO, str, bool]:
@@ -134,11 +134,14 @@ class FrameSource:
             self.file.close()
 
     # -- batches -------------------------------------------------------------------------------
-    def batches(self, batch_size: int = 262_144) -> Iterator[FrameBatch]:
+    def batches(self, batch_size: int | Callable[[], int] = 262_144) -> Iterator[FrameBatch]:
+        """Yield frame batches of at most ``batch_size`` frames (a number, or a function asked
+        before each batch)."""
+        limit = batch_size if callable(batch_size) else (lambda: batch_size)
         try:
             walk = self._walk_pcap if self.format == "pcap" else self._walk_pcapng
             while True:
-                batch = walk(batch_size)
+                batch = walk(max(1, limit()))
                 if batch is None:
                     break
                 if len(batch):
