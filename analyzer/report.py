@@ -170,7 +170,10 @@ def summarise(report: Report, top: int = 5) -> dict:
                           "server": f"{r.server}:{r.server_port}",
                           "retransmissions": int(r.retransmissions),
                           "retransmitted_bytes": int(r.retransmitted_bytes)})
-    est = hs[hs["outcome"] == "established"] if len(hs) else hs
+    # RTT percentiles use clean handshakes only (Karn): with a retried SYN or SYN-ACK the sample
+    # includes a retransmission timeout, not just the path.
+    est = hs[(hs["outcome"] == "established") & (hs["syn_retries"] == 0) & (hs["synack_retries"] == 0)] \
+        if len(hs) else hs
     return {
         "capture": report.capture,
         "frames": int(report.stats.get("frames", 0)),

@@ -60,9 +60,9 @@ def print_summary(s: dict, dest: Path | None = None, console: Console | None = N
     con.print(hs)
     rtt = s["handshake_rtt_seconds"]
     if rtt:
-        con.print(f"Handshake RTT over {rtt['n']:,} established: min {_ms(rtt['min'])}, median {_ms(rtt['p50'])}, "
+        con.print(f"Handshake RTT over {rtt['n']:,} established without retries: min {_ms(rtt['min'])}, median {_ms(rtt['p50'])}, "
                   f"p90 {_ms(rtt['p90'])}, p99 {_ms(rtt['p99'])}, max {_ms(rtt['max'])}")
-    rx = Table(title="Retransmissions and out-of-order segments", box=box.SIMPLE, title_justify="left")
+    rx = Table(title="Retransmissions", box=box.SIMPLE, title_justify="left")
     rx.add_column("kind")
     rx.add_column("count", justify="right")
     for k, v in s["retransmissions"].items():

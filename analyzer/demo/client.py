@@ -147,7 +147,13 @@ def _exchange(tls: ssl.SSLSocket, nbytes: int | None, started: float) -> FetchRe
         f.close()
     version, cipher = tls.version() or "?", (tls.cipher() or ("?",))[0]
     try:
-        tls.unwrap()  # close_notify both ways
+        plain = tls.unwrap()  # close_notify both ways
+        # Close only after the server's FIN: the server closes first, so our FIN is acknowledged at
+        # once (a FIN sent first can wait for a delayed ACK and be resent by a tail-loss probe,
+        # which a clean demo should not show).
+        plain.settimeout(2.0)
+        while plain.recv(4096):
+            pass
     except (OSError, ssl.SSLError, ValueError):
         pass
     return FetchResult(server_time=first[5:], nbytes=got, data_ok=ok, tls_version=version, cipher=cipher,
