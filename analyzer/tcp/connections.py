@@ -32,7 +32,7 @@ ZS_INACTIVE, ZS_SYN_SENT, ZS_SYN_ACK_SENT, ZS_PARTIAL, ZS_ESTABLISHED, ZS_CLOSED
 _ONCE_A, _ONCE_D, _ONCE_I, _ONCE_Q = 1, 2, 4, 8
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _add_letter(conv, history, c, d, upper):
     n = conv[c, C_HIST_LEN]
     if n < HISTORY_LEN:
@@ -40,21 +40,21 @@ def _add_letter(conv, history, c, d, upper):
         conv[c, C_HIST_LEN] = n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _once(conv, dirs, history, c, d, fw, bit, upper):
     if (dirs[fw, D_ZONCE] & bit) == 0:
         dirs[fw, D_ZONCE] |= bit
         _add_letter(conv, history, c, d, upper)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _power_of_ten(n):
     while n >= 10 and n % 10 == 0:
         n //= 10
     return n == 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def track_connection(conv, dirs, history, c, d, flags, seq, seglen, window, rexmit):
     """Zeek history/state and Wireshark completeness for one packet (``rexmit``: Zeek's T rule)."""
     fw = 2 * c + d
@@ -154,7 +154,10 @@ def conn_states(orig: np.ndarray, resp: np.ndarray, orig_bytes: np.ndarray, resp
                 history: np.ndarray) -> np.ndarray:
     """Zeek conn_state from the two endpoint states (reference C.5, evaluated in its order)."""
     inactive_or_partial = lambda s: (s == ZS_INACTIVE) | (s == ZS_PARTIAL)  # noqa: E731
-    rstos0 = pd.Series(history, dtype=object).str.match(r"^\^?S[^HAFGIQ]*R").fillna(False).to_numpy(bool)
+    rstos0 = np.zeros(len(history), dtype=bool)
+    maybe = np.flatnonzero(orig == ZS_RESET)  # the pattern is only looked at for these
+    if len(maybe):
+        rstos0[maybe] = pd.Series(history[maybe], dtype=object).str.match(r"^\^?S[^HAFGIQ]*R").fillna(False)
     conditions = [
         (resp == ZS_RESET) & ((orig == ZS_SYN_SENT) | (orig == ZS_SYN_ACK_SENT)
                               | ((orig == ZS_RESET) & (orig_bytes == 0) & (resp_bytes == 0))),

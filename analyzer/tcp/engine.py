@@ -1,8 +1,14 @@
 """The TCP engine: packet-table batches in, connections / handshakes / retransmissions tables out.
 
-Per batch: 4-tuple ids are assigned vectorized (``flows.py``), then one compiled pass in frame order
-(``sequence.analyze_batch``) updates the carried per-flow state and writes event rows. Tables are built
-from that state at ``finish()``, so a batched run gives the same rows as a whole-file run.
+Per batch: 4-tuple ids come from a compiled hash-table pass (``flows.py``), then one compiled pass in frame
+order (``sequence.analyze_batch``) updates the carried per-flow state and writes event rows (which carry
+the packet fields the tables need, so no packet column is kept). Tables are built from that state at
+``finish()``, vectorized, so a batched run gives the same rows as a whole-file run.
+
+Cost: every compiled function is cached on disk (``cache=True``; no numba typed containers, whose types
+would be compiled again on each run) and releases the GIL (``nogil=True``), so reading the next batch
+can overlap the analysis of this one in another thread. Columns are passed in the packet table's own
+dtypes (no per-batch conversion copies).
 
     >>> engine = Engine()                                       # doctest: +SKIP
     >>> for batch in analyzer.iter_packets("capture.pcap"):     # doctest: +SKIP
@@ -18,18 +24,21 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..schema import (CONNECTION_COLUMNS, HANDSHAKE_COLUMNS, RETRANSMISSION_COLUMNS, TH_ACK, TH_FIN, TH_SYN, conform,
-                      empty_frame)
+from ..schema import (CONNECTION_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS, TH_ACK, TH_FIN,
+                      TH_SYN, conform, empty_frame)
 from .connections import completeness, conn_states, histories
-from .flows import TupleTable
-from .handshake import handshake_columns
+from .flows import TupleTable, column_getter, readonly
+from .handshake import handshake_columns, outcomes
 from .retransmit import KIND_NAMES, event_rows
-from .sequence import E_CONV, E_N, E_ROW, analyze_batch, compact_records
+from .sequence import E_CONV, E_N, E_SENDER_LO, analyze_batch, compact_records
 from .state import (C_CLIENT_DIR, C_COMPLETENESS, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_LEN, C_HS_DECIDED,
                     C_LAST_FRAME, C_LAST_TS, C_REUSED, C_TUPLE, C_VLAN, D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS,
                     D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, RECORD_WALK, FlowState)
 
 COMPACT_RECORDS_AT = 4_000_000  # compact the sent-segment pool when it holds this many records
+
+# the packet-table columns the compiled pass reads, in the schema's dtypes (one compiled signature)
+_DTYPES = {c.name: np.dtype(c.dtype) for c in PACKET_COLUMNS if c.dtype not in ("category", "str", "string")}
 
 
 @dataclass
@@ -48,7 +57,7 @@ class BatchEvents:
     the stream id of every packet of the batch. The tables are built on first access; read them
     before feeding the next batch."""
 
-    def __init__(self, engine: "Engine", batch: int, chunk: dict | None, streams: np.ndarray):
+    def __init__(self, engine: "Engine", batch: int, chunk: np.ndarray | None, streams: np.ndarray):
         self._engine, self._batch, self._chunk = engine, batch, chunk
         self.streams = streams
 
@@ -69,7 +78,7 @@ class Engine:
     def __init__(self) -> None:
         self._tuples = TupleTable()
         self._state = FlowState()
-        self._chunks: list[dict[str, np.ndarray]] = []  # event rows and their packet fields, per batch
+        self._chunks: list[np.ndarray] = []  # event rows (with their packet fields), per batch
         self._packets = 0
 
     def feed(self, packets: pd.DataFrame) -> BatchEvents:
@@ -78,16 +87,18 @@ class Engine:
         n = len(packets)
         if n == 0:
             return BatchEvents(self, -1, None, np.empty(0, dtype=np.int64))
-        col = lambda name: packets[name].to_numpy().astype(np.int64)  # noqa: E731
+        get = column_getter(packets)
+        col = lambda name: readonly(get(name), _DTYPES[name])  # noqa: E731  (the schema's dtype: one signature)
         flags = col("flags")
         plen = col("payload_len")
-        seqsp = (plen > 0) | ((flags & (TH_SYN | TH_FIN)) != 0)
+        n_seqsp = int(np.count_nonzero((plen > 0) | ((flags & (TH_SYN | TH_FIN)) != 0)))
         tuples_before = len(self._tuples)
-        tid, is_lo = self._tuples.assign(packets)
-        new_conversations = len(self._tuples) - tuples_before + int(((flags & (TH_SYN | TH_ACK)) == TH_SYN).sum())
-        st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=int(seqsp.sum()))
+        tid, is_lo = self._tuples.assign(get("src"), get("sport"), get("dst"), get("dport"))
+        new_conversations = (len(self._tuples) - tuples_before
+                             + int(np.count_nonzero((flags & (TH_SYN | TH_ACK)) == TH_SYN)))
+        st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=n_seqsp)
         stream = np.empty(n, dtype=np.int64)
-        ev = np.empty((int(seqsp.sum()), E_N), dtype=np.int64)
+        ev = np.empty((n_seqsp, E_N), dtype=np.int64)  # only segments that occupy sequence space get rows
         n_ev = analyze_batch(
             tid, is_lo, col("frame"), col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
             col("ip_id"), col("tsval"), col("mss"), col("wscale"), col("sack_permitted"), col("tfo_cookie_len"),
@@ -96,12 +107,7 @@ class Engine:
         batch = int(st.counter[1])
         st.counter[1] += 1
         self._packets += n
-        ev = ev[:n_ev]
-        rows = ev[:, E_ROW]
-        pick = lambda name: packets[name].iloc[rows].to_numpy()  # noqa: E731
-        chunk = dict(ev=ev, frame=pick("frame"), ts_ns=pick("ts_ns"), seq_raw=pick("seq_raw"), flags=flags[rows],
-                     src=np.asarray(pick("src"), dtype=object), sport=pick("sport"),
-                     dst=np.asarray(pick("dst"), dtype=object), dport=pick("dport"))
+        chunk = ev[:n_ev].copy()  # a copy, so the batch-sized buffer is not kept alive
         self._chunks.append(chunk)
         if int(st.n_records[0]) > COMPACT_RECORDS_AT:
             self._compact()
@@ -112,11 +118,12 @@ class Engine:
         conns = self._connections()
         hs = self._handshakes(np.arange(self._state.conversations))
         rx = self._retransmissions(self._chunks)
+        kinds = rx["kind"].value_counts()
         stats = {
             "packets": self._packets,
             "connections": len(conns),
             "handshakes": {k: int(v) for k, v in hs["outcome"].value_counts().items()},
-            "retransmissions": {k: int((rx["kind"] == k).sum()) for k in KIND_NAMES.values()},
+            "retransmissions": {k: int(kinds.get(k, 0)) for k in KIND_NAMES.values()},
             "retransmitted_bytes": int(conns["retransmitted_bytes"].sum()),
             "keep_alives": int(conns["keep_alives"].sum()),
             "zero_window_probes": int(conns["zero_window_probes"].sum()),
@@ -155,19 +162,20 @@ class Engine:
         _, server_pkts = self._per_side(idx, D_PKTS)
         cols = {"stream": idx, "client": client, "client_port": cport, "server": server, "server_port": sport}
         cols.update(handshake_columns(self._state.conv[idx], server_pkts))
-        return conform(pd.DataFrame({k: pd.Series(v).reset_index(drop=True) for k, v in cols.items()}),
-                       HANDSHAKE_COLUMNS)
+        return _table(cols, HANDSHAKE_COLUMNS)
 
-    def _retransmissions(self, chunks: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    def _retransmissions(self, chunks: list[np.ndarray | None]) -> pd.DataFrame:
         """Rows of the given batches, with the current client of each connection."""
-        chunks = [c for c in chunks if c is not None and len(c["ev"])]
+        chunks = [c for c in chunks if c is not None and len(c)]
         if not chunks:
             return empty_frame(RETRANSMISSION_COLUMNS)
-        cat = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-        client_dir = self._state.conv[cat["ev"][:, E_CONV], C_CLIENT_DIR]
-        df = event_rows(cat["ev"], cat["frame"], cat["ts_ns"], cat["seq_raw"], cat["flags"], cat["src"],
-                        cat["sport"], cat["dst"], cat["dport"], client_dir)
-        return conform(df, RETRANSMISSION_COLUMNS)
+        ev = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        conv = self._state.conv[ev[:, E_CONV]]
+        lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv[:, C_TUPLE])
+        sender_lo = ev[:, E_SENDER_LO] == 1
+        cols = event_rows(ev, np.where(sender_lo, lo_a, hi_a), np.where(sender_lo, lo_p, hi_p),
+                          np.where(sender_lo, hi_a, lo_a), np.where(sender_lo, hi_p, lo_p), conv[:, C_CLIENT_DIR])
+        return _table(cols, RETRANSMISSION_COLUMNS)
 
     def _connections(self) -> pd.DataFrame:
         st = self._state
@@ -180,17 +188,16 @@ class Engine:
                 [("pkts", D_PKTS), ("bytes", D_BYTES), ("retx", D_RETX), ("retx_bytes", D_RETX_BYTES),
                  ("ooo", D_OOO), ("ka", D_KA), ("zwp", D_ZWP), ("dups", D_DUPS), ("z", D_ZSTATE)]}
         hist = histories(st.history[idx], conv[:, C_HIST_LEN], cd)
-        outcome = handshake_columns(conv, side["pkts"][1])["outcome"].to_numpy()
         total = lambda name: side[name][0] + side[name][1]  # noqa: E731
-        df = pd.DataFrame({
+        return _table({
             "stream": idx, "client": client, "client_port": cport, "server": server, "server_port": sport,
-            "vlan": pd.Series(conv[:, C_VLAN], dtype="Int64").mask(conv[:, C_VLAN] < 0),
+            "vlan": pd.arrays.IntegerArray(conv[:, C_VLAN].copy(), conv[:, C_VLAN] < 0),
             "first_frame": conv[:, C_FIRST_FRAME], "last_frame": conv[:, C_LAST_FRAME],
             "first_ts": conv[:, C_FIRST_TS] / 1e9, "last_ts": conv[:, C_LAST_TS] / 1e9,
             "duration": (conv[:, C_LAST_TS] - conv[:, C_FIRST_TS]) / 1e9,
             "client_pkts": side["pkts"][0], "server_pkts": side["pkts"][1],
             "client_bytes": side["bytes"][0], "server_bytes": side["bytes"][1],
-            "handshake": outcome,
+            "handshake": outcomes(conv, side["pkts"][1]),
             "retransmissions": total("retx"), "retransmitted_bytes": total("retx_bytes"),
             "out_of_order": total("ooo"), "duplicates": total("dups"),
             "keep_alives": total("ka"), "zero_window_probes": total("zwp"),
@@ -198,8 +205,18 @@ class Engine:
             "history": hist,
             "completeness": completeness(conv[:, C_COMPLETENESS], side["pkts"][0] + side["pkts"][1]),
             "reused_ports": conv[:, C_REUSED] == 1,
-        })
-        return conform(df, CONNECTION_COLUMNS)
+        }, CONNECTION_COLUMNS)
+
+
+def _table(cols: dict, columns) -> pd.DataFrame:
+    """The DataFrame of ``cols`` (arrays already in the table's dtypes) with the declared columns. Text
+    columns stay plain object columns (pandas would otherwise infer its string dtype, then convert back)."""
+    data = {c.name: pd.Series(cols[c.name], dtype=object) if getattr(cols[c.name], "dtype", None) == object
+            else cols[c.name] for c in columns}
+    df = pd.DataFrame(data)
+    if any(str(t) != ("object" if c.dtype in ("str", "string") else c.dtype) for c, t in zip(columns, df.dtypes)):
+        df = conform(df, columns)
+    return df
 
 
 def analyze_batches(batches: Iterable[pd.DataFrame]) -> TcpTables:

@@ -1,36 +1,108 @@
-"""Direction-agnostic 4-tuple ids, assigned vectorized and stable across batches.
+"""Direction-agnostic 4-tuple ids, stable across batches.
 
 An endpoint is ``address_id << 16 | port``; a 4-tuple is the ordered pair (lower endpoint, higher
 endpoint), so both directions of a connection get the same tuple id. VLAN and interface are not part
 of the key: Wireshark 4.0 ignores them too (design.md; the VLAN is kept as a connection column).
 Splitting a 4-tuple into several connections on port reuse is sequential work and happens in
 ``sequence.py``.
+
+Ids come from an open-addressing hash table held in plain numpy arrays and probed by one compiled
+pass per batch (numba typed containers would be compiled again on every run: their types are not
+cached on disk). Address ids come from the batch's category list, one Python step per new address.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from numba import njit, types
-from numba.typed import Dict
+from numba import njit
+
+_EMPTY = -1
+_MUL_LO = np.uint64(0x9E3779B97F4A7C15)
+_MUL_HI = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-@njit(cache=True)
-def _tuple_ids(lo, hi, table, lo_out, hi_out, count):
-    """Stable id of every (lo, hi) endpoint pair; new pairs get the next ids (hash table lookups)."""
-    ids = np.empty(len(lo), dtype=np.int64)
+@njit(cache=True, nogil=True, inline="always")
+def _slot(lo, hi, bits):
+    h = (np.uint64(lo) * _MUL_LO) ^ (np.uint64(hi) * _MUL_HI)
+    return np.int64((h ^ (h >> np.uint64(29))) >> np.uint64(64 - bits))
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _tuple_ids(src_code, src_ids, sport, dst_code, dst_ids, dport, start, slots, bits, lo_out, hi_out, count, ids,
+               is_lo):
+    """Tuple id and sender-is-lower-endpoint of packets ``start`` onwards; new pairs get the next ids.
+    Addresses are category codes and, per code, the address id (``TupleTable.address_ids``).
+
+    ``slots`` (size ``2**bits``) holds tuple ids, ``_EMPTY`` where free; ``lo_out``/``hi_out`` the
+    endpoints of each id. Stops early, returning the index of the first packet not done, when a new
+    pair would fill ``lo_out`` or the table beyond half: the caller grows them and calls again.
+    (No allocation here, so no reference counting in the loop.)"""
     n = count[0]
-    for i in range(len(lo)):
-        key = (lo[i], hi[i])
-        tid = table.get(key, -1)
-        if tid < 0:
+    mask = (1 << bits) - 1
+    limit = min(len(lo_out), len(slots) // 2)
+    for i in range(start, len(src_code)):
+        s = (src_ids[src_code[i]] << 16) | np.int64(sport[i])
+        d = (dst_ids[dst_code[i]] << 16) | np.int64(dport[i])
+        lo = min(s, d)
+        hi = max(s, d)
+        h = _slot(lo, hi, bits)
+        while True:
+            tid = slots[h]
+            if tid == _EMPTY or (lo_out[tid] == lo and hi_out[tid] == hi):
+                break
+            h = (h + 1) & mask
+        if tid == _EMPTY:
+            if n == limit:
+                count[0] = n
+                return i
             tid = n
-            table[key] = tid
-            lo_out[n] = lo[i]
-            hi_out[n] = hi[i]
+            lo_out[n] = lo
+            hi_out[n] = hi
+            slots[h] = tid
             n += 1
         ids[i] = tid
+        is_lo[i] = s <= d
     count[0] = n
-    return ids
+    return len(src_code)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _rehash(slots, bits, lo_out, hi_out, n):
+    """Insert tuple ids 0..n-1 into the empty table ``slots`` of size ``2**bits``."""
+    mask = (1 << bits) - 1
+    for k in range(n):
+        g = _slot(lo_out[k], hi_out[k], bits)
+        while slots[g] != _EMPTY:
+            g = (g + 1) & mask
+        slots[g] = k
+
+
+def column_getter(packets: pd.DataFrame):
+    """A function giving a packet-table column's values (numpy array, or Categorical for addresses).
+
+    ``packets[name]`` costs ~20 µs a column in pandas (index look-up, a Series, a deep copy of ``attrs``),
+    which adds up over 18 columns and thousands of batches; the block manager gives the same values in
+    ~1 µs. Falls back to the public path if that internal API is not there."""
+    mgr = getattr(packets, "_mgr", None)
+    if mgr is None or not hasattr(mgr, "iget_values"):
+        return lambda name: packets[name].array
+    loc = packets.columns.get_loc
+
+    def get(name: str):
+        i = loc(name)
+        return mgr.iget_values(i) if isinstance(i, int) else packets[name].array
+
+    return get
+
+
+def readonly(values, dtype) -> np.ndarray:
+    """``values`` as a contiguous read-only array of ``dtype`` (no copy when it already is one). Always
+    read-only, so that numba sees one signature and compiles (or loads from its cache) one version."""
+    a = np.ascontiguousarray(values, dtype=dtype)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
 
 
 class TupleTable:
@@ -39,52 +111,68 @@ class TupleTable:
     def __init__(self) -> None:
         self._addr_ids: dict[str, int] = {}
         self.addresses: list[str] = []
+        self._addr_array = np.empty(0, dtype=object)  # self.addresses as an array, rebuilt when it grows
         self._cats: pd.Index | None = None  # the last batch's categories and their ids
         self._cat_ids = np.empty(0, dtype=np.int64)
-        self._table = Dict.empty(key_type=types.UniTuple(types.int64, 2), value_type=types.int64)
-        self._lo = np.empty(1024, dtype=np.int64)
-        self._hi = np.empty(1024, dtype=np.int64)
+        self._bits = 10
+        self._slots = np.full(1 << self._bits, _EMPTY, dtype=np.int64)
+        self._lo = np.empty(512, dtype=np.int64)
+        self._hi = np.empty(512, dtype=np.int64)
         self._count = np.zeros(1, dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self._count[0])
 
-    def address_ids(self, column: pd.Series) -> np.ndarray:
-        """Address ids (int64) for a categorical (or text) column of IP addresses."""
-        cat = column if isinstance(column.dtype, pd.CategoricalDtype) else column.astype("category")
-        cats = cat.cat.categories
+    def address_ids(self, values) -> tuple[np.ndarray, np.ndarray]:
+        """(category codes as int32, address id of each category) for a column of IP addresses (a
+        Categorical, or text)."""
+        cat = values if isinstance(values, pd.Categorical) else pd.Categorical(np.asarray(values, dtype=object))
+        cats = cat.categories
         known = 0  # readers usually keep one growing category list: only its new tail needs a look-up
-        if self._cats is not None and len(cats) >= len(self._cats) and cats[: len(self._cats)].equals(self._cats):
-            known = len(self._cats)
-        lookup = np.empty(len(cats), dtype=np.int64)
-        lookup[:known] = self._cat_ids[:known]
-        for i in range(known, len(cats)):  # one step per new distinct address, not per packet
-            text = cats[i]
-            aid = self._addr_ids.get(text)
-            if aid is None:
-                aid = self._addr_ids[text] = len(self.addresses)
-                self.addresses.append(str(text))
-            lookup[i] = aid
-        self._cats, self._cat_ids = cats, lookup
-        return lookup[cat.cat.codes.to_numpy()]
+        if self._cats is not None:
+            if cats is self._cats:
+                known = len(cats)
+            elif len(cats) >= len(self._cats) and cats[: len(self._cats)].equals(self._cats):
+                known = len(self._cats)
+        if known < len(cats) or self._cats is None:
+            lookup = np.empty(len(cats), dtype=np.int64)
+            lookup[:known] = self._cat_ids[:known]
+            for i, text in enumerate(cats[known:].tolist(), known):  # one step per new address, not per packet
+                aid = self._addr_ids.get(text)
+                if aid is None:
+                    aid = self._addr_ids[text] = len(self.addresses)
+                    self.addresses.append(str(text))
+                lookup[i] = aid
+            self._cat_ids = lookup
+        self._cats = cats
+        return readonly(cat.codes, np.int32), self._cat_ids
 
-    def assign(self, packets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Return (tuple id, sender-is-lower-endpoint) for every packet of a batch."""
-        src = (self.address_ids(packets["src"]) << 16) | packets["sport"].to_numpy().astype(np.int64)
-        dst = (self.address_ids(packets["dst"]) << 16) | packets["dport"].to_numpy().astype(np.int64)
-        is_lo = src <= dst
-        lo = np.where(is_lo, src, dst)
-        hi = np.where(is_lo, dst, src)
-        need = len(self) + len(lo)
-        if need > len(self._lo):
-            cap = max(need, 2 * len(self._lo))
-            self._lo = np.concatenate([self._lo, np.empty(cap - len(self._lo), dtype=np.int64)])
-            self._hi = np.concatenate([self._hi, np.empty(cap - len(self._hi), dtype=np.int64)])
-        return _tuple_ids(lo, hi, self._table, self._lo, self._hi, self._count), is_lo
+    def assign(self, src, sport, dst, dport) -> tuple[np.ndarray, np.ndarray]:
+        """Return (tuple id, sender-is-lower-endpoint) for every packet of a batch, given its columns
+        (addresses as Categoricals or text, ports as integers)."""
+        n = len(sport)
+        ids = np.empty(n, dtype=np.int64)
+        is_lo = np.empty(n, dtype=np.bool_)
+        args = (*self.address_ids(src), readonly(sport, np.uint16), *self.address_ids(dst), readonly(dport, np.uint16))
+        done = 0
+        while True:
+            done = _tuple_ids(*args, done, self._slots, self._bits, self._lo, self._hi, self._count, ids, is_lo)
+            if done == n:
+                return ids, is_lo
+            used = len(self)
+            if used == len(self._lo):
+                self._lo = np.concatenate([self._lo, np.empty(used, dtype=np.int64)])
+                self._hi = np.concatenate([self._hi, np.empty(used, dtype=np.int64)])
+            if 2 * used >= len(self._slots):
+                self._bits += 1
+                self._slots = np.full(1 << self._bits, _EMPTY, dtype=np.int64)
+                _rehash(self._slots, self._bits, self._lo, self._hi, used)
 
     def endpoints(self, tuple_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(lower address, lower port, higher address, higher port) for an array of tuple ids."""
         lo = self._lo[tuple_ids]
         hi = self._hi[tuple_ids]
-        addrs = np.asarray(self.addresses, dtype=object)
+        if len(self._addr_array) != len(self.addresses):
+            self._addr_array = np.asarray(self.addresses, dtype=object)
+        addrs = self._addr_array
         return addrs[lo >> 16], lo & 0xFFFF, addrs[hi >> 16], hi & 0xFFFF

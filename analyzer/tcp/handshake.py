@@ -35,7 +35,7 @@ HS_END_NONE, HS_END_REFUSED, HS_END_RESET = 0, 1, 2
 SEQ_MASK = 0xFFFFFFFF
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def track_handshake(conv, c, d, flags, seq, ack, frame, ts, plen, mss, wscale, sackp, tsval, tfo, batch):
     """Update connection ``c``'s handshake with one packet sent in direction ``d`` (0 or 1)."""
     syn = (flags & TH_SYN) != 0
@@ -129,21 +129,26 @@ def outcomes(conv: np.ndarray, server_pkts: np.ndarray) -> np.ndarray:
     return np.select(conditions, labels, default="incomplete").astype(object)
 
 
-def _ts(ns: np.ndarray) -> pd.Series:
-    return pd.Series(np.where(ns == NONE, np.nan, ns / 1e9), dtype="Float64")
+def _float(v: np.ndarray, missing: np.ndarray):
+    """A nullable Float64 column: ``v`` where not ``missing``."""
+    return pd.arrays.FloatingArray(np.where(missing, 0.0, v).astype(np.float64), missing)
 
 
-def _frame(v: np.ndarray) -> pd.Series:
-    return pd.Series(v, dtype="Int64").mask(v == NONE)
+def _ts(ns: np.ndarray):
+    return _float(ns / 1e9, ns == NONE)
 
 
-def _delta(a: np.ndarray, b: np.ndarray) -> pd.Series:
-    ok = (a != NONE) & (b != NONE)
-    return pd.Series(np.where(ok, (a - b) / 1e9, np.nan), dtype="Float64")
+def _frame(v: np.ndarray):
+    return pd.arrays.IntegerArray(v.astype(np.int64), v == NONE)
 
 
-def handshake_columns(conv: np.ndarray, server_pkts: np.ndarray) -> dict[str, pd.Series]:
-    """The handshake-specific columns for rows of ``conv`` (addresses are added by the caller)."""
+def _delta(a: np.ndarray, b: np.ndarray):
+    return _float((a - b) / 1e9, (a == NONE) | (b == NONE))
+
+
+def handshake_columns(conv: np.ndarray, server_pkts: np.ndarray) -> dict:
+    """The handshake-specific columns for rows of ``conv`` (addresses are added by the caller): object
+    arrays and pandas nullable arrays, in the table's dtypes."""
     done = conv[:, C_HS_STATE] == HS_DONE
     syn_ts = np.where(done, conv[:, C_SYN_TS], conv[:, C_LASTSA_SYN_TS])
     syn_frame = np.where(done, conv[:, C_SYN_FRAME], conv[:, C_LASTSA_SYN_FRAME])
@@ -152,25 +157,25 @@ def handshake_columns(conv: np.ndarray, server_pkts: np.ndarray) -> dict[str, pd
     sa_ts = np.where(done, conv[:, C_SA_TS], conv[:, C_LASTSA_TS])
     sa_frame = np.where(done, conv[:, C_SA_FRAME], conv[:, C_LASTSA_FRAME])
     ack_ts = conv[:, C_ACK_TS]
-    opt = lambda v: pd.Series(v, dtype="Int64").mask(v < 0)  # noqa: E731
-    both = lambda a, b: pd.Series((a == 1) & (b == 1), dtype="boolean").mask((a == NONE) | (b == NONE))  # noqa: E731
+    opt = lambda v: pd.arrays.IntegerArray(v.astype(np.int64), v < 0)  # noqa: E731
+    both = lambda a, b: pd.arrays.BooleanArray((a == 1) & (b == 1), (a == NONE) | (b == NONE))  # noqa: E731
     irtt = conv[:, C_IRTT]
     return {
-        "outcome": pd.Series(outcomes(conv, server_pkts), dtype=object),
+        "outcome": outcomes(conv, server_pkts),
         "syn_frame": _frame(syn_frame), "synack_frame": _frame(sa_frame), "ack_frame": _frame(conv[:, C_ACK_FRAME]),
         "syn_ts": _ts(syn_ts), "synack_ts": _ts(sa_ts), "ack_ts": _ts(ack_ts),
-        "syn_retries": pd.Series(np.maximum(conv[:, C_SYN_N] - 1, 0), dtype="Int64"),
-        "synack_retries": pd.Series(np.maximum(conv[:, C_SA_N] - 1, 0), dtype="Int64"),
+        "syn_retries": opt(np.maximum(conv[:, C_SYN_N] - 1, 0)),
+        "synack_retries": opt(np.maximum(conv[:, C_SA_N] - 1, 0)),
         "server_rtt": _delta(sa_ts, syn_ts), "client_rtt": _delta(ack_ts, sa_ts),
         "handshake_rtt": _delta(ack_ts, syn_ts),
         "first_syn_frame": _frame(conv[:, C_SYN1_FRAME]), "first_syn_ts": _ts(conv[:, C_SYN1_TS]),
         "setup_time": _delta(ack_ts, conv[:, C_SYN1_TS]),
         "rst_frame": _frame(conv[:, C_END_FRAME]),
-        "wireshark_irtt": pd.Series(np.where(irtt != 0, irtt / 1e9, np.nan), dtype="Float64"),
+        "wireshark_irtt": _float(irtt / 1e9, irtt == 0),
         "mss_client": opt(conv[:, C_MSS_C]), "mss_server": opt(conv[:, C_MSS_S]),
         "wscale_client": opt(conv[:, C_WS_C]), "wscale_server": opt(conv[:, C_WS_S]),
         "sack_permitted": both(conv[:, C_SACK_C], conv[:, C_SACK_S]),
         "timestamps": both(conv[:, C_TS_C], conv[:, C_TS_S]),
-        "tfo": pd.Series((conv[:, C_TFO] >= 0) | (conv[:, C_SYN_DATA] > 0), dtype="boolean").mask(conv[:, C_SYN_N] == 0),
+        "tfo": pd.arrays.BooleanArray((conv[:, C_TFO] >= 0) | (conv[:, C_SYN_DATA] > 0), conv[:, C_SYN_N] == 0),
         "syn_data_bytes": opt(np.where(conv[:, C_SYN_N] > 0, conv[:, C_SYN_DATA], NONE)),
     }

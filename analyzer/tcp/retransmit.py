@@ -2,16 +2,17 @@
 
 The rules themselves are decided in ``sequence.py`` and documented with the vocabulary in
 ``analyzer.schema.RETRANSMISSION_KINDS``. This module turns the compiled engine's event rows into the
-table; it loops over event rows (few), never over packets.
+table's columns; the only per-row Python is the formatting of the ``reason`` and ``wireshark_filter``
+text (rows grouped by kind, one f-string each), over event rows (a few % of packets), never packets.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from .sequence import (E_CONV, E_COUNT, E_DIR, E_GAP, E_KIND, E_LEN, E_LIMIT, E_ORIG_FRAME, E_ORIG_TS,
-                       E_OVERLAP, E_REF_FRAME, E_SEQ, K_DUPLICATE, K_FAST, K_OUT_OF_ORDER, K_RETRANSMISSION,
-                       K_SPURIOUS, K_SYN)
+from .sequence import (E_CONV, E_COUNT, E_DIR, E_FLAGS, E_FRAME, E_GAP, E_KIND, E_LEN, E_LIMIT, E_ORIG_FRAME,
+                       E_ORIG_TS, E_OVERLAP, E_REF_FRAME, E_SEQ, E_SEQ_RAW, E_TS, K_DUPLICATE, K_FAST, K_OUT_OF_ORDER,
+                       K_RETRANSMISSION, K_SPURIOUS, K_SYN)
 from .state import NONE
 
 KIND_NAMES = {K_RETRANSMISSION: "retransmission", K_FAST: "fast_retransmission",
@@ -25,83 +26,89 @@ def directions(ev_dir: np.ndarray, client_dir: np.ndarray) -> np.ndarray:
     return np.where(ev_dir == client_dir, "client->server", "server->client").astype(object)
 
 
-def durations(ns: np.ndarray) -> pd.Series:
-    """Short human durations, vectorized: '850 µs', '4.2 ms', '1.5 s'."""
+def durations(ns: np.ndarray) -> list[str]:
+    """Short human durations, one per value: '850 µs', '4.2 ms', '1.5 s'."""
     ns = np.asarray(ns, dtype=np.float64)
-    us = pd.Series(np.char.mod("%.0f µs", ns / 1e3), dtype=object)
-    ms = pd.Series(np.char.mod("%.3g ms", ns / 1e6), dtype=object)
-    s = pd.Series(np.char.mod("%.3g s", ns / 1e9), dtype=object)
-    return us.where(ns < 1e6, ms.where(ns < 1e9, s))
+    fmt = np.where(ns < 1e6, "%.0f µs", np.where(ns < 1e9, "%.3g ms", "%.3g s")).tolist()
+    value = np.where(ns < 1e6, ns / 1e3, np.where(ns < 1e9, ns / 1e6, ns / 1e9)).tolist()
+    return [f % v for f, v in zip(fmt, value)]
 
 
-def _text(v: np.ndarray) -> pd.Series:
-    return pd.Series(np.asarray(v), dtype=object).astype(str)
-
-
-def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> pd.Series:
-    """The rule that labelled each event row, in words a user can check in Wireshark (vectorized)."""
+def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarray:
+    """The rule that labelled each event row, in words a user can check in Wireshark (an object array;
+    one formatting step per row, rows grouped by kind)."""
+    out = np.full(len(ev), "", dtype=object)
     kind = ev[:, E_KIND]
-    ref, count = _text(ev[:, E_REF_FRAME]), _text(ev[:, E_COUNT])
-    length, overlap = _text(ev[:, E_LEN]), _text(ev[:, E_OVERLAP])
-    new = _text(ev[:, E_LEN] - ev[:, E_OVERLAP])
-    gap, limit = durations(ev[:, E_GAP]), durations(ev[:, E_LIMIT])
-    has_orig = ev[:, E_ORIG_FRAME] != NONE
-    orig = _text(ev[:, E_ORIG_FRAME])
-    first = pd.Series(np.where(has_orig, (" first sent in frame " + orig + ", " + durations(since) + " earlier"), ""),
-                      dtype=object)
-    out = pd.Series([""] * len(ev), dtype=object)
-    rules = {
-        K_FAST: count + " dup ACKs before (last in frame " + ref + "), " + gap + " after the last (< 20 ms)",
-        K_SPURIOUS: "all " + length + " bytes were already ACKed by the receiver (frame " + ref
-                    + ") before this was sent",
-        K_SYN: pd.Series(np.where(syn_ack, "SYN-ACK", "SYN"), dtype=object) + " repeated with the same ISN"
-               + first.str.replace(" first sent", ", first sent", regex=False),
-        K_OUT_OF_ORDER: "starts below the highest sequence sent (frame " + ref + ") and came " + gap
-                        + " after it, less than " + limit + " = "
-                        + pd.Series(np.where(ev[:, E_COUNT] == 1, "the handshake RTT", "3 ms (no handshake RTT)"),
-                                    dtype=object)
-                        + "; " + new + " of " + length + " bytes new",
-        K_DUPLICATE: "same " + pd.Series(np.where(ev[:, E_COUNT] > 0, "IP ID " + count, "TSval"), dtype=object)
-                     + ", seq, ack, length and flags as frame " + ref + ", " + gap + " later: captured twice",
-    }
-    for k, text in rules.items():
-        out = out.where(kind != k, text)
-    unseen = ("starts below the highest sequence sent (frame " + ref + ", " + gap
-              + " earlier) but its bytes were never captured: the original was missed by the capture")
-    repeat = ("repeats " + overlap + " of " + length + " bytes" + first + "; no 2+ dup ACKs within 20 ms and "
-              + gap + " after the highest segment (frame " + ref + "), too late for out-of-order")
-    plain = kind == K_RETRANSMISSION
-    out = out.where(~(plain & (ev[:, E_OVERLAP] == 0)), unseen)
-    out = out.where(~(plain & (ev[:, E_OVERLAP] > 0)), repeat)
+    for k in np.unique(kind).tolist():
+        rows = np.flatnonzero(kind == k)
+        e = ev[rows]
+        ref, count, length = e[:, E_REF_FRAME].tolist(), e[:, E_COUNT].tolist(), e[:, E_LEN].tolist()
+        gap = durations(e[:, E_GAP])
+        orig = e[:, E_ORIG_FRAME]
+        first = np.full(len(rows), "", dtype=object)
+        has = np.flatnonzero(orig != NONE)
+        if len(has):
+            first[has] = [f" first sent in frame {o}, {d} earlier"
+                          for o, d in zip(orig[has].tolist(), durations(since[rows][has]))]
+        if k == K_RETRANSMISSION:
+            overlap = e[:, E_OVERLAP].tolist()
+            text = [f"repeats {o} of {n} bytes{f}; no 2+ dup ACKs within 20 ms and {g} after the highest segment "
+                    f"(frame {r}), too late for out-of-order" if o > 0 else
+                    f"starts below the highest sequence sent (frame {r}, {g} earlier) but its bytes were never "
+                    "captured: the original was missed by the capture"
+                    for o, n, f, g, r in zip(overlap, length, first.tolist(), gap, ref)]
+        elif k == K_FAST:
+            text = [f"{c} dup ACKs before (last in frame {r}), {g} after the last (< 20 ms)"
+                    for c, r, g in zip(count, ref, gap)]
+        elif k == K_SPURIOUS:
+            text = [f"all {n} bytes were already ACKed by the receiver (frame {r}) before this was sent"
+                    for n, r in zip(length, ref)]
+        elif k == K_SYN:
+            text = [("SYN-ACK" if sa else "SYN") + " repeated with the same ISN" + (f and "," + f)
+                    for sa, f in zip(syn_ack[rows].tolist(), first.tolist())]
+        elif k == K_OUT_OF_ORDER:
+            new = (e[:, E_LEN] - e[:, E_OVERLAP]).tolist()
+            text = [f"starts below the highest sequence sent (frame {r}) and came {g} after it, less than {lim} = "
+                    + ("the handshake RTT" if c == 1 else "3 ms (no handshake RTT)") + f"; {m} of {n} bytes new"
+                    for r, g, lim, c, m, n in zip(ref, gap, durations(e[:, E_LIMIT]), count, new, length)]
+        elif k == K_DUPLICATE:
+            text = ["same " + (f"IP ID {c}" if c > 0 else "TSval") + f", seq, ack, length and flags as frame {r}, "
+                    f"{g} later: captured twice" for c, r, g in zip(count, ref, gap)]
+        else:
+            continue
+        out[rows] = text
     return out
 
 
-def event_rows(ev: np.ndarray, frame: np.ndarray, ts_ns: np.ndarray, seq_raw: np.ndarray, flags: np.ndarray,
-               src: np.ndarray, sport: np.ndarray, dst: np.ndarray, dport: np.ndarray,
-               client_dir: np.ndarray) -> pd.DataFrame:
-    """Build the table from event rows and the packet fields of those rows (already selected)."""
+def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarray, dport: np.ndarray,
+               client_dir: np.ndarray) -> dict:
+    """The table's columns from event rows (which carry their packets' fields) and the rows' endpoints."""
     kinds = ev[:, E_KIND]
+    frame = ev[:, E_FRAME]
+    ts_ns = ev[:, E_TS]
     orig = ev[:, E_ORIG_FRAME]
-    orig_ts = ev[:, E_ORIG_TS]
-    since = np.where(orig != NONE, ts_ns - orig_ts, NONE)
-    syn_ack = (flags & 0x12) == 0x12
-    why = reasons(ev, since, syn_ack)
+    since = np.where(orig != NONE, ts_ns - ev[:, E_ORIG_TS], NONE)
+    syn_ack = (ev[:, E_FLAGS] & 0x12) == 0x12
     stream = ev[:, E_CONV]
-    return pd.DataFrame({
-        "frame": pd.Series(frame, dtype="int64"),
-        "ts": pd.Series(ts_ns / 1e9, dtype="float64"),
-        "stream": pd.Series(stream, dtype="int64"),
-        "direction": pd.Series(directions(ev[:, E_DIR], client_dir), dtype=object),
-        "src": pd.Series(src, dtype=object), "sport": pd.Series(sport, dtype="int64"),
-        "dst": pd.Series(dst, dtype=object), "dport": pd.Series(dport, dtype="int64"),
-        "seq": pd.Series(ev[:, E_SEQ], dtype="Int64").mask(ev[:, E_SEQ] == NONE),
-        "seq_raw": pd.Series(seq_raw, dtype="int64"),
-        "len": pd.Series(ev[:, E_LEN], dtype="int64"),
-        "kind": pd.Series(KIND_LABELS[kinds], dtype=object),
-        "original_frame": pd.Series(orig, dtype="Int64").mask(orig == NONE),
-        "since_original": pd.Series(np.where(orig != NONE, since / 1e9, np.nan), dtype="Float64"),
-        "overlap_bytes": pd.Series(ev[:, E_OVERLAP], dtype="int64"),
-        "evidence_frame": pd.Series(ev[:, E_REF_FRAME], dtype="Int64").mask(ev[:, E_REF_FRAME] == NONE),
-        "reason": why,
-        "wireshark_filter": "tcp.stream eq " + _text(stream) + " && frame.number == " + _text(frame),
-    })
+    seq = ev[:, E_SEQ]
+    ref = ev[:, E_REF_FRAME]
+    filters = [f"tcp.stream eq {s} && frame.number == {f}" for s, f in zip(stream.tolist(), frame.tolist())]
+    text = lambda v: np.asarray(v, dtype=object)  # noqa: E731
+    return {
+        "frame": frame,
+        "ts": ts_ns / 1e9,
+        "stream": stream,
+        "direction": text(directions(ev[:, E_DIR], client_dir)),
+        "src": text(src), "sport": np.asarray(sport, dtype=np.int64),
+        "dst": text(dst), "dport": np.asarray(dport, dtype=np.int64),
+        "seq": pd.arrays.IntegerArray(seq, seq == NONE),
+        "seq_raw": ev[:, E_SEQ_RAW],
+        "len": ev[:, E_LEN],
+        "kind": text(KIND_LABELS[kinds]),
+        "original_frame": pd.arrays.IntegerArray(orig, orig == NONE),
+        "since_original": pd.arrays.FloatingArray(np.where(orig != NONE, since / 1e9, 0.0), orig == NONE),
+        "overlap_bytes": ev[:, E_OVERLAP],
+        "evidence_frame": pd.arrays.IntegerArray(ref, ref == NONE),
+        "reason": text(reasons(ev, since, syn_ack)),
+        "wireshark_filter": text(filters),
+    }

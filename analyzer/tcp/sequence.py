@@ -9,9 +9,12 @@ twice, and count retransmitted bytes exactly on unwrapped 64-bit sequence number
 All state lives in the arrays of ``state.FlowState``; a batch boundary changes nothing, so a batched
 run equals a whole-file run. Decisions are written to an event array, one row per labelled packet.
 
-Compiled with ``numba.njit(cache=True)``. Numba checks only this file's timestamp for its cache: after
-editing the compiled helpers in ``handshake.py``, ``connections.py`` or ``flows.py``, delete
-``analyzer/tcp/__pycache__/*.nbi`` and ``*.nbc`` (or touch this file).
+Compiled with ``numba.njit(cache=True, nogil=True)``; the helpers are inlined (``inline="always"``) and
+``analyze_batch`` runs without numba's reference counting (``_nrt=False``: it allocates nothing), which
+would otherwise cost an atomic increment and decrement per array argument of every helper call, per
+packet (over half the run time). Numba checks only this file's timestamp for its cache: after editing
+the compiled helpers in ``handshake.py`` or ``connections.py``, or the column constants in ``state.py``,
+delete ``analyzer/tcp/__pycache__/*.nbi`` and ``*.nbc`` (or touch this file).
 """
 from __future__ import annotations
 
@@ -44,12 +47,15 @@ DUPLICATE_GAP_NS = 5_000_000  # same packet captured twice: at most 5 ms apart
 
 # event columns
 (E_ROW, E_KIND, E_CONV, E_DIR, E_SEQ, E_LEN, E_OVERLAP, E_ORIG_FRAME, E_ORIG_TS, E_COUNT, E_GAP, E_LIMIT,
- E_REF_FRAME, E_N) = range(14)
+ E_REF_FRAME,
+ # the packet's own fields, for the table
+ E_FRAME, E_TS, E_SEQ_RAW, E_FLAGS, E_SENDER_LO,
+ E_N) = range(19)
 
 _M32 = 0xFFFFFFFF
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _unwrap(dirs, row, raw):
     """Unwrapped 64-bit sequence number, relative to the direction's base, nearest to its reference."""
     rel = (raw - dirs[row, D_BASE]) & _M32
@@ -60,7 +66,7 @@ def _unwrap(dirs, row, raw):
     return ref + diff
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _init_direction(dirs, holes, row):
     for k in range(dirs.shape[1]):
         dirs[row, k] = NONE
@@ -74,7 +80,7 @@ def _init_direction(dirs, holes, row):
         holes[row, k, 1] = 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _new_conversation(conv, dirs, holes, history, counter, t, lo, frame, ts, vlan, reused):
     c = counter[0]
     counter[0] = c + 1
@@ -95,7 +101,7 @@ def _new_conversation(conv, dirs, holes, history, counter, t, lo, frame, ts, vla
     return c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _seen_bytes(dirs, holes, row, s, e):
     """How many bytes of [s, e) were already seen in this direction (exact, up to HOLES gaps)."""
     if dirs[row, D_SEEN] == 0 or e <= s:
@@ -113,7 +119,7 @@ def _seen_bytes(dirs, holes, row, s, e):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _add_hole(holes, row, lo, hi):
     slot = 0
     for k in range(HOLES):  # an empty slot, else the lowest gap (the oldest, least likely to be filled)
@@ -126,7 +132,7 @@ def _add_hole(holes, row, lo, hi):
     holes[row, slot, 1] = hi
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _mark_seen(dirs, holes, row, s, e):
     """Record [s, e) as seen: trim gaps it fills, open a gap when it jumps past the top."""
     if e <= s:
@@ -163,7 +169,7 @@ def _mark_seen(dirs, holes, row, s, e):
         dirs[row, D_TOP] = e
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _add_record(dirs, records, n_records, row, s, e, frame, ts):
     r = n_records[0]
     n_records[0] = r + 1
@@ -175,7 +181,7 @@ def _add_record(dirs, records, n_records, row, s, e, frame, ts):
     dirs[row, D_REC_HEAD] = r
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _original(dirs, records, row, s, e):
     """Record index of the oldest recent transmission overlapping [s, e), or -1."""
     found = -1
@@ -189,7 +195,7 @@ def _original(dirs, records, row, s, e):
     return found
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, inline="always")
 def _is_duplicate(dirs, fw, frame, ts, seq, ack, plen, flags, win, ipid, tsval):
     """The same packet captured twice: identical to this direction's previous packet, within 5 ms,
     with the same non-zero IPv4 ID (or, without a usable ID, the same TCP TSval)."""
@@ -203,14 +209,21 @@ def _is_duplicate(dirs, fw, frame, ts, seq, ack, plen, flags, win, ipid, tsval):
     return tsval >= 0 and dirs[fw, D_PREV_TSVAL] == tsval and dirs[fw, D_PREV_IPID] == ipid
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, mss, wscale, sackp, tfo, vlan,
                   conv, dirs, holes, history, tuple_conv, records, n_records, counter, stream_out, ev):
     """Analyze one batch in frame order; returns the number of event rows written to ``ev``."""
     batch = counter[1]
     n_ev = 0
     for i in range(len(tid)):
-        f = flags[i]
+        f = np.int64(flags[i])
+        fr = frame[i]
+        sq = np.int64(seq[i])
+        ak = np.int64(ack[i])
+        wn = np.int64(win[i])
+        ip_id = np.int64(ipid[i])
+        tv = np.int64(tsval[i])
+        ws = np.int64(wscale[i])
         syn = (f & TH_SYN) != 0
         fin = (f & TH_FIN) != 0
         rst = (f & TH_RST) != 0
@@ -224,50 +237,55 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         c = tuple_conv[t]
         if c >= 0:
             d = 0 if lo == conv[c, C_FIRST_LO] else 1
-            if syn and not ackf and dirs[2 * c + d, D_BASE_SET] == 1 and seq[i] != dirs[2 * c + d, D_BASE]:
-                c = _new_conversation(conv, dirs, holes, history, counter, t, lo, frame[i], now, vlan[i], 1)
+            if syn and not ackf and dirs[2 * c + d, D_BASE_SET] == 1 and sq != dirs[2 * c + d, D_BASE]:
+                c = _new_conversation(conv, dirs, holes, history, counter, t, lo, fr, now, np.int64(vlan[i]), 1)
                 tuple_conv[t] = c
         else:
-            c = _new_conversation(conv, dirs, holes, history, counter, t, lo, frame[i], now, vlan[i], 0)
+            c = _new_conversation(conv, dirs, holes, history, counter, t, lo, fr, now, np.int64(vlan[i]), 0)
             tuple_conv[t] = c
         stream_out[i] = c
         d = 0 if lo == conv[c, C_FIRST_LO] else 1
         fw = 2 * c + d
         rv = 2 * c + 1 - d
-        conv[c, C_LAST_FRAME] = frame[i]
+        conv[c, C_LAST_FRAME] = fr
         conv[c, C_LAST_TS] = now
-        seglen = plen[i]
+        seglen = np.int64(plen[i])
         dirs[fw, D_PKTS] += 1
         # ---- the same packet captured twice: a row of its own, no effect on any state
-        if (seglen > 0 or syn or fin) and _is_duplicate(dirs, fw, frame[i], now, seq[i], ack[i], seglen, f,
-                                                        win[i], ipid[i], tsval[i]):
+        if (seglen > 0 or syn or fin) and _is_duplicate(dirs, fw, fr, now, sq, ak, seglen, f,
+                                                        wn, ip_id, tv):
             dirs[fw, D_DUPS] += 1
             if syn and not ackf:
                 conv[c, C_MRU_SYN_TS] = now  # Wireshark's iRTT starts at the latest copy of the SYN
             ev[n_ev, E_ROW] = i
+            ev[n_ev, E_FRAME] = fr
+            ev[n_ev, E_TS] = now
+            ev[n_ev, E_SEQ_RAW] = sq
+            ev[n_ev, E_FLAGS] = f
+            ev[n_ev, E_SENDER_LO] = lo
             ev[n_ev, E_KIND] = K_DUPLICATE
             ev[n_ev, E_CONV] = c
             ev[n_ev, E_DIR] = d
-            ev[n_ev, E_SEQ] = _unwrap(dirs, fw, seq[i]) if dirs[fw, D_BASE_SET] == 1 else NONE
+            ev[n_ev, E_SEQ] = _unwrap(dirs, fw, sq) if dirs[fw, D_BASE_SET] == 1 else NONE
             ev[n_ev, E_LEN] = seglen
             ev[n_ev, E_OVERLAP] = seglen
             ev[n_ev, E_ORIG_FRAME] = dirs[fw, D_PREV_FRAME]
             ev[n_ev, E_ORIG_TS] = dirs[fw, D_PREV_TS]
-            ev[n_ev, E_COUNT] = ipid[i]
+            ev[n_ev, E_COUNT] = ip_id
             ev[n_ev, E_GAP] = now - dirs[fw, D_PREV_TS]
             ev[n_ev, E_LIMIT] = DUPLICATE_GAP_NS
             ev[n_ev, E_REF_FRAME] = dirs[fw, D_PREV_FRAME]
             n_ev += 1
             continue
-        dirs[fw, D_PREV_FRAME] = frame[i]
+        dirs[fw, D_PREV_FRAME] = fr
         dirs[fw, D_PREV_TS] = now
-        dirs[fw, D_PREV_SEQ] = seq[i]
-        dirs[fw, D_PREV_ACK] = ack[i]
+        dirs[fw, D_PREV_SEQ] = sq
+        dirs[fw, D_PREV_ACK] = ak
         dirs[fw, D_PREV_LEN] = seglen
         dirs[fw, D_PREV_FLAGS] = f
-        dirs[fw, D_PREV_WIN] = win[i]
-        dirs[fw, D_PREV_IPID] = ipid[i]
-        dirs[fw, D_PREV_TSVAL] = tsval[i]
+        dirs[fw, D_PREV_WIN] = wn
+        dirs[fw, D_PREV_IPID] = ip_id
+        dirs[fw, D_PREV_TSVAL] = tv
         dirs[fw, D_BYTES] += seglen
         if syn:
             dirs[fw, D_SYN_PKTS] += 1
@@ -276,30 +294,30 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         if rst:
             dirs[fw, D_RST_PKTS] += 1
         # ---- handshake and window scaling (Wireshark: scaling only when both SYN and SYN-ACK carry WS)
-        track_handshake(conv, c, d, f, seq[i], ack[i], frame[i], now, seglen, mss[i], wscale[i], sackp[i],
-                        tsval[i], tfo[i], batch)
+        track_handshake(conv, c, d, f, sq, ak, fr, now, seglen, np.int64(mss[i]), ws, np.int64(sackp[i]),
+                        tv, np.int64(tfo[i]), batch)
         if syn:
             if not ackf:
-                dirs[fw, D_WSCALE] = wscale[i]
+                dirs[fw, D_WSCALE] = ws
             else:
-                if wscale[i] < 0 or dirs[rv, D_WSCALE] < 0:
+                if ws < 0 or dirs[rv, D_WSCALE] < 0:
                     dirs[fw, D_WSCALE] = -2
                     dirs[rv, D_WSCALE] = -2
                 else:
-                    dirs[fw, D_WSCALE] = wscale[i]
-        window = win[i]
+                    dirs[fw, D_WSCALE] = ws
+        window = wn
         if not syn and dirs[fw, D_WSCALE] >= 0 and dirs[rv, D_WSCALE] >= 0:
             window = window << dirs[fw, D_WSCALE]
         # ---- relative sequence bases (reference B.2)
         if dirs[fw, D_BASE_SET] == 0:
-            dirs[fw, D_BASE] = seq[i] if syn else (seq[i] - 1) & _M32
+            dirs[fw, D_BASE] = sq if syn else (sq - 1) & _M32
             dirs[fw, D_BASE_SET] = 1
         if ackf and dirs[rv, D_BASE_SET] == 0:
-            dirs[rv, D_BASE] = (ack[i] - 1) & _M32
+            dirs[rv, D_BASE] = (ak - 1) & _M32
             dirs[rv, D_BASE_SET] = 1
-        s = _unwrap(dirs, fw, seq[i])
-        a = _unwrap(dirs, rv, ack[i]) if ackf else 0
-        ack_raw = ack[i] if ackf else 0
+        s = _unwrap(dirs, fw, sq)
+        a = _unwrap(dirs, rv, ak) if ackf else 0
+        ack_raw = ak if ackf else 0
         nextseq_set = dirs[fw, D_NEXTSEQ_SET] == 1
         nextseq = dirs[fw, D_NEXTSEQ]
         # ---- Wireshark forward checks (reference B.5)
@@ -319,7 +337,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             elif same and window != 0:
                 dirs[fw, D_DUPACKS] += 1
         if ack_raw != dirs[fw, D_LASTACK_RAW]:
-            dirs[fw, D_LASTNONDUPACK] = frame[i]
+            dirs[fw, D_LASTNONDUPACK] = fr
             dirs[fw, D_DUPACKS] = 0
         # ---- retransmission classification, Wireshark 4.0 order
         kind = 0
@@ -372,6 +390,11 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         if kind != 0:
             orig = _original(dirs, records, fw, s, end)
             ev[n_ev, E_ROW] = i
+            ev[n_ev, E_FRAME] = fr
+            ev[n_ev, E_TS] = now
+            ev[n_ev, E_SEQ_RAW] = sq
+            ev[n_ev, E_FLAGS] = f
+            ev[n_ev, E_SENDER_LO] = lo
             ev[n_ev, E_KIND] = kind
             ev[n_ev, E_CONV] = c
             ev[n_ev, E_DIR] = d
@@ -391,7 +414,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 dirs[fw, D_RETX] += 1
                 dirs[fw, D_RETX_BYTES] += repeated
         if end > s and (_seen_bytes(dirs, holes, fw, s, end) < end - s):
-            _add_record(dirs, records, n_records, fw, s, end, frame[i], now)
+            _add_record(dirs, records, n_records, fw, s, end, fr, now)
         _mark_seen(dirs, holes, fw, s, end)
         # ---- Wireshark bookkeeping (reference B.5)
         nxt = s + seglen + sf
@@ -399,7 +422,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             dirs[fw, D_NEXTSEQ] = nxt
             dirs[fw, D_NEXTSEQ_SET] = 1
             dirs[fw, D_NEXTSEQ_TS] = now
-            dirs[fw, D_NEXTSEQ_FRAME] = frame[i]
+            dirs[fw, D_NEXTSEQ_FRAME] = fr
         dirs[fw, D_WINDOW] = window
         dirs[fw, D_LASTACK_RAW] = ack_raw
         if ackf:
@@ -408,7 +431,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         else:
             dirs[fw, D_LASTACK_SET] = 0
         dirs[fw, D_LASTACK_TS] = now
-        dirs[fw, D_LASTACK_FRAME] = frame[i]
+        dirs[fw, D_LASTACK_FRAME] = fr
         dirs[fw, D_LASTSEGFLAGS] = aflags
         if dirs[fw, D_UREF] < s:
             dirs[fw, D_UREF] = s
@@ -416,11 +439,11 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             dirs[rv, D_UREF] = a
         # ---- Zeek history/state, Wireshark completeness
         rexmit = (seglen > 0 and seen_before and end <= top_before and dirs[fw, D_ZSTATE] != ZS_RESET)
-        track_connection(conv, dirs, history, c, d, f, seq[i], seglen, win[i], rexmit)
+        track_connection(conv, dirs, history, c, d, f, sq, seglen, wn, rexmit)
     return n_ev
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def compact_records(dirs, n_dirs, records, n_records, out):
     """Copy the last RECORD_WALK records of every direction into ``out``; return how many were kept."""
     n = 0
