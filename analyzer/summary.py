@@ -47,29 +47,28 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f} ms"
 
 
+def _counts(title: str, label: str, counts: dict) -> Table:
+    table = Table(title=title, box=box.SIMPLE, title_justify="left")
+    table.add_column(label)
+    table.add_column("count", justify="right")
+    for k, v in counts.items():
+        table.add_row(k, f"{v:,}")
+    if not counts:
+        table.add_row("(none)", "0")
+    return table
+
+
 def print_summary(s: dict, dest: Path | None = None, console: Console | None = None) -> None:
     """Print the summary dict of one capture as a few small tables."""
     con = console or Console(highlight=False)
     con.print(f"[bold]{s['capture']}[/bold]: {s['frames']:,} frames, {s['tcp_segments']:,} TCP segments, "
               f"{s['connections']:,} connections")
-    hs = Table(title="Handshakes", box=box.SIMPLE, title_justify="left")
-    hs.add_column("outcome")
-    hs.add_column("count", justify="right")
-    for k, v in s["handshakes"].items():
-        hs.add_row(k, f"{v:,}")
-    con.print(hs)
+    con.print(_counts("Handshakes", "outcome", s["handshakes"]))
     rtt = s["handshake_rtt_seconds"]
     if rtt:
         con.print(f"Handshake RTT over {rtt['n']:,} established without retries: min {_ms(rtt['min'])}, median {_ms(rtt['p50'])}, "
                   f"p90 {_ms(rtt['p90'])}, p99 {_ms(rtt['p99'])}, max {_ms(rtt['max'])}")
-    rx = Table(title="Retransmissions", box=box.SIMPLE, title_justify="left")
-    rx.add_column("kind")
-    rx.add_column("count", justify="right")
-    for k, v in s["retransmissions"].items():
-        rx.add_row(k, f"{v:,}")
-    if not s["retransmissions"]:
-        rx.add_row("(none)", "0")
-    con.print(rx)
+    con.print(_counts("Retransmissions", "kind", s["retransmissions"]))
     if s["top_retransmitting_connections"]:
         top = Table(title="Connections with most retransmitted bytes", box=box.SIMPLE, title_justify="left")
         for col in ("stream", "client", "server", "retransmissions", "bytes"):

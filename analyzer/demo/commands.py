@@ -34,12 +34,18 @@ def _fail(exc: BaseException) -> None:
     sys.exit(EXIT_ERROR)
 
 
-def _ms(seconds) -> str:
+def _rtt(seconds) -> str:
+    """Milliseconds with 3 decimals, or '-' when missing."""
     try:
         value = float(seconds)
     except (TypeError, ValueError):
         return "-"
-    return "-" if math.isnan(value) else f"{value * 1000:.3f} ms"
+    return "-" if math.isnan(value) else f"{value * 1000:.3f}"
+
+
+def _ms(seconds) -> str:
+    text = _rtt(seconds)
+    return text if text == "-" else text + " ms"
 
 
 def _frame(v) -> str:
@@ -71,14 +77,6 @@ def print_batch(batch, each_retransmission: bool = True) -> None:
         else:
             kinds = ", ".join(f"{n} {k}" for k, n in rx["kind"].value_counts().items())
             out.print(f"frames {batch.first_frame}-{batch.first_frame + batch.frames - 1}: {kinds}")
-
-
-def _rtt(seconds) -> str:
-    try:
-        value = float(seconds)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if math.isnan(value) else f"{value * 1000:.3f}"
 
 
 def print_handshake_table(hs: pd.DataFrame) -> None:
