@@ -92,13 +92,31 @@ class PacketReader:
         yield from _prefetched(self._frames(), PREFETCH)
 
     def read_all(self) -> pd.DataFrame:
-        """Decode the whole capture into one table."""
+        """Decode the whole capture into one table.
+
+        Rows go straight into one store sized from the file size and the first piece's frame size
+        (it grows if the guess was short), so the table is built once, without a final copy.
+        """
         from ..decode import ColumnStore, to_frame
 
-        store = ColumnStore.concat(list(self.stores()))
+        store = None
+        for batch in self._source.batches(self.batch_size):
+            if store is None:
+                store = ColumnStore(self._estimate_rows(batch))
+            self._decoder.decode_into(batch, store, code_addresses=False)
+        self._decoder.finish()
+        store = store or ColumnStore(0)
+        self._decoder.code_addresses(store)
         df = to_frame(store, self._decoder.addresses)
         df.attrs["stats"] = self.stats
         return df
+
+    def _estimate_rows(self, first: FrameBatch) -> int:
+        size = self._source.file_size()
+        if not size or len(first) < 2:
+            return 1 << 16
+        stride = (int(first.offsets[-1]) - int(first.offsets[0])) / (len(first) - 1)
+        return int(size / max(stride, 1.0) * 1.5) + 1024  # over-estimating costs address space only
 
 
 def _prefetched(it: Iterator, depth: int) -> Iterator:

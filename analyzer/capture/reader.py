@@ -83,6 +83,17 @@ class FrameSource:
         else:
             raise CaptureError(self.name, 0, f"not a pcap or pcapng file (magic {head[:4].hex()})")
 
+    def file_size(self) -> int | None:
+        """Size of a plain file being read (None for gzip and streams)."""
+        if isinstance(self.file, gzip.GzipFile):
+            return None
+        try:
+            return os.fstat(self.file.fileno()).st_size
+        except (AttributeError, OSError, ValueError):
+            return None
+        except Exception:  # io.UnsupportedOperation from in-memory streams
+            return None
+
     # -- buffer management -------------------------------------------------------------------
     # One reusable byte buffer: valid bytes are _arr[_lo:_hi]. A batch's data points into it, so
     # a batch must be decoded before the next one is requested (every consumer here does that).
