@@ -138,11 +138,21 @@ HANDSHAKE_OUTCOMES = {
 RETRANSMISSION_KINDS = {
     "retransmission": "Wireshark's generic rule: the segment starts below the highest sequence number sent "
                       "in its direction and none of the rules below matched (typically a timeout "
-                      "retransmission); overlap_bytes 0 means the original was never captured",
+                      "retransmission). A FIN sent again at the same sequence number says 'FIN repeated' "
+                      "with its original frame (a FIN occupies one sequence number but no payload, so "
+                      "overlap_bytes stays 0); otherwise overlap_bytes 0 means the original was never captured",
     "fast_retransmission": "starts below the highest sequence sent, the receiver sent 2+ duplicate ACKs for "
                            "exactly this sequence number, and it comes less than 20 ms after the last of them",
-    "spurious_retransmission": "every byte of it had already been acknowledged by the receiver "
-                               "(seq + len <= the receiver's last ACK), checked first as Wireshark 4.0 does",
+    "spurious_retransmission": "not needed: either every byte of it had already been acknowledged by the "
+                               "receiver (seq + len <= the receiver's last ACK), checked first as Wireshark 4.0 "
+                               "does; or a retransmission / fast_retransmission that the receiver later showed "
+                               "it did not need: a D-SACK (RFC 2883: its first SACK block starts below its "
+                               "cumulative ACK, or lies inside the second block) covering the segment's whole "
+                               "sequence range (the latest such retransmission still waiting, of the last 8 per "
+                               "direction), or the first ACK covering the segment echoing a TSecr at or after "
+                               "the original's TSval and before the retransmission's (Eifel, RFC 3522: the ACK "
+                               "answered the original; needs both TSvals, different, and a non-zero TSecr). "
+                               "evidence_frame is then that D-SACK or ACK",
     "syn_retransmission": "a SYN or SYN-ACK repeated with the same ISN (a new ISN starts a new connection)",
     "out_of_order": "starts below the highest sequence sent, does not end exactly at it, and arrives less than "
                     "the handshake RTT (3 ms when unknown) after the highest segment: reordering, or a "
@@ -150,15 +160,22 @@ RETRANSMISSION_KINDS = {
                     "agreement)",
     "duplicate": "the same packet captured twice, not a retransmission: identical seq, ack, length, flags "
                  "and window to the previous packet of its direction, at most 5 ms later, with the same "
-                 "non-zero IPv4 ID (or, without a usable ID, the same TCP TSval). Wireshark calls it a "
-                 "retransmission. It is left out of every other count and state",
+                 "non-zero IPv4 ID; or, without a usable ID (IPv6, or ID 0 as Linux sends with DF), the same "
+                 "TCP TSval and no packet of the opposite direction in between (a resend triggered by the "
+                 "peer, such as a SYN-ACK answering a repeated SYN within the same TSval tick, always "
+                 "follows a peer packet). Wireshark calls it a retransmission. It is left out of every "
+                 "other count and state",
 }
 """Retransmission-table kinds. Wireshark's tcp_analyze_sequence_number (4.0) decides all kinds but
 ``duplicate``, in this order: keep-alives (0/1 byte at next-1) and zero-window probes (1 byte at next
 while the peer's window is 0) are never retransmissions and are counted per connection instead; then
 spurious, fast, out-of-order, retransmission. Bytes are compared on unwrapped 64-bit sequence
 numbers; ``overlap_bytes`` counts only payload bytes seen before in that direction (a repacketised
-segment carrying old and new bytes counts only the old ones)."""
+segment carrying old and new bytes counts only the old ones; a repeated SYN or FIN adds nothing for
+its flag, the reason names it). A retransmission or fast retransmission becomes spurious when the
+receiver's later D-SACK or timestamp echo shows it was not needed: that evidence may come in a later
+batch, so the rows an ``Engine.feed`` call returns for live display keep the label known then, while
+the final tables (``Engine.finish``) have it whatever the batch sizes."""
 
 CONN_STATES = {
     "S0": "connection attempt seen, no reply",
@@ -229,7 +246,8 @@ RETRANSMISSION_COLUMNS = _table(
     ("since_original", "Float64", "seconds since original_frame"),
     ("overlap_bytes", "int64", "payload bytes of this segment already seen in this direction"),
     ("evidence_frame", "Int64", "the frame the rule looked at: last dup ACK (fast), covering ACK (spurious), "
-                                "highest segment (out_of_order, retransmission), first copy (duplicate)"),
+                                "D-SACK or Eifel ACK (spurious shown later), highest segment (out_of_order, "
+                                "retransmission), first copy (duplicate)"),
     ("reason", "str", "the rule that fired, in words"),
     ("wireshark_filter", "str", "display filter that shows this frame in Wireshark"),
 )

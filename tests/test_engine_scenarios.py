@@ -1,4 +1,5 @@
-"""The 20 verification scenarios of tcp-analysis-reference.md section (f), each built packet by packet.
+"""The 20 verification scenarios of tcp-analysis-reference.md section (f), each built packet by packet,
+then a few more (21-25: repeated FINs, a SYN-ACK answering a repeated SYN, D-SACK and Eifel evidence).
 
 Client 10.0.0.1:40000, server 10.0.0.2:15001; SYN at t0, SYN-ACK +10 ms, ACK +2 ms; data segments
 1000 bytes. Every test asserts the exact retransmission rows (frame, kind, original frame, overlap)
@@ -203,6 +204,74 @@ def s20_no_reply():
     return cap
 
 
+# ---- beyond section (f): FIN repeats, a SYN-ACK answering a repeated SYN, D-SACK and Eifel ------------
+def s21_fin_retransmission():
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 100, dt=MS); f.s("A", dt=MS)           # 4, 5
+    f.c("FA", dt=MS)                                 # 6: FIN (seq 101), its ACK never comes
+    f.c("FA", dt=0.2, seq=101, advance=False)        # 7: the same FIN 200 ms later
+    f.s("A", dt=MS)                                  # 8: ACK 102
+    return cap
+
+
+def s22_synack_answers_repeated_syn():
+    """A real case once taken for a duplicate: the server's timer resends its SYN-ACK, the client repeats
+    its SYN, the server answers it 45 us after its own resend. Linux sends SYN-ACKs with IP ID 0 (DF)
+    and a ms TSval clock, so both SYN-ACKs carry the same ID and TSval."""
+    cap = Capture(); f = cap.flow()
+    syn = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1000, 0)), ("NOP", None), ("WScale", 7)]
+    synack = lambda tsval: [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (tsval, 1000)), ("NOP", None),  # noqa
+                            ("WScale", 7)]
+    f.c("S", options=syn)                            # 1
+    f.s("SA", dt=10 * MS, ipid=0, options=synack(5000))           # 2: lost on the way to the client
+    f.s("SA", dt=1.0, ipid=0, options=synack(6010))               # 3: the server's timer, 1 s later
+    f.c("S", dt=20e-6, options=syn)                               # 4: the client's timer: SYN again
+    f.s("SA", dt=25e-6, ipid=0, options=synack(6010))             # 5: answers 4, 45 us after 3
+    f.c("A", dt=2 * MS)                                           # 6
+    return cap
+
+
+def s23_dsack_fin():
+    """A tail-loss probe repeats the FIN; the peer's ACK reports it with a D-SACK (SLE=FIN, SRE=FIN+1)."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 100, dt=MS); f.s("A", dt=MS)           # 4, 5
+    f.c("FA", dt=MS)                                 # 6: FIN at seq 101; its ACK is lost
+    f.c("FA", dt=20 * MS, seq=101, advance=False)    # 7: the probe repeats it
+    isn = f.ends["c"][2]
+    f.s("A", dt=MS, ack=102, options=[("NOP", None), ("NOP", None), ("SAck", (isn + 101, isn + 102))])  # 8
+    return cap
+
+
+def s24_dsack_data():
+    """A timeout resend of data, then a D-SACK for it inside the cumulative ACK."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                           # 4
+    f.c("PA", 1000, dt=MS)                           # 5
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False)    # 6: resent; the ACKs were lost
+    isn = f.ends["c"][2]
+    f.s("A", dt=MS, ack=2001, options=[("NOP", None), ("NOP", None), ("SAck", (isn + 1, isn + 1001))])  # 7
+    f.close()
+    return cap
+
+
+def s25_eifel():
+    """A timeout resend (TSval 300 ms later), then the first ACK covering it echoes the original's TSval."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS, options=[("NOP", None), ("NOP", None), ("Timestamp", (7000, 900))])     # 4
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False,
+        options=[("NOP", None), ("NOP", None), ("Timestamp", (7300, 900))])                         # 5
+    f.s("A", dt=MS, options=[("NOP", None), ("NOP", None), ("Timestamp", (1200, 7000))])          # 6
+    f.c("PA", 1000, dt=MS, options=[("NOP", None), ("NOP", None), ("Timestamp", (7302, 1200))])  # 7
+    f.c("PA", 1000, dt=0.3, seq=1001, advance=False,
+        options=[("NOP", None), ("NOP", None), ("Timestamp", (7600, 1200))])                        # 8: needed
+    f.s("A", dt=MS, options=[("NOP", None), ("NOP", None), ("Timestamp", (1500, 7600))])          # 9
+    return cap
+
+
 SCENARIOS = {name: fn for name, fn in globals().items() if name[:1] == "s" and name[1:3].isdigit()}
 
 
@@ -361,3 +430,72 @@ def test_unanswered_syns(tmp_path):
 def pd_isna(v) -> bool:
     import pandas as pd
     return bool(pd.isna(v))
+
+
+# ---- 21-25 -------------------------------------------------------------------------------------
+def test_repeated_fin_names_its_original(tmp_path):
+    t = analyzed(tmp_path, "s21_fin_retransmission")
+    assert rows(t.retransmissions, *RX) == [(7, "retransmission", 6, 0)]  # overlap_bytes: payload only
+    reason = t.retransmissions.reason[0]
+    assert reason.startswith("FIN repeated (first sent in frame 6, 200 ms earlier); ") and "never captured" not in reason
+    assert t.connections.retransmissions[0] == 1 and t.connections.retransmitted_bytes[0] == 0
+
+
+def test_synack_answering_a_repeated_syn_is_not_a_duplicate(tmp_path):
+    t = analyzed(tmp_path, "s22_synack_answers_repeated_syn")
+    assert rows(t.retransmissions, *RX) == [(3, "syn_retransmission", 2, 0), (4, "syn_retransmission", 1, 0),
+                                            (5, "syn_retransmission", 2, 0)]
+    hs = t.handshakes.iloc[0]
+    assert (hs.outcome, hs.syn_retries, hs.synack_retries, hs.synack_frame) == ("established", 1, 2, 5)
+    assert t.connections.duplicates[0] == 0
+
+
+def test_copy_without_ip_id_is_still_a_duplicate(tmp_path):
+    """IPv6 (no IP ID): the same segment again 5 us later, nothing from the peer in between."""
+    cap = Capture(); f = cap.flow(v6=True)
+    f.handshake()
+    data = f.c("PA", 1000, dt=MS)
+    cap.duplicate(data, dt=5e-6)
+    f.s("A", dt=MS)
+    t = cap.analyze(tmp_path)
+    assert rows(t.retransmissions, *RX) == [(5, "duplicate", 4, 1000)]
+    assert "nothing from the peer in between" in t.retransmissions.reason[0]
+
+
+def test_dsack_marks_a_repeated_fin_spurious(tmp_path):
+    t = analyzed(tmp_path, "s23_dsack_fin")
+    assert rows(t.retransmissions, *RX, "evidence_frame") == [(7, "spurious_retransmission", 6, 0, 8)]
+    reason = t.retransmissions.reason[0]
+    assert reason.startswith("FIN repeated (first sent in frame 6, 20 ms earlier); ")
+    assert reason.endswith("but the D-SACK in frame 8 (SLE=101 SRE=102) shows the original had arrived: "
+                           "not needed (RFC 2883)")
+    assert t.stats["retransmissions"]["spurious_retransmission"] == 1
+    assert t.stats["retransmissions"]["retransmission"] == 0
+
+
+def test_dsack_marks_a_resent_segment_spurious_in_any_batch(tmp_path):
+    cap = SCENARIOS["s24_dsack_data"]()
+    for size in (None, 1, 6):
+        t = cap.analyze(tmp_path, batch_size=size)
+        assert rows(t.retransmissions, *RX, "evidence_frame") == [(6, "spurious_retransmission", 4, 1000, 7)]
+        assert "D-SACK in frame 7 (SLE=1 SRE=1001)" in t.retransmissions.reason[0]
+
+
+def test_live_rows_keep_the_label_known_then(tmp_path):
+    from analyzer.tcp import Engine
+    df = SCENARIOS["s24_dsack_data"]().packets(tmp_path)
+    engine = Engine()
+    first = engine.feed(df.iloc[:6])
+    assert list(first.retransmissions.kind) == ["retransmission"]
+    second = engine.feed(df.iloc[6:])
+    assert second.retransmissions.empty
+    assert list(engine.finish().retransmissions.kind) == ["spurious_retransmission"]
+
+
+def test_eifel_marks_a_resend_spurious_when_the_ack_echoes_the_original(tmp_path):
+    t = analyzed(tmp_path, "s25_eifel")
+    assert rows(t.retransmissions, *RX, "evidence_frame") == [(5, "spurious_retransmission", 4, 1000, 6),
+                                                              (8, "retransmission", 7, 1000, 7)]
+    assert t.retransmissions.reason[0].endswith(
+        "but the ACK in frame 6 echoes TSval 7000 of the original, older than this one's 7300: it answered the "
+        "original, which had arrived, so this was not needed (Eifel, RFC 3522)")

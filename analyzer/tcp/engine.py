@@ -30,10 +30,12 @@ from .connections import completeness, conn_states, histories
 from .flows import TupleTable, column_getter, readonly
 from .handshake import handshake_columns, outcomes
 from .retransmit import KIND_NAMES, event_rows
-from .sequence import E_CONV, E_N, E_SENDER_LO, analyze_batch, compact_records
+from .sequence import (E_CONV, E_N, E_SENDER_LO, E_SPUR, E_SPUR_A, E_SPUR_B, E_SPUR_C, E_SPUR_FRAME, RF_A, RF_B,
+                       RF_C, RF_EV, RF_FRAME, RF_HOW, RF_N, analyze_batch, compact_records)
 from .state import (C_CLIENT_DIR, C_COMPLETENESS, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_LEN, C_HS_DECIDED,
-                    C_LAST_FRAME, C_LAST_TS, C_REUSED, C_TUPLE, C_VLAN, D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS,
-                    D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, RECORD_WALK, FlowState)
+                    C_LAST_FRAME, C_LAST_TS, C_REUSED, C_TUPLE, C_VLAN, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED,
+                    D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS, D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, RECORD_WALK,
+                    FlowState)
 
 COMPACT_RECORDS_AT = 4_000_000  # compact the sent-segment pool when it holds this many records
 
@@ -55,7 +57,12 @@ class BatchEvents:
     """What one ``Engine.feed`` call decided, for live display: ``handshakes`` that reached an outcome
     (established, refused, reset) in the batch, the batch's ``retransmissions`` rows, and ``streams``,
     the stream id of every packet of the batch. The tables are built on first access; read them
-    before feeding the next batch."""
+    before feeding the next batch.
+
+    A row may change later: a ``retransmission`` or ``fast_retransmission`` becomes
+    ``spurious_retransmission`` when a later packet (a D-SACK, or an ACK echoing the original's TSval)
+    shows it was unnecessary. Rows read here keep the label known then; ``Engine.finish()`` has the final
+    one, the same whatever the batch sizes."""
 
     def __init__(self, engine: "Engine", batch: int, chunk: np.ndarray | None, streams: np.ndarray):
         self._engine, self._batch, self._chunk = engine, batch, chunk
@@ -79,6 +86,7 @@ class Engine:
         self._tuples = TupleTable()
         self._state = FlowState()
         self._chunks: list[np.ndarray] = []  # event rows (with their packet fields), per batch
+        self._chunk_starts: list[int] = []  # global index of each chunk's first event row
         self._packets = 0
 
     def feed(self, packets: pd.DataFrame) -> BatchEvents:
@@ -99,16 +107,23 @@ class Engine:
         st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=n_seqsp)
         stream = np.empty(n, dtype=np.int64)
         ev = np.empty((n_seqsp, E_N), dtype=np.int64)  # only segments that occupy sequence space get rows
+        # each refinement frees a waiting retransmission: at most those waiting now plus this batch's rows
+        refine = np.empty((int(st.counter[CT_PENDING]) + n_seqsp, RF_N), dtype=np.int64)
         n_ev = analyze_batch(
             tid, is_lo, col("frame"), col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
-            col("ip_id"), col("tsval"), col("mss"), col("wscale"), col("sack_permitted"), col("tfo_cookie_len"),
-            col("vlan"), st.conv, st.dirs, st.holes, st.history, st.tuple_conv, st.records, st.n_records,
-            st.counter, stream, ev)
-        batch = int(st.counter[1])
-        st.counter[1] += 1
+            col("ip_id"), col("tsval"), col("tsecr"), col("sack_count"), col("sack1_le"), col("sack1_re"),
+            col("sack2_le"), col("sack2_re"), col("mss"), col("wscale"), col("sack_permitted"),
+            col("tfo_cookie_len"), col("vlan"), st.conv, st.dirs, st.holes, st.pend, st.history, st.tuple_conv,
+            st.records, st.n_records, st.counter, stream, ev, refine)
+        batch = int(st.counter[CT_BATCH])
+        st.counter[CT_BATCH] += 1
         self._packets += n
         chunk = ev[:n_ev].copy()  # a copy, so the batch-sized buffer is not kept alive
         self._chunks.append(chunk)
+        self._chunk_starts.append(int(st.counter[CT_EVENTS]))
+        st.counter[CT_EVENTS] += n_ev
+        if st.counter[CT_REFINED]:
+            self._refine(refine[: int(st.counter[CT_REFINED])])
         if int(st.n_records[0]) > COMPACT_RECORDS_AT:
             self._compact()
         return BatchEvents(self, batch, chunk, stream)
@@ -129,6 +144,19 @@ class Engine:
             "zero_window_probes": int(conns["zero_window_probes"].sum()),
         }
         return TcpTables(conns, hs, rx, stats)
+
+    def _refine(self, rf: np.ndarray) -> None:
+        """Mark event rows (of this or an earlier batch) shown unnecessary by later evidence."""
+        where = np.searchsorted(np.asarray(self._chunk_starts), rf[:, RF_EV], side="right") - 1
+        for k in np.unique(where).tolist():
+            sel = rf[where == k]
+            chunk = self._chunks[k]
+            rows = sel[:, RF_EV] - self._chunk_starts[k]
+            chunk[rows, E_SPUR] = sel[:, RF_HOW]
+            chunk[rows, E_SPUR_FRAME] = sel[:, RF_FRAME]
+            chunk[rows, E_SPUR_A] = sel[:, RF_A]
+            chunk[rows, E_SPUR_B] = sel[:, RF_B]
+            chunk[rows, E_SPUR_C] = sel[:, RF_C]
 
     # ---- table builders ----------------------------------------------------------------------
     def _compact(self) -> None:

@@ -1,7 +1,9 @@
 """The ``retransmissions`` table: one row per labelled segment, each with the rule that fired in words.
 
 The rules themselves are decided in ``sequence.py`` and documented with the vocabulary in
-``analyzer.schema.RETRANSMISSION_KINDS``. This module turns the compiled engine's event rows into the
+``analyzer.schema.RETRANSMISSION_KINDS``. An event row keeps the kind the per-packet rules gave it; a
+retransmission later shown unnecessary by the receiver (D-SACK or Eifel, ``E_SPUR`` set) is labelled
+``spurious_retransmission`` here, its reason being the original rule's followed by that evidence. This module turns the compiled engine's event rows into the
 table's columns; the only per-row Python is the formatting of the ``reason`` and ``wireshark_filter``
 text (rows grouped by kind, one f-string each), over event rows (a few % of packets), never packets.
 """
@@ -10,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .sequence import (E_CONV, E_COUNT, E_DIR, E_FLAGS, E_FRAME, E_GAP, E_KIND, E_LEN, E_LIMIT, E_ORIG_FRAME,
-                       E_ORIG_TS, E_OVERLAP, E_REF_FRAME, E_SEQ, E_SEQ_RAW, E_TS, K_DUPLICATE, K_FAST, K_OUT_OF_ORDER,
-                       K_RETRANSMISSION, K_SPURIOUS, K_SYN)
+from .sequence import (E_CONV, E_COUNT, E_DIR, E_FLAGS, E_FRAME, E_GAP, E_KIND, E_LEN, E_LIMIT, E_NOTE,
+                       E_ORIG_FRAME, E_ORIG_TS, E_OVERLAP, E_REF_FRAME, E_SEQ, E_SEQ_RAW, E_SPUR, E_SPUR_A, E_SPUR_B,
+                       E_SPUR_C, E_SPUR_FRAME, E_TS, K_DUPLICATE, K_FAST, K_OUT_OF_ORDER, K_RETRANSMISSION,
+                       K_SPURIOUS, K_SYN, NOTE_FIN_REPEATED, SP_DSACK)
 from .state import NONE
 
 KIND_NAMES = {K_RETRANSMISSION: "retransmission", K_FAST: "fast_retransmission",
@@ -52,11 +55,14 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
                           for o, d in zip(orig[has].tolist(), durations(since[rows][has]))]
         if k == K_RETRANSMISSION:
             overlap = e[:, E_OVERLAP].tolist()
-            text = [f"repeats {o} of {n} bytes{f}; no 2+ dup ACKs within 20 ms and {g} after the highest segment "
-                    f"(frame {r}), too late for out-of-order" if o > 0 else
+            fin = ((e[:, E_NOTE] & NOTE_FIN_REPEATED) != 0).tolist()
+            late = "no 2+ dup ACKs within 20 ms and {} after the highest segment (frame {}), too late for out-of-order"
+            text = [f"repeats {o} of {n} bytes" + (" and the FIN" if fn else "") + f"{f}; " + late.format(g, r)
+                    if o > 0 else
+                    "FIN repeated" + (f" ({f.strip()})" if f else "") + "; " + late.format(g, r) if fn else
                     f"starts below the highest sequence sent (frame {r}, {g} earlier) but its bytes were never "
                     "captured: the original was missed by the capture"
-                    for o, n, f, g, r in zip(overlap, length, first.tolist(), gap, ref)]
+                    for o, n, f, g, r, fn in zip(overlap, length, first.tolist(), gap, ref, fin)]
         elif k == K_FAST:
             text = [f"{c} dup ACKs before (last in frame {r}), {g} after the last (< 20 ms)"
                     for c, r, g in zip(count, ref, gap)]
@@ -73,17 +79,35 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
                     for r, g, lim, c, m, n in zip(ref, gap, durations(e[:, E_LIMIT]), count, new, length)]
         elif k == K_DUPLICATE:
             text = ["same " + (f"IP ID {c}" if c > 0 else "TSval") + f", seq, ack, length and flags as frame {r}, "
-                    f"{g} later: captured twice" for c, r, g in zip(count, ref, gap)]
+                    f"{g} later" + ("" if c > 0 else ", nothing from the peer in between") + ": captured twice"
+                    for c, r, g in zip(count, ref, gap)]
         else:
             continue
         out[rows] = text
+    spur = np.flatnonzero(ev[:, E_SPUR] != 0)
+    if len(spur):
+        e = ev[spur]
+        out[spur] = [t + (f"; but the D-SACK in frame {fr} (SLE={a} SRE={b}) shows the original had arrived: "
+                          "not needed (RFC 2883)" if how == SP_DSACK else
+                          f"; but the ACK in frame {fr} echoes TSval {a}"
+                          + (" of the original" if a == c else f" (the original's is {c})")
+                          + f", older than this one's {b}: it answered the original, which had arrived, so this "
+                          "was not needed (Eifel, RFC 3522)")
+                     for t, how, fr, a, b, c in zip(out[spur].tolist(), e[:, E_SPUR].tolist(),
+                                                    e[:, E_SPUR_FRAME].tolist(), e[:, E_SPUR_A].tolist(),
+                                                    e[:, E_SPUR_B].tolist(), e[:, E_SPUR_C].tolist())]
     return out
+
+
+def kinds(ev: np.ndarray) -> np.ndarray:
+    """Kind labels of event rows: the per-packet kind, or spurious_retransmission once later evidence
+    showed the retransmission was not needed."""
+    return np.where(ev[:, E_SPUR] != 0, KIND_NAMES[K_SPURIOUS], KIND_LABELS[ev[:, E_KIND]]).astype(object)
 
 
 def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarray, dport: np.ndarray,
                client_dir: np.ndarray) -> dict:
     """The table's columns from event rows (which carry their packets' fields) and the rows' endpoints."""
-    kinds = ev[:, E_KIND]
     frame = ev[:, E_FRAME]
     ts_ns = ev[:, E_TS]
     orig = ev[:, E_ORIG_FRAME]
@@ -91,7 +115,7 @@ def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarr
     syn_ack = (ev[:, E_FLAGS] & 0x12) == 0x12
     stream = ev[:, E_CONV]
     seq = ev[:, E_SEQ]
-    ref = ev[:, E_REF_FRAME]
+    ref = np.where(ev[:, E_SPUR] != 0, ev[:, E_SPUR_FRAME], ev[:, E_REF_FRAME])
     filters = [f"tcp.stream eq {s} && frame.number == {f}" for s, f in zip(stream.tolist(), frame.tolist())]
     text = lambda v: np.asarray(v, dtype=object)  # noqa: E731
     return {
@@ -104,7 +128,7 @@ def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarr
         "seq": pd.arrays.IntegerArray(seq, seq == NONE),
         "seq_raw": ev[:, E_SEQ_RAW],
         "len": ev[:, E_LEN],
-        "kind": text(KIND_LABELS[kinds]),
+        "kind": kinds(ev),
         "original_frame": pd.arrays.IntegerArray(orig, orig == NONE),
         "since_original": pd.arrays.FloatingArray(np.where(orig != NONE, since / 1e9, 0.0), orig == NONE),
         "overlap_bytes": ev[:, E_OVERLAP],

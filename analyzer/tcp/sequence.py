@@ -4,7 +4,10 @@ For every packet: find its connection (splitting a 4-tuple on port reuse as Wire
 reference B.1), update the handshake and the Zeek/Wireshark connection facts, run Wireshark's
 ``tcp_analyze_sequence_number`` checks (reference B.5, the 4.0 order: keep-alive exclusion, spurious
 first, then fast retransmission, out-of-order, retransmission), recognise the same packet captured
-twice, and count retransmitted bytes exactly on unwrapped 64-bit sequence numbers.
+twice, and count retransmitted bytes exactly on unwrapped 64-bit sequence numbers. Retransmissions
+(kinds retransmission and fast) wait in a few slots per direction (``state.pend``) for the receiver's
+answer: a D-SACK covering one, or the first ACK covering one echoing the original's TSval (Eifel), writes a
+refinement row that the engine applies to that event row, whatever batch it was in (spurious).
 
 All state lives in the arrays of ``state.FlowState``; a batch boundary changes nothing, so a batched
 run equals a whole-file run. Decisions are written to an event array, one row per labelled packet.
@@ -32,8 +35,10 @@ from .state import (C_CLIENT_DIR, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_
                     D_NEXTSEQ_TS, D_OOO, D_PKTS, D_PREV_ACK, D_PREV_FLAGS, D_PREV_FRAME, D_PREV_IPID,
                     D_PREV_LEN, D_PREV_SEQ, D_PREV_TS, D_PREV_TSVAL, D_PREV_WIN, D_REC_HEAD, D_RETX,
                     D_RETX_BYTES, D_RST_PKTS, D_SEEN, D_SYN_PKTS, D_TOP, D_UREF, D_WINDOW, D_WSCALE,
-                    D_Z_RXMIT, D_Z_ZWIN, D_ZONCE, D_ZSTATE, D_ZWP, HOLES, NONE, R_END, R_FRAME,
-                    R_PREV, R_START, R_TS, RECORD_WALK)
+                    D_Z_FIN_SEQ, D_Z_RXMIT, D_Z_ZWIN, D_ZONCE, D_ZSTATE, D_ZWP, HOLES, NONE, R_END, R_FRAME,
+                    R_PREV, R_START, R_TS, R_TSVAL, RECORD_WALK, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED,
+                    D_PEND_EIFEL, D_PEND_LIVE, P_EIFEL, P_END, P_EV, P_START, P_TSV_ORIG, P_TSV_RETX,
+                    PEND_SLOTS)
 
 # retransmission-table kinds (documented in analyzer.schema.RETRANSMISSION_KINDS)
 K_RETRANSMISSION, K_FAST, K_SPURIOUS, K_SYN, K_OUT_OF_ORDER, K_DUPLICATE = 1, 2, 3, 4, 5, 6
@@ -47,10 +52,21 @@ DUPLICATE_GAP_NS = 5_000_000  # same packet captured twice: at most 5 ms apart
 
 # event columns
 (E_ROW, E_KIND, E_CONV, E_DIR, E_SEQ, E_LEN, E_OVERLAP, E_ORIG_FRAME, E_ORIG_TS, E_COUNT, E_GAP, E_LIMIT,
- E_REF_FRAME,
+ E_REF_FRAME, E_NOTE,
  # the packet's own fields, for the table
  E_FRAME, E_TS, E_SEQ_RAW, E_FLAGS, E_SENDER_LO,
- E_N) = range(19)
+ # later evidence that the retransmission was unnecessary (filled from the refinement rows, see below)
+ E_SPUR, E_SPUR_FRAME, E_SPUR_A, E_SPUR_B, E_SPUR_C,
+ E_N) = range(25)
+
+NOTE_FIN_REPEATED = 1  # E_NOTE bit: the segment's FIN repeats a FIN sent before at the same sequence number
+
+# Refinement rows, written when the receiver shows a retransmission (kind retransmission or fast) was
+# unnecessary; the engine copies them into the event row with global index RF_EV (possibly of an earlier
+# batch): how (SP_*), the evidence frame and three values for the reason: D-SACK: left and right edge
+# (relative), 0; Eifel: the echoed TSecr, the retransmission's TSval, the original's TSval.
+RF_EV, RF_HOW, RF_FRAME, RF_A, RF_B, RF_C, RF_N = range(7)
+SP_DSACK, SP_EIFEL = 1, 2
 
 _M32 = 0xFFFFFFFF
 
@@ -67,21 +83,23 @@ def _unwrap(dirs, row, raw):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _init_direction(dirs, holes, row):
+def _init_direction(dirs, holes, pend, row):
     for k in range(dirs.shape[1]):
         dirs[row, k] = NONE
     for k in (D_BASE_SET, D_UREF, D_NEXTSEQ_SET, D_LASTACK_SET, D_DUPACKS, D_LASTSEGFLAGS, D_SEEN, D_PKTS,
               D_BYTES, D_RETX, D_RETX_BYTES, D_OOO, D_DUPS, D_KA, D_ZWP, D_SYN_PKTS, D_FIN_PKTS, D_RST_PKTS,
-              D_ZSTATE, D_ZONCE, D_Z_RXMIT, D_Z_ZWIN):
+              D_ZSTATE, D_ZONCE, D_Z_RXMIT, D_Z_ZWIN, D_PEND_LIVE, D_PEND_EIFEL):
         dirs[row, k] = 0
     dirs[row, D_ZSTATE] = ZS_INACTIVE
     for k in range(HOLES):
         holes[row, k, 0] = 0
         holes[row, k, 1] = 0
+    for k in range(PEND_SLOTS):
+        pend[row, k, P_EV] = NONE
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _new_conversation(conv, dirs, holes, history, counter, t, lo, frame, ts, vlan, reused):
+def _new_conversation(conv, dirs, holes, pend, history, counter, t, lo, frame, ts, vlan, reused):
     c = counter[0]
     counter[0] = c + 1
     for k in range(conv.shape[1]):
@@ -96,8 +114,8 @@ def _new_conversation(conv, dirs, holes, history, counter, t, lo, frame, ts, vla
     conv[c, C_VLAN] = vlan
     conv[c, C_REUSED] = reused
     history[c, :] = 0
-    _init_direction(dirs, holes, 2 * c)
-    _init_direction(dirs, holes, 2 * c + 1)
+    _init_direction(dirs, holes, pend, 2 * c)
+    _init_direction(dirs, holes, pend, 2 * c + 1)
     return c
 
 
@@ -170,13 +188,14 @@ def _mark_seen(dirs, holes, row, s, e):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _add_record(dirs, records, n_records, row, s, e, frame, ts):
+def _add_record(dirs, records, n_records, row, s, e, frame, ts, tsval):
     r = n_records[0]
     n_records[0] = r + 1
     records[r, R_START] = s
     records[r, R_END] = e
     records[r, R_FRAME] = frame
     records[r, R_TS] = ts
+    records[r, R_TSVAL] = tsval
     records[r, R_PREV] = dirs[row, D_REC_HEAD]
     dirs[row, D_REC_HEAD] = r
 
@@ -196,9 +215,11 @@ def _original(dirs, records, row, s, e):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _is_duplicate(dirs, fw, frame, ts, seq, ack, plen, flags, win, ipid, tsval):
+def _is_duplicate(dirs, fw, rv, frame, ts, seq, ack, plen, flags, win, ipid, tsval):
     """The same packet captured twice: identical to this direction's previous packet, within 5 ms,
-    with the same non-zero IPv4 ID (or, without a usable ID, the same TCP TSval)."""
+    with the same non-zero IPv4 ID; or, without a usable ID (IPv6, ID 0), the same TCP TSval and no
+    packet of the opposite direction in between (a resend triggered by the peer, such as a SYN-ACK
+    answering a repeated SYN within the same TSval tick, always follows a peer packet)."""
     if dirs[fw, D_PREV_FRAME] == NONE or ts - dirs[fw, D_PREV_TS] > DUPLICATE_GAP_NS:
         return False
     if (dirs[fw, D_PREV_SEQ] != seq or dirs[fw, D_PREV_ACK] != ack or dirs[fw, D_PREV_LEN] != plen
@@ -206,14 +227,109 @@ def _is_duplicate(dirs, fw, frame, ts, seq, ack, plen, flags, win, ipid, tsval):
         return False
     if ipid > 0:
         return dirs[fw, D_PREV_IPID] == ipid and dirs[fw, D_PREV_TSVAL] == tsval
-    return tsval >= 0 and dirs[fw, D_PREV_TSVAL] == tsval and dirs[fw, D_PREV_IPID] == ipid
+    return (tsval >= 0 and dirs[fw, D_PREV_TSVAL] == tsval and dirs[fw, D_PREV_IPID] == ipid
+            and (dirs[rv, D_PREV_FRAME] == NONE or dirs[rv, D_PREV_FRAME] < dirs[fw, D_PREV_FRAME]))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _serial_le(a, b):
+    """a <= b for 32-bit TCP timestamps (RFC 7323 serial arithmetic)."""
+    return ((b - a) & _M32) < 0x80000000
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _refine(refine, counter, pend, row, k, how, frame, x, y, z):
+    """Write a refinement row for pending slot ``k`` of direction ``row`` (and free the slot)."""
+    r = counter[CT_REFINED]
+    counter[CT_REFINED] = r + 1
+    refine[r, RF_EV] = pend[row, k, P_EV]
+    refine[r, RF_HOW] = how
+    refine[r, RF_FRAME] = frame
+    refine[r, RF_A] = x
+    refine[r, RF_B] = y
+    refine[r, RF_C] = z
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _free_slot(dirs, pend, counter, row, k):
+    if pend[row, k, P_EIFEL] == 1:
+        dirs[row, D_PEND_EIFEL] -= 1
+    pend[row, k, P_EV] = NONE
+    dirs[row, D_PEND_LIVE] -= 1
+    counter[CT_PENDING] -= 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_pending(dirs, pend, counter, row, ev_index, s, e, tsv_orig, tsv_retx):
+    """Keep a retransmission [s, e) of direction ``row`` until the receiver shows whether it was needed."""
+    k = 0
+    for j in range(PEND_SLOTS):  # a free slot, else the oldest
+        if pend[row, j, P_EV] == NONE:
+            k = j
+            break
+        if pend[row, j, P_EV] < pend[row, k, P_EV]:
+            k = j
+    if pend[row, k, P_EV] != NONE:
+        _free_slot(dirs, pend, counter, row, k)
+    pend[row, k, P_EV] = ev_index
+    pend[row, k, P_START] = s
+    pend[row, k, P_END] = e
+    pend[row, k, P_TSV_ORIG] = tsv_orig
+    pend[row, k, P_TSV_RETX] = tsv_retx
+    eifel = 1 if (tsv_orig >= 0 and tsv_retx >= 0 and tsv_orig != tsv_retx and _serial_le(tsv_orig, tsv_retx)) else 0
+    pend[row, k, P_EIFEL] = eifel
+    dirs[row, D_PEND_EIFEL] += eifel
+    dirs[row, D_PEND_LIVE] += 1
+    counter[CT_PENDING] += 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _check_pending(dirs, pend, refine, counter, rv, frame, a, tsecr, nsack, le0, re0, le1, re1):
+    """An ACK from the receiver of direction ``rv`` (cumulative ACK ``a``, unwrapped; TSecr; raw edges
+    of its first two SACK blocks) against the retransmissions of ``rv`` waiting for evidence.
+
+    D-SACK (RFC 2883): the first SACK block starts below the cumulative ACK, or lies inside the second
+    block; the latest waiting retransmission whose whole range it covers was received twice.
+    Eifel (RFC 3522): the first ACK covering a waiting retransmission echoes a TSecr at or after the
+    original's TSval and before the retransmission's: the ACK was sent for the original, so the original
+    had arrived. A TSecr of 0 is taken as no echo."""
+    if nsack > 0:
+        l0 = _unwrap(dirs, rv, le0)
+        r0 = _unwrap(dirs, rv, re0)
+        dsack = l0 < a
+        if not dsack and nsack > 1:
+            dsack = _unwrap(dirs, rv, le1) <= l0 and r0 <= _unwrap(dirs, rv, re1)
+        if dsack and r0 > l0:
+            best = -1
+            for k in range(PEND_SLOTS):
+                if (pend[rv, k, P_EV] != NONE and pend[rv, k, P_START] >= l0 and pend[rv, k, P_END] <= r0
+                        and (best < 0 or pend[rv, k, P_EV] > pend[rv, best, P_EV])):
+                    best = k
+            if best >= 0:
+                _refine(refine, counter, pend, rv, best, SP_DSACK, frame, l0, r0, 0)
+                _free_slot(dirs, pend, counter, rv, best)
+    if tsecr > 0 and dirs[rv, D_PEND_EIFEL] > 0:  # 0: nothing echoed (or absent, -1)
+        for k in range(PEND_SLOTS):
+            if pend[rv, k, P_EV] != NONE and pend[rv, k, P_EIFEL] == 1 and a >= pend[rv, k, P_END]:
+                pend[rv, k, P_EIFEL] = 0
+                dirs[rv, D_PEND_EIFEL] -= 1
+                orig = pend[rv, k, P_TSV_ORIG]
+                retx = pend[rv, k, P_TSV_RETX]
+                if _serial_le(orig, tsecr) and tsecr != retx and _serial_le(tsecr, retx):
+                    _refine(refine, counter, pend, rv, k, SP_EIFEL, frame, tsecr, retx, orig)
+                    _free_slot(dirs, pend, counter, rv, k)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, mss, wscale, sackp, tfo, vlan,
-                  conv, dirs, holes, history, tuple_conv, records, n_records, counter, stream_out, ev):
-    """Analyze one batch in frame order; returns the number of event rows written to ``ev``."""
-    batch = counter[1]
+def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, tsecr, sack_n, sack1_le,
+                  sack1_re, sack2_le, sack2_re, mss, wscale, sackp, tfo, vlan, conv, dirs, holes, pend, history,
+                  tuple_conv, records, n_records, counter, stream_out, ev, refine):
+    """Analyze one batch in frame order; returns the number of event rows written to ``ev``. Refinements
+    of earlier event rows (a retransmission shown unnecessary) go to ``refine``, their number to
+    ``counter[CT_REFINED]``; event row ``j`` of this batch has global index ``counter[CT_EVENTS] + j``."""
+    batch = counter[CT_BATCH]
+    ev_base = counter[CT_EVENTS]
+    counter[CT_REFINED] = 0
     n_ev = 0
     for i in range(len(tid)):
         f = np.int64(flags[i])
@@ -238,10 +354,10 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         if c >= 0:
             d = 0 if lo == conv[c, C_FIRST_LO] else 1
             if syn and not ackf and dirs[2 * c + d, D_BASE_SET] == 1 and sq != dirs[2 * c + d, D_BASE]:
-                c = _new_conversation(conv, dirs, holes, history, counter, t, lo, fr, now, np.int64(vlan[i]), 1)
+                c = _new_conversation(conv, dirs, holes, pend, history, counter, t, lo, fr, now, np.int64(vlan[i]), 1)
                 tuple_conv[t] = c
         else:
-            c = _new_conversation(conv, dirs, holes, history, counter, t, lo, fr, now, np.int64(vlan[i]), 0)
+            c = _new_conversation(conv, dirs, holes, pend, history, counter, t, lo, fr, now, np.int64(vlan[i]), 0)
             tuple_conv[t] = c
         stream_out[i] = c
         d = 0 if lo == conv[c, C_FIRST_LO] else 1
@@ -252,7 +368,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         seglen = np.int64(plen[i])
         dirs[fw, D_PKTS] += 1
         # ---- the same packet captured twice: a row of its own, no effect on any state
-        if (seglen > 0 or syn or fin) and _is_duplicate(dirs, fw, fr, now, sq, ak, seglen, f,
+        if (seglen > 0 or syn or fin) and _is_duplicate(dirs, fw, rv, fr, now, sq, ak, seglen, f,
                                                         wn, ip_id, tv):
             dirs[fw, D_DUPS] += 1
             if syn and not ackf:
@@ -275,6 +391,9 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             ev[n_ev, E_GAP] = now - dirs[fw, D_PREV_TS]
             ev[n_ev, E_LIMIT] = DUPLICATE_GAP_NS
             ev[n_ev, E_REF_FRAME] = dirs[fw, D_PREV_FRAME]
+            ev[n_ev, E_NOTE] = 0
+            ev[n_ev, E_SPUR] = 0
+            ev[n_ev, E_SPUR_FRAME] = NONE
             n_ev += 1
             continue
         dirs[fw, D_PREV_FRAME] = fr
@@ -318,6 +437,11 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         s = _unwrap(dirs, fw, sq)
         a = _unwrap(dirs, rv, ak) if ackf else 0
         ack_raw = ak if ackf else 0
+        # ---- does this ACK show that a retransmission of the other side was unnecessary?
+        if ackf and dirs[rv, D_PEND_LIVE] > 0:
+            _check_pending(dirs, pend, refine, counter, rv, fr, a, np.int64(tsecr[i]), np.int64(sack_n[i]),
+                           np.int64(sack1_le[i]), np.int64(sack1_re[i]), np.int64(sack2_le[i]),
+                           np.int64(sack2_re[i]))
         nextseq_set = dirs[fw, D_NEXTSEQ_SET] == 1
         nextseq = dirs[fw, D_NEXTSEQ]
         # ---- Wireshark forward checks (reference B.5)
@@ -407,6 +531,13 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             ev[n_ev, E_GAP] = ev_gap
             ev[n_ev, E_LIMIT] = ev_limit
             ev[n_ev, E_REF_FRAME] = ev_ref
+            ev[n_ev, E_NOTE] = (NOTE_FIN_REPEATED if fin and not syn and not rst
+                                and dirs[fw, D_Z_FIN_SEQ] == ((sq + seglen) & _M32) else 0)
+            ev[n_ev, E_SPUR] = 0
+            ev[n_ev, E_SPUR_FRAME] = NONE
+            if kind == K_RETRANSMISSION or kind == K_FAST:
+                _add_pending(dirs, pend, counter, fw, ev_base + n_ev, s, end,
+                             records[orig, R_TSVAL] if orig >= 0 else NONE, tv)
             n_ev += 1
             if kind == K_OUT_OF_ORDER:
                 dirs[fw, D_OOO] += 1
@@ -414,7 +545,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 dirs[fw, D_RETX] += 1
                 dirs[fw, D_RETX_BYTES] += repeated
         if end > s and (_seen_bytes(dirs, holes, fw, s, end) < end - s):
-            _add_record(dirs, records, n_records, fw, s, end, fr, now)
+            _add_record(dirs, records, n_records, fw, s, end, fr, now, tv)
         _mark_seen(dirs, holes, fw, s, end)
         # ---- Wireshark bookkeeping (reference B.5)
         nxt = s + seglen + sf
@@ -462,6 +593,7 @@ def compact_records(dirs, n_dirs, records, n_records, out):
             out[n, R_END] = records[src, R_END]
             out[n, R_FRAME] = records[src, R_FRAME]
             out[n, R_TS] = records[src, R_TS]
+            out[n, R_TSVAL] = records[src, R_TSVAL]
             out[n, R_PREV] = prev
             prev = n
             n += 1

@@ -10,8 +10,9 @@ these arrays; nothing else is kept between batches. Three arrays hold almost eve
   were never seen, so that retransmitted bytes are counted exactly.
 
 Plus ``history`` (uint8 ``[conversations, HISTORY_LEN]``, Zeek history letters), ``tuple_conv`` (the
-current connection of each 4-tuple, for port reuse) and a pool of sent-segment records used to find a
-retransmission's original frame. Column indices are module constants so the numba code can use them.
+current connection of each 4-tuple, for port reuse), a pool of sent-segment records used to find a
+retransmission's original frame, and ``pend`` (int64 ``[2 * conversations, PEND_SLOTS, P_N]``), the recent
+retransmissions of each direction still waiting for the receiver's D-SACK or timestamp echo. Column indices are module constants so the numba code can use them.
 """
 from __future__ import annotations
 
@@ -46,14 +47,27 @@ NONE = -1  # "not set" for frames, times and options
  D_PKTS, D_BYTES, D_RETX, D_RETX_BYTES, D_OOO, D_DUPS, D_KA, D_ZWP, D_SYN_PKTS, D_FIN_PKTS, D_RST_PKTS,
  # Zeek endpoint state and history bookkeeping (connections.py)
  D_ZSTATE, D_ZONCE, D_Z_SYN_SEQ, D_Z_FIN_SEQ, D_Z_RST_SEQ, D_Z_RXMIT, D_Z_ZWIN,
- D_N) = range(49)
+ # retransmissions waiting for D-SACK / Eifel evidence (``pend``): live slots, slots awaiting an ACK
+ D_PEND_LIVE, D_PEND_EIFEL,
+ D_N) = range(51)
 
 HOLES = 4  # gaps remembered per direction; when full the lowest one is forgotten (its bytes count as seen)
 HISTORY_LEN = 32  # Zeek history letters kept per connection
 RECORD_WALK = 64  # sent-segment records searched back for a retransmission's original frame
 
-# record pool columns
-R_START, R_END, R_FRAME, R_TS, R_PREV = range(5)
+# record pool columns (R_TSVAL: the TCP TSval of that transmission, -1 without timestamps)
+R_START, R_END, R_FRAME, R_TS, R_PREV, R_TSVAL, R_N = range(7)
+
+# Retransmissions kept per direction until the receiver shows whether they were needed (when all
+# slots are taken, the oldest is forgotten). Columns of ``pend``: the event's global index (NONE = free slot), the
+# unwrapped range [start, end) it covered, TSval of the original and of the retransmission, and whether
+# it still waits for the first ACK that covers it (the Eifel check, RFC 3522).
+PEND_SLOTS = 8
+P_EV, P_START, P_END, P_TSV_ORIG, P_TSV_RETX, P_EIFEL, P_N = range(7)
+
+# counter array: conversations, batch number, event rows so far (the next event's global index),
+# live pending slots over all directions, refinements written by the current batch
+CT_CONVERSATIONS, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED, CT_N = range(6)
 
 
 class FlowState:
@@ -65,19 +79,21 @@ class FlowState:
         self.holes = np.empty((2 * capacity, HOLES, 2), dtype=np.int64)
         self.history = np.empty((capacity, HISTORY_LEN), dtype=np.uint8)
         self.tuple_conv = np.full(1024, NONE, dtype=np.int64)
-        self.records = np.zeros((records, 5), dtype=np.int64)
+        self.pend = np.empty((2 * capacity, PEND_SLOTS, P_N), dtype=np.int64)
+        self.records = np.zeros((records, R_N), dtype=np.int64)
         self.n_records = np.zeros(1, dtype=np.int64)  # array so the compiled code can update it
-        self.counter = np.zeros(2, dtype=np.int64)  # [number of conversations, batch number]
+        self.counter = np.zeros(CT_N, dtype=np.int64)  # CT_* entries
 
     def reserve(self, conversations: int, tuples: int, records: int) -> None:
         """Make room for ``conversations`` more connections, ``tuples`` 4-tuples and ``records`` records."""
-        need = int(self.counter[0]) + conversations
+        need = int(self.counter[CT_CONVERSATIONS]) + conversations
         if need > len(self.conv):
             cap = max(need, 2 * len(self.conv))
             used = self.conversations
             self.conv = _grow(self.conv, cap, used)
             self.dirs = _grow(self.dirs, 2 * cap, 2 * used)
             self.holes = _grow(self.holes, 2 * cap, 2 * used)
+            self.pend = _grow(self.pend, 2 * cap, 2 * used)
             self.history = _grow(self.history, cap, used)
         if tuples > len(self.tuple_conv):
             old = len(self.tuple_conv)
@@ -89,7 +105,7 @@ class FlowState:
 
     @property
     def conversations(self) -> int:
-        return int(self.counter[0])
+        return int(self.counter[CT_CONVERSATIONS])
 
 
 def _grow(a: np.ndarray, rows: int, used: int) -> np.ndarray:
