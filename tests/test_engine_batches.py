@@ -7,7 +7,11 @@ import subprocess
 import pandas as pd
 import pytest
 
+import analyzer
 from analyzer.tcp import Engine
+from analyzer.tcp import engine as engine_module
+from analyzer.tcp.sequence import compact_records
+from analyzer.tcp.state import D_REC_HEAD, R_PREV, RECORD_KEEP_OVER, RECORD_WALK
 from tests.tcpbuild import MS, Capture, rows
 from tests.test_engine_scenarios import RX, SCENARIOS
 
@@ -120,3 +124,53 @@ def test_scenario_agrees_with_tshark(tmp_path, name):
         assert theirs.pop(frame) == their_flag
         assert ours.pop(frame, None) == our_kind
     assert ours == theirs
+
+
+def _generated_packets(tmp_path) -> pd.DataFrame:
+    """A small benchmark capture (benchmarks/gen.py): many interleaved connections, most closed with FINs."""
+    from tests.test_benchmark_generator import gen
+
+    path = tmp_path / "gen.pcap"
+    gen.generate(str(path), 20_000, seed=5)
+    return analyzer.read_packets(str(path))
+
+
+@pytest.mark.parametrize("source", ["scenarios", "generated"])
+def test_compacting_the_record_pool_changes_nothing(tmp_path, monkeypatch, source):
+    """The sent-segment record pool compacted after nearly every batch gives the same tables as a run that
+    never compacts it; connections that are over keep only a few records."""
+    df = all_scenarios().packets(tmp_path) if source == "scenarios" else _generated_packets(tmp_path)
+
+    def run(batch_size):
+        engine = Engine()
+        for i in range(0, len(df), batch_size):
+            engine.feed(df.iloc[i:i + batch_size])
+        return engine, engine.finish()
+
+    monkeypatch.setattr(engine_module, "COMPACT_RECORDS_AT", 10 ** 12)
+    _, whole = run(len(df))
+    calls = []
+
+    def spy(*args):
+        before = int(args[-1][0])
+        kept = compact_records(*args)
+        calls.append((before, kept))
+        return kept
+
+    monkeypatch.setattr(engine_module, "COMPACT_RECORDS_AT", 2)
+    monkeypatch.setattr(engine_module, "compact_records", spy)
+    engine, compacted = run(7 if source == "scenarios" else 50)
+    tables_equal(compacted, whole)
+    assert len(calls) >= 4 and any(kept < before for before, kept in calls)
+
+    engine._compact()  # every connection's record chain after a last compaction
+    st = engine._state
+    conns = whole.connections
+    for c in range(st.conversations):
+        for row in (2 * c, 2 * c + 1):
+            n, r = 0, st.dirs[row, D_REC_HEAD]
+            while r >= 0:
+                n, r = n + 1, st.records[r, R_PREV]
+            assert n <= RECORD_WALK
+            if conns.conn_state[c] in ("SF", "RSTO", "RSTR", "RSTOS0", "RSTRH") and source == "generated":
+                assert n <= RECORD_KEEP_OVER, (c, conns.conn_state[c], n)

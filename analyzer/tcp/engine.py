@@ -34,10 +34,12 @@ from .sequence import (E_CONV, E_N, E_SENDER_LO, E_SPUR, E_SPUR_A, E_SPUR_B, E_S
                        RF_C, RF_EV, RF_FRAME, RF_HOW, RF_N, analyze_batch, compact_records)
 from .state import (C_CLIENT_DIR, C_COMPLETENESS, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_LEN, C_HS_DECIDED,
                     C_LAST_FRAME, C_LAST_TS, C_REUSED, C_TUPLE, C_VLAN, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED,
-                    D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS, D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, RECORD_WALK,
-                    FlowState)
+                    D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS, D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, FlowState, grow)
 
-COMPACT_RECORDS_AT = 4_000_000  # compact the sent-segment pool when it holds this many records
+# The sent-segment record pool is compacted (``sequence.compact_records``) after a batch that leaves it
+# holding more than max(COMPACT_RECORDS_AT, 2 x the records kept by the last compaction): the pool then
+# stays proportional to the connections still open (plus a few records per finished one), not to the frames.
+COMPACT_RECORDS_AT = 262_144
 
 # the packet-table columns the compiled pass reads, in the schema's dtypes (one compiled signature)
 _DTYPES = {c.name: np.dtype(c.dtype) for c in PACKET_COLUMNS if c.dtype not in ("category", "str", "string")}
@@ -85,9 +87,12 @@ class Engine:
     def __init__(self) -> None:
         self._tuples = TupleTable()
         self._state = FlowState()
-        self._chunks: list[np.ndarray] = []  # event rows (with their packet fields), per batch
-        self._chunk_starts: list[int] = []  # global index of each chunk's first event row
+        # every event row so far (row = global event index), with its packet's fields; the compiled pass
+        # writes a batch's rows straight after the earlier ones. Grown by doubling, in pages of its own.
+        self._events = np.empty((0, E_N), dtype=np.int64)
+        self._refines = np.empty((0, RF_N), dtype=np.int64)  # work array for a batch's refinement rows
         self._packets = 0
+        self._records_kept = 0  # records left by the last compaction of the sent-segment pool
 
     def feed(self, packets: pd.DataFrame) -> BatchEvents:
         """Analyze one batch (rows in frame order); per-flow state carries over to the next batch."""
@@ -106,9 +111,13 @@ class Engine:
                              + int(np.count_nonzero((flags & (TH_SYN | TH_ACK)) == TH_SYN)))
         st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=n_seqsp)
         stream = np.empty(n, dtype=np.int64)
-        ev = np.empty((n_seqsp, E_N), dtype=np.int64)  # only segments that occupy sequence space get rows
-        # each refinement frees a waiting retransmission: at most those waiting now plus this batch's rows
-        refine = np.empty((int(st.counter[CT_PENDING]) + n_seqsp, RF_N), dtype=np.int64)
+        # only segments that occupy sequence space get event rows; each refinement frees a waiting
+        # retransmission: at most those waiting now plus this batch's rows
+        first = int(st.counter[CT_EVENTS])
+        self._events = _room(self._events, first, first + n_seqsp)
+        ev = self._events[first:first + n_seqsp]
+        self._refines = _room(self._refines, 0, int(st.counter[CT_PENDING]) + n_seqsp)
+        refine = self._refines
         n_ev = analyze_batch(
             tid, is_lo, col("frame"), col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
             col("ip_id"), col("tsval"), col("tsecr"), col("sack_count"), col("sack1_le"), col("sack1_re"),
@@ -118,13 +127,11 @@ class Engine:
         batch = int(st.counter[CT_BATCH])
         st.counter[CT_BATCH] += 1
         self._packets += n
-        chunk = ev[:n_ev].copy()  # a copy, so the batch-sized buffer is not kept alive
-        self._chunks.append(chunk)
-        self._chunk_starts.append(int(st.counter[CT_EVENTS]))
+        chunk = ev[:n_ev]
         st.counter[CT_EVENTS] += n_ev
         if st.counter[CT_REFINED]:
             self._refine(refine[: int(st.counter[CT_REFINED])])
-        if int(st.n_records[0]) > COMPACT_RECORDS_AT:
+        if int(st.n_records[0]) > max(COMPACT_RECORDS_AT, 2 * self._records_kept):
             self._compact()
         return BatchEvents(self, batch, chunk, stream)
 
@@ -132,7 +139,7 @@ class Engine:
         """Build the final tables from the carried state."""
         conns = self._connections()
         hs = self._handshakes(np.arange(self._state.conversations))
-        rx = self._retransmissions(self._chunks)
+        rx = self._retransmissions([self._events[: int(self._state.counter[CT_EVENTS])]])
         kinds = rx["kind"].value_counts()
         stats = {
             "packets": self._packets,
@@ -147,24 +154,22 @@ class Engine:
 
     def _refine(self, rf: np.ndarray) -> None:
         """Mark event rows (of this or an earlier batch) shown unnecessary by later evidence."""
-        where = np.searchsorted(np.asarray(self._chunk_starts), rf[:, RF_EV], side="right") - 1
-        for k in np.unique(where).tolist():
-            sel = rf[where == k]
-            chunk = self._chunks[k]
-            rows = sel[:, RF_EV] - self._chunk_starts[k]
-            chunk[rows, E_SPUR] = sel[:, RF_HOW]
-            chunk[rows, E_SPUR_FRAME] = sel[:, RF_FRAME]
-            chunk[rows, E_SPUR_A] = sel[:, RF_A]
-            chunk[rows, E_SPUR_B] = sel[:, RF_B]
-            chunk[rows, E_SPUR_C] = sel[:, RF_C]
+        rows, ev = rf[:, RF_EV], self._events
+        ev[rows, E_SPUR] = rf[:, RF_HOW]
+        ev[rows, E_SPUR_FRAME] = rf[:, RF_FRAME]
+        ev[rows, E_SPUR_A] = rf[:, RF_A]
+        ev[rows, E_SPUR_B] = rf[:, RF_B]
+        ev[rows, E_SPUR_C] = rf[:, RF_C]
 
     # ---- table builders ----------------------------------------------------------------------
     def _compact(self) -> None:
+        """Compact the sent-segment record pool in place; give memory back if it is far larger than needed."""
         st = self._state
-        out = np.zeros((2 * st.conversations * RECORD_WALK + 1, st.records.shape[1]), dtype=np.int64)
-        kept = compact_records(st.dirs, 2 * st.conversations, st.records, st.n_records, out)
-        st.records = out
-        st.n_records[0] = kept
+        kept = compact_records(st.conv, st.conversations, st.dirs, st.tuple_conv, st.records, st.n_records)
+        self._records_kept = kept
+        room = 2 * max(COMPACT_RECORDS_AT, 2 * kept)
+        if len(st.records) > 2 * room:
+            st.records = grow(st.records, room, kept)
 
     def _sides(self, idx: np.ndarray):
         """(client addr, client port, server addr, server port, client direction) per connection."""
@@ -234,6 +239,11 @@ class Engine:
             "completeness": completeness(conv[:, C_COMPLETENESS], side["pkts"][0] + side["pkts"][1]),
             "reused_ports": conv[:, C_REUSED] == 1,
         }, CONNECTION_COLUMNS)
+
+
+def _room(a: np.ndarray, used: int, rows: int) -> np.ndarray:
+    """``a``, or a copy of its first ``used`` rows with room for at least ``rows`` (doubling)."""
+    return a if len(a) >= rows else grow(a, max(rows, 2 * len(a)), used)
 
 
 def _table(cols: dict, columns) -> pd.DataFrame:

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from ..schema import TH_ACK, TH_FIN, TH_RST, TH_SYN
-from .connections import ZS_INACTIVE, ZS_RESET, track_connection
+from .connections import ZS_CLOSED, ZS_INACTIVE, ZS_RESET, track_connection
 from .handshake import track_handshake
 from .state import (C_CLIENT_DIR, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_LEN, C_HS_END, C_HS_SIMOPEN,
                     C_HS_STATE, C_IRTT, C_LAST_FRAME, C_MRU_SYN_TS, C_LAST_TS, C_REUSED, C_SA_N, C_SYN_N, C_TUPLE, C_VLAN,
@@ -36,7 +36,8 @@ from .state import (C_CLIENT_DIR, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_
                     D_PREV_LEN, D_PREV_SEQ, D_PREV_TS, D_PREV_TSVAL, D_PREV_WIN, D_REC_HEAD, D_RETX,
                     D_RETX_BYTES, D_RST_PKTS, D_SEEN, D_SYN_PKTS, D_TOP, D_UREF, D_WINDOW, D_WSCALE,
                     D_Z_FIN_SEQ, D_Z_RXMIT, D_Z_ZWIN, D_ZONCE, D_ZSTATE, D_ZWP, HOLES, NONE, R_END, R_FRAME,
-                    R_PREV, R_START, R_TS, R_TSVAL, RECORD_WALK, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED,
+                    R_PREV, R_START, R_TS, R_TSVAL, RECORD_KEEP_OVER, RECORD_WALK, CT_BATCH, CT_EVENTS, CT_PENDING,
+                    CT_REFINED,
                     D_PEND_EIFEL, D_PEND_LIVE, P_EIFEL, P_END, P_EV, P_START, P_TSV_ORIG, P_TSV_RETX,
                     PEND_SLOTS)
 
@@ -51,13 +52,13 @@ OOO_DEFAULT_NS = 3_000_000  # Wireshark: out-of-order threshold when the iRTT is
 DUPLICATE_GAP_NS = 5_000_000  # same packet captured twice: at most 5 ms apart
 
 # event columns
-(E_ROW, E_KIND, E_CONV, E_DIR, E_SEQ, E_LEN, E_OVERLAP, E_ORIG_FRAME, E_ORIG_TS, E_COUNT, E_GAP, E_LIMIT,
+(E_KIND, E_CONV, E_DIR, E_SEQ, E_LEN, E_OVERLAP, E_ORIG_FRAME, E_ORIG_TS, E_COUNT, E_GAP, E_LIMIT,
  E_REF_FRAME, E_NOTE,
  # the packet's own fields, for the table
  E_FRAME, E_TS, E_SEQ_RAW, E_FLAGS, E_SENDER_LO,
  # later evidence that the retransmission was unnecessary (filled from the refinement rows, see below)
  E_SPUR, E_SPUR_FRAME, E_SPUR_A, E_SPUR_B, E_SPUR_C,
- E_N) = range(25)
+ E_N) = range(24)
 
 NOTE_FIN_REPEATED = 1  # E_NOTE bit: the segment's FIN repeats a FIN sent before at the same sequence number
 
@@ -373,7 +374,6 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             dirs[fw, D_DUPS] += 1
             if syn and not ackf:
                 conv[c, C_MRU_SYN_TS] = now  # Wireshark's iRTT starts at the latest copy of the SYN
-            ev[n_ev, E_ROW] = i
             ev[n_ev, E_FRAME] = fr
             ev[n_ev, E_TS] = now
             ev[n_ev, E_SEQ_RAW] = sq
@@ -513,7 +513,6 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         repeated = _seen_bytes(dirs, holes, fw, s + (1 if syn else 0), s + (1 if syn else 0) + seglen)
         if kind != 0:
             orig = _original(dirs, records, fw, s, end)
-            ev[n_ev, E_ROW] = i
             ev[n_ev, E_FRAME] = fr
             ev[n_ev, E_TS] = now
             ev[n_ev, E_SEQ_RAW] = sq
@@ -574,28 +573,57 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
     return n_ev
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _fin_acked(dirs, row, other):
+    """Direction ``row`` sent its FIN and the other side acknowledged all of it, the FIN included."""
+    return (dirs[row, D_ZSTATE] == ZS_CLOSED and dirs[row, D_NEXTSEQ_SET] == 1 and dirs[other, D_LASTACK_SET] == 1
+            and dirs[other, D_LASTACK] >= dirs[row, D_NEXTSEQ])
+
+
 @njit(cache=True, nogil=True)
-def compact_records(dirs, n_dirs, records, n_records, out):
-    """Copy the last RECORD_WALK records of every direction into ``out``; return how many were kept."""
-    n = 0
-    for row in range(n_dirs):
+def compact_records(conv, n_conv, dirs, tuple_conv, records, n_records):
+    """Drop the sent-segment records no later packet can reach, in place; return how many were kept.
+
+    ``_original`` only walks the last RECORD_WALK records of a direction, so that many are kept while a
+    connection is open (a run with compactions gives the same rows as one without). A connection that is
+    over (both FINs acknowledged, or reset) keeps RECORD_KEEP_OVER per direction, enough to find the
+    original of a late repeat of its last segments; one replaced by a new connection on the same 4-tuple
+    (port reuse) gets no packet again and keeps none. Kept records stay in their order, so each moves to
+    a lower or equal index and the pool is rewritten in one forward pass."""
+    n = n_records[0]
+    keep = np.zeros(n, dtype=np.bool_)
+    for c in range(n_conv):
+        a = 2 * c
+        b = a + 1
+        if tuple_conv[conv[c, C_TUPLE]] != c:
+            walk = 0
+        elif (dirs[a, D_ZSTATE] == ZS_RESET or dirs[b, D_ZSTATE] == ZS_RESET
+              or (_fin_acked(dirs, a, b) and _fin_acked(dirs, b, a))):
+            walk = RECORD_KEEP_OVER
+        else:
+            walk = RECORD_WALK
+        for row in (a, b):
+            r = dirs[row, D_REC_HEAD]
+            k = 0
+            while r >= 0 and k < walk:
+                keep[r] = True
+                r = records[r, R_PREV]
+                k += 1
+            if walk == 0:
+                dirs[row, D_REC_HEAD] = NONE
+    moved = np.empty(n, dtype=np.int64)  # new index of each kept record
+    m = 0
+    for r in range(n):
+        if keep[r]:
+            moved[r] = m
+            p = records[r, R_PREV]
+            for k in range(records.shape[1]):
+                records[m, k] = records[r, k]
+            records[m, R_PREV] = moved[p] if p >= 0 and keep[p] else NONE
+            m += 1
+    for row in range(2 * n_conv):
         r = dirs[row, D_REC_HEAD]
-        chain = np.empty(RECORD_WALK, dtype=np.int64)
-        k = 0
-        while r >= 0 and k < RECORD_WALK:
-            chain[k] = r
-            r = records[r, R_PREV]
-            k += 1
-        prev = -1
-        for j in range(k - 1, -1, -1):
-            src = chain[j]
-            out[n, R_START] = records[src, R_START]
-            out[n, R_END] = records[src, R_END]
-            out[n, R_FRAME] = records[src, R_FRAME]
-            out[n, R_TS] = records[src, R_TS]
-            out[n, R_TSVAL] = records[src, R_TSVAL]
-            out[n, R_PREV] = prev
-            prev = n
-            n += 1
-        dirs[row, D_REC_HEAD] = prev
-    return n
+        if r >= 0:
+            dirs[row, D_REC_HEAD] = moved[r]  # a head is always kept unless its chain was dropped above
+    n_records[0] = m
+    return m

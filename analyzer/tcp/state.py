@@ -11,10 +11,13 @@ these arrays; nothing else is kept between batches. Three arrays hold almost eve
 
 Plus ``history`` (uint8 ``[conversations, HISTORY_LEN]``, Zeek history letters), ``tuple_conv`` (the
 current connection of each 4-tuple, for port reuse), a pool of sent-segment records used to find a
-retransmission's original frame, and ``pend`` (int64 ``[2 * conversations, PEND_SLOTS, P_N]``), the recent
+retransmission's original frame (compacted by the engine, ``sequence.compact_records``), and ``pend``
+(int64 ``[2 * conversations, PEND_SLOTS, P_N]``), the recent
 retransmissions of each direction still waiting for the receiver's D-SACK or timestamp echo. Column indices are module constants so the numba code can use them.
 """
 from __future__ import annotations
+
+import mmap
 
 import numpy as np
 
@@ -54,6 +57,9 @@ NONE = -1  # "not set" for frames, times and options
 HOLES = 4  # gaps remembered per direction; when full the lowest one is forgotten (its bytes count as seen)
 HISTORY_LEN = 32  # Zeek history letters kept per connection
 RECORD_WALK = 64  # sent-segment records searched back for a retransmission's original frame
+# records a compaction keeps per direction of a connection that is over (both FINs acknowledged, or reset):
+# enough for a late repeat of its last segments (the FIN), whose original is then still found
+RECORD_KEEP_OVER = 4
 
 # record pool columns (R_TSVAL: the TCP TSval of that transmission, -1 without timestamps)
 R_START, R_END, R_FRAME, R_TS, R_PREV, R_TSVAL, R_N = range(7)
@@ -90,27 +96,42 @@ class FlowState:
         if need > len(self.conv):
             cap = max(need, 2 * len(self.conv))
             used = self.conversations
-            self.conv = _grow(self.conv, cap, used)
-            self.dirs = _grow(self.dirs, 2 * cap, 2 * used)
-            self.holes = _grow(self.holes, 2 * cap, 2 * used)
-            self.pend = _grow(self.pend, 2 * cap, 2 * used)
-            self.history = _grow(self.history, cap, used)
+            self.conv = grow(self.conv, cap, used)
+            self.dirs = grow(self.dirs, 2 * cap, 2 * used)
+            self.holes = grow(self.holes, 2 * cap, 2 * used)
+            self.pend = grow(self.pend, 2 * cap, 2 * used)
+            self.history = grow(self.history, cap, used)
         if tuples > len(self.tuple_conv):
             old = len(self.tuple_conv)
-            self.tuple_conv = _grow(self.tuple_conv, max(tuples, 2 * old), old)
+            self.tuple_conv = grow(self.tuple_conv, max(tuples, 2 * old), old)
             self.tuple_conv[old:] = NONE
         need = int(self.n_records[0]) + records
         if need > len(self.records):
-            self.records = _grow(self.records, max(need, 2 * len(self.records)), int(self.n_records[0]))
+            self.records = grow(self.records, max(need, 2 * len(self.records)), int(self.n_records[0]))
 
     @property
     def conversations(self) -> int:
         return int(self.counter[CT_CONVERSATIONS])
 
 
-def _grow(a: np.ndarray, rows: int, used: int) -> np.ndarray:
+_MAPPED_FROM = 1 << 20  # arrays of this many bytes or more get pages of their own (``new_array``)
+
+
+def new_array(shape: tuple, dtype=np.int64) -> np.ndarray:
+    """An uninitialised array; from 1 MiB on, in an anonymous memory mapping of its own, whose pages the
+    system provides when first written and takes back as soon as the array is freed. Through malloc, the
+    engine's growing and batch-long arrays would raise glibc's dynamic mmap threshold and leave its heap
+    fragmented around the long-lived ones: RSS would creep up batch after batch."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if nbytes < _MAPPED_FROM or not hasattr(mmap, "MAP_PRIVATE"):  # (no MAP_PRIVATE on Windows)
+        return np.empty(shape, dtype=dtype)
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype=dtype).reshape(shape)
+
+
+def grow(a: np.ndarray, rows: int, used: int) -> np.ndarray:
     """A larger copy of ``a`` keeping its first ``used`` rows. New rows are left uninitialised: the
     compiled code initialises a row when it creates the connection, so untouched memory stays free."""
-    out = np.empty((rows,) + a.shape[1:], dtype=a.dtype)
+    out = new_array((rows,) + a.shape[1:], a.dtype)
     out[:used] = a[:used]
     return out
