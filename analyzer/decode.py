@@ -162,7 +162,7 @@ def _be32(d, p):
     return (np.int64(d[p]) << 24) | (np.int64(d[p + 1]) << 16) | (np.int64(d[p + 2]) << 8) | np.int64(d[p + 3])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _decode_tcp(d, t, tcp_len, end, j, i64, i32, u32, u16, i16, i8, b):
     if tcp_len < 20:
         return ST_BAD_TCP
@@ -226,7 +226,7 @@ def _decode_tcp(d, t, tcp_len, end, j, i64, i32, u32, u16, i16, i8, b):
     return ST_TCP
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _gre_inner(d, g, end):
     """IP version carried by a GRE header at ``g`` (RFC 2784/2890), and the inner offset; 0 if none."""
     if g + 4 > end:
@@ -243,7 +243,7 @@ def _gre_inner(d, g, end):
     return 0, g
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
     """Decode the IP layer at ``p`` into row ``j``; returns a status (ST_FRAGMENT: Python's turn).
 
@@ -257,7 +257,7 @@ def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
     return ST_NOT_TCP
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
     """One IP header; returns (status, next offset, next version, next wire end) for tunnels."""
     i8[Q_IPVER, j] = ipver
@@ -351,7 +351,7 @@ def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
     return ST_BAD_IP, p, 0, wend
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _link_layer(d, p, end, lt, j, i32):
     """Skip the link header of one frame; returns (ip offset, ip version, status)."""
     i32[Q_VLAN, j] = -1
@@ -434,7 +434,7 @@ def _link_layer(d, p, end, lt, j, i32):
     return p, ipver, ST_TCP
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def _decode_frames(d, offsets, caplens, wirelens, linktypes, ts_ns, ifaces, first_frame, start,
                    i64, i32, u32, u16, i16, i8, b, counts, frag_idx, frag_off, frag_ver, frag_vlan):
     """Decode every frame; TCP rows are written compactly from row ``start``.
@@ -621,7 +621,9 @@ class Decoder:
         self.defrag = Defragmenter()
         self.stats = DecodeStats()
         self.addresses: list[str] = []
-        self._address_ids: dict[tuple[int, int, int], int] = {}
+        self._table = np.full(0, -1, dtype=np.int64)  # address hash table (``_code_addresses``)
+        self._keys = np.empty((0, 3), dtype=np.uint64)  # (version, high, low) of each address id
+        self._coded = 0  # addresses known so far
 
     def decode_into(self, batch: FrameBatch, store: ColumnStore, code_addresses: bool = True) -> None:
         """Append the TCP rows of ``batch`` to ``store``.
@@ -710,34 +712,80 @@ class Decoder:
         store.append(tmp)
 
     def code_addresses(self, store: ColumnStore, start: int = 0) -> None:
-        """Fill src_id/dst_id of rows ``start:`` with indices into ``self.addresses``."""
+        """Fill src_id/dst_id of rows ``start:`` with indices into ``self.addresses``.
+
+        Ids are given in order of first appearance (sources of the rows, then destinations), through a
+        hash table that lives as long as the decoder; only new addresses are turned into text here.
+        """
         n = store.n - start
         if n == 0:
             return
-        u32 = store.mats[2]
-        w = [u32[Q_SRC0 + k, start:store.n] for k in range(4)] + [u32[Q_DST0 + k, start:store.n] for k in range(4)]
-        v = np.concatenate([store.mats[5][Q_IPVER, start:store.n]] * 2).astype(np.uint64)
-        hi = np.concatenate([(w[0].astype(np.uint64) << 32) | w[1], (w[4].astype(np.uint64) << 32) | w[5]])
-        lo = np.concatenate([(w[2].astype(np.uint64) << 32) | w[3], (w[6].astype(np.uint64) << 32) | w[7]])
-        if (v == 4).all():
-            codes, uniq = pd.factorize(lo)
-        else:
-            hi_codes, _ = pd.factorize(hi)
-            lo_codes, _ = pd.factorize(lo)
-            key = (hi_codes.astype(np.int64) * (int(lo_codes.max()) + 1) + lo_codes) * 2 + (v == 6)
-            codes, uniq = pd.factorize(key)
-        first = np.empty(len(uniq), dtype=np.int64)
-        first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
-        ids = np.empty(len(uniq), dtype=np.int32)
-        for u, r in enumerate(first.tolist()):
-            addr = (int(v[r]), int(hi[r]), int(lo[r]))
-            got = self._address_ids.get(addr)
-            if got is None:
-                got = self._address_ids[addr] = len(self.addresses)
-                self.addresses.append(_address_text(*addr))
-            ids[u] = got
-        store.mats[1][Q_SRCID, start:store.n] = ids[codes[:n]]
-        store.mats[1][Q_DSTID, start:store.n] = ids[codes[n:]]
+        table = self._table
+        if 2 * (self._coded + 2 * n) > len(table):  # keep the load under one half
+            table = np.full(1 << max(12, (4 * (self._coded + 2 * n)).bit_length()), -1, dtype=np.int64)
+            _rehash_addresses(self._table, self._keys, table)
+            self._table = table
+        if len(self._keys) < self._coded + 2 * n:
+            keys = np.empty((max(2 * len(self._keys), self._coded + 2 * n), 3), dtype=np.uint64)
+            keys[:self._coded] = self._keys[:self._coded]
+            self._keys = keys
+        u32, i32 = store.mats[2], store.mats[1]
+        coded = _code_addresses(store.mats[5][Q_IPVER], u32, start, store.n, table, self._keys, self._coded,
+                                i32[Q_SRCID], i32[Q_DSTID])
+        for ver, hi, lo in self._keys[self._coded:coded].tolist():
+            self.addresses.append(_address_text(int(ver), int(hi), int(lo)))
+        self._coded = coded
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _address_slot(ver, hi, lo, mask):
+    h = (hi * np.uint64(0x9E3779B97F4A7C15)) ^ (lo * np.uint64(0xC2B2AE3D27D4EB4F)) ^ ver
+    h ^= h >> np.uint64(29)
+    return np.int64(h & np.uint64(mask))
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _code_addresses(ipver, u32, start, stop, table, keys, coded, src_id, dst_id):
+    """Address ids of rows ``start:stop`` (sources first, then destinations) into ``src_id``/``dst_id``.
+
+    ``table`` (open addressing, -1 = empty) maps an address to its id; ``keys[id]`` = (version, high
+    64 bits, low 64 bits). New addresses get ids from ``coded`` on; returns the new count.
+    """
+    mask = len(table) - 1
+    for side in range(2):
+        w = Q_SRC0 if side == 0 else Q_DST0
+        out = src_id if side == 0 else dst_id
+        for j in range(start, stop):
+            ver = np.uint64(ipver[j])
+            hi = (np.uint64(u32[w, j]) << np.uint64(32)) | np.uint64(u32[w + 1, j])
+            lo = (np.uint64(u32[w + 2, j]) << np.uint64(32)) | np.uint64(u32[w + 3, j])
+            slot = _address_slot(ver, hi, lo, mask)
+            while True:
+                got = table[slot]
+                if got < 0:
+                    table[slot] = coded
+                    keys[coded, 0], keys[coded, 1], keys[coded, 2] = ver, hi, lo
+                    got = coded
+                    coded += 1
+                    break
+                if keys[got, 2] == lo and keys[got, 1] == hi and keys[got, 0] == ver:
+                    break
+                slot = (slot + 1) & mask
+            out[j] = got
+    return coded
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _rehash_addresses(old, keys, table):
+    mask = len(table) - 1
+    for i in range(len(old)):
+        got = old[i]
+        if got < 0:
+            continue
+        slot = _address_slot(keys[got, 0], keys[got, 1], keys[got, 2], mask)
+        while table[slot] >= 0:
+            slot = (slot + 1) & mask
+        table[slot] = got
 
 
 KNOWN_LINKTYPES = np.array([0, 1, 12, 14, 101, 108, 113, 228, 229, 276], dtype=np.int32)
