@@ -623,7 +623,6 @@ class Decoder:
         self.addresses: list[str] = []
         self._table = np.full(0, -1, dtype=np.int64)  # address hash table (``_code_addresses``)
         self._keys = np.empty((0, 3), dtype=np.uint64)  # (version, high, low) of each address id
-        self._coded = 0  # addresses known so far
 
     def decode_into(self, batch: FrameBatch, store: ColumnStore, code_addresses: bool = True) -> None:
         """Append the TCP rows of ``batch`` to ``store``.
@@ -720,21 +719,21 @@ class Decoder:
         n = store.n - start
         if n == 0:
             return
+        known = len(self.addresses)
         table = self._table
-        if 2 * (self._coded + 2 * n) > len(table):  # keep the load under one half
-            table = np.full(1 << max(12, (4 * (self._coded + 2 * n)).bit_length()), -1, dtype=np.int64)
+        if 2 * (known + 2 * n) > len(table):  # keep the load under one half
+            table = np.full(1 << max(12, (4 * (known + 2 * n)).bit_length()), -1, dtype=np.int64)
             _rehash_addresses(self._table, self._keys, table)
             self._table = table
-        if len(self._keys) < self._coded + 2 * n:
-            keys = np.empty((max(2 * len(self._keys), self._coded + 2 * n), 3), dtype=np.uint64)
-            keys[:self._coded] = self._keys[:self._coded]
+        if len(self._keys) < known + 2 * n:
+            keys = np.empty((max(2 * len(self._keys), known + 2 * n), 3), dtype=np.uint64)
+            keys[:known] = self._keys[:known]
             self._keys = keys
         u32, i32 = store.mats[2], store.mats[1]
-        coded = _code_addresses(store.mats[5][Q_IPVER], u32, start, store.n, table, self._keys, self._coded,
+        coded = _code_addresses(store.mats[5][Q_IPVER], u32, start, store.n, table, self._keys, known,
                                 i32[Q_SRCID], i32[Q_DSTID])
-        for ver, hi, lo in self._keys[self._coded:coded].tolist():
+        for ver, hi, lo in self._keys[known:coded].tolist():
             self.addresses.append(_address_text(int(ver), int(hi), int(lo)))
-        self._coded = coded
 
 
 @njit(cache=True, nogil=True, inline="always")

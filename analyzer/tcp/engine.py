@@ -34,7 +34,8 @@ from .sequence import (E_CONV, E_N, E_SENDER_LO, E_SPUR, E_SPUR_A, E_SPUR_B, E_S
                        RF_C, RF_EV, RF_FRAME, RF_HOW, RF_N, analyze_batch, compact_records)
 from .state import (C_CLIENT_DIR, C_COMPLETENESS, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_LEN, C_HS_DECIDED,
                     C_LAST_FRAME, C_LAST_TS, C_REUSED, C_TUPLE, C_VLAN, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED,
-                    D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS, D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, FlowState, grow)
+                    D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS, D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, FlowState, grow,
+                    room)
 
 # The sent-segment record pool is compacted (``sequence.compact_records``) after a batch that leaves it
 # holding more than max(COMPACT_RECORDS_AT, 2 x the records kept by the last compaction): the pool then
@@ -114,9 +115,9 @@ class Engine:
         # only segments that occupy sequence space get event rows; each refinement frees a waiting
         # retransmission: at most those waiting now plus this batch's rows
         first = int(st.counter[CT_EVENTS])
-        self._events = _room(self._events, first, first + n_seqsp)
+        self._events = room(self._events, first, first + n_seqsp)
         ev = self._events[first:first + n_seqsp]
-        self._refines = _room(self._refines, 0, int(st.counter[CT_PENDING]) + n_seqsp)
+        self._refines = room(self._refines, 0, int(st.counter[CT_PENDING]) + n_seqsp)
         refine = self._refines
         n_ev = analyze_batch(
             tid, is_lo, col("frame"), col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
@@ -167,9 +168,9 @@ class Engine:
         st = self._state
         kept = compact_records(st.conv, st.conversations, st.dirs, st.tuple_conv, st.records, st.n_records)
         self._records_kept = kept
-        room = 2 * max(COMPACT_RECORDS_AT, 2 * kept)
-        if len(st.records) > 2 * room:
-            st.records = grow(st.records, room, kept)
+        size = 2 * max(COMPACT_RECORDS_AT, 2 * kept)
+        if len(st.records) > 2 * size:
+            st.records = grow(st.records, size, kept)
 
     def _sides(self, idx: np.ndarray):
         """(client addr, client port, server addr, server port, client direction) per connection."""
@@ -239,11 +240,6 @@ class Engine:
             "completeness": completeness(conv[:, C_COMPLETENESS], side["pkts"][0] + side["pkts"][1]),
             "reused_ports": conv[:, C_REUSED] == 1,
         }, CONNECTION_COLUMNS)
-
-
-def _room(a: np.ndarray, used: int, rows: int) -> np.ndarray:
-    """``a``, or a copy of its first ``used`` rows with room for at least ``rows`` (doubling)."""
-    return a if len(a) >= rows else grow(a, max(rows, 2 * len(a)), used)
 
 
 def _table(cols: dict, columns) -> pd.DataFrame:

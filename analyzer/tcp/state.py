@@ -105,9 +105,7 @@ class FlowState:
             old = len(self.tuple_conv)
             self.tuple_conv = grow(self.tuple_conv, max(tuples, 2 * old), old)
             self.tuple_conv[old:] = NONE
-        need = int(self.n_records[0]) + records
-        if need > len(self.records):
-            self.records = grow(self.records, max(need, 2 * len(self.records)), int(self.n_records[0]))
+        self.records = room(self.records, int(self.n_records[0]), int(self.n_records[0]) + records)
 
     @property
     def conversations(self) -> int:
@@ -135,3 +133,8 @@ def grow(a: np.ndarray, rows: int, used: int) -> np.ndarray:
     out = new_array((rows,) + a.shape[1:], a.dtype)
     out[:used] = a[:used]
     return out
+
+
+def room(a: np.ndarray, used: int, rows: int) -> np.ndarray:
+    """``a``, or a copy of its first ``used`` rows with room for at least ``rows`` (doubling)."""
+    return a if len(a) >= rows else grow(a, max(rows, 2 * len(a)), used)
