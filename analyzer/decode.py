@@ -18,13 +18,16 @@ import ipaddress
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
-from numba import njit
 
 from .capture.frames import LINKTYPE_NAMES, LINKTYPE_RAW, FrameBatch
+from .jit import njit
 from .schema import PACKET_COLUMNS, SACK_MAX_BLOCKS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # -- per-frame decode status ----------------------------------------------------------------------
 ST_TCP = 0
@@ -97,12 +100,23 @@ Q_IPVER, Q_SACKN = range(2)
 Q_FRAG, Q_TRUNC, Q_SACKP = range(3)
 
 
+class Codes(NamedTuple):
+    """An address column as ``codes`` (int32) into ``categories`` (the decoder's address texts)."""
+
+    codes: np.ndarray
+    categories: list[str]
+
+
 class ColumnStore:
-    """Typed matrices with room for ``capacity`` rows; ``n`` rows are filled."""
+    """Typed matrices with room for ``capacity`` rows; ``n`` rows are filled.
+
+    ``addresses`` is the decoder's address list the ``src_id``/``dst_id`` codes index (set by the reader
+    when it hands the store out); ``packet_column`` gives the packet table's columns over these rows."""
 
     def __init__(self, capacity: int):
         self.capacity = max(int(capacity), 1)
         self.n = 0
+        self.addresses: list[str] = []
         # np.empty does not touch memory: an over-estimated capacity costs address space, not RSS.
         self.mats = tuple(np.empty((len(names), self.capacity), dtype=dt) for dt, names in GROUPS)
 
@@ -121,6 +135,17 @@ class ColumnStore:
                 col = m[names.index(name), :self.n]
                 return col.view(bool) if dt == "uint8" else col
         raise KeyError(name)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def packet_column(self, name: str):
+        """The packet-table column ``name`` over the filled rows: ``Codes`` for ``src``/``dst``, seconds for ``ts``."""
+        if name in ("src", "dst"):
+            return Codes(self.column(name + "_id"), self.addresses)
+        if name == "ts":
+            return self.column("ts_ns") / 1e9
+        return self.column(name)
 
     def words(self, prefix: str) -> np.ndarray:
         """(n, 4) uint32 address words of ``src`` or ``dst``."""
@@ -141,6 +166,7 @@ class ColumnStore:
             return stores[0]
         out = cls.__new__(cls)
         out.n = out.capacity = sum(s.n for s in stores)
+        out.addresses = stores[0].addresses if stores else []
         out.mats = tuple(np.concatenate([s.mats[g][:, :s.n] for s in stores], axis=1)
                          if stores else np.empty((len(names), 0), dtype=dt)
                          for g, (dt, names) in enumerate(GROUPS))
@@ -793,6 +819,8 @@ KNOWN_LINKTYPES = np.array([0, 1, 12, 14, 101, 108, 113, 228, 229, 276], dtype=n
 # -- columns -> DataFrame ---------------------------------------------------------------------------
 def to_frame(store: ColumnStore, addresses: list[str]) -> pd.DataFrame:
     """The packet table over ``store``'s rows, columns in the declared order and dtypes (no copy)."""
+    import pandas as pd
+
     cats = pd.CategoricalDtype(pd.Index(addresses, dtype=object))
     data = {}
     for c in PACKET_COLUMNS:

@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
-import pandas as pd
 
 from . import schema
-from .capture import DEFAULT_BATCH, PacketReader, read_packets
+from .capture import ANALYZE_BATCH, PREFETCH, PacketReader, _prefetched, read_packets
+from .table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    AnyTable = Union[pd.DataFrame, Table]
 
 FORMATS = ("csv", "parquet", "json")
 TABLES = ("connections", "handshakes", "retransmissions")
@@ -28,22 +33,58 @@ def table_columns(name: str) -> tuple[schema.Column, ...]:
             "retransmissions": schema.RETRANSMISSION_COLUMNS, "packets": schema.PACKET_COLUMNS}[name]
 
 
-@dataclass
 class Report:
-    """The analysis of one capture: three tables (four with ``packets``) and the reading stats."""
+    """The analysis of one capture: three tables (four with ``packets``) and the reading stats.
 
-    capture: str
-    connections: pd.DataFrame
-    handshakes: pd.DataFrame
-    retransmissions: pd.DataFrame
-    stats: dict = field(default_factory=dict)
-    packets: pd.DataFrame | None = None
+    Tables may be given as DataFrames or as the engine's raw ``table.Table``; the attributes
+    ``connections``, ``handshakes``, ``retransmissions`` and ``packets`` are always DataFrames (made on
+    first access). ``write(format="csv")`` and ``summary()`` work on the raw form, without pandas."""
+
+    def __init__(self, capture: str, connections: AnyTable, handshakes: AnyTable, retransmissions: AnyTable,
+                 stats: dict | None = None, packets: AnyTable | None = None):
+        self.capture = capture
+        self.stats = {} if stats is None else stats
+        self._tables: dict = {"connections": connections, "handshakes": handshakes,
+                              "retransmissions": retransmissions}
+        if packets is not None:
+            self._tables["packets"] = packets
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        t = self._tables[name]
+        if isinstance(t, Table):
+            t = self._tables[name] = t.to_pandas()
+        return t
+
+    connections = property(lambda self: self._frame("connections"),
+                           lambda self, df: self._tables.__setitem__("connections", df))
+    handshakes = property(lambda self: self._frame("handshakes"),
+                          lambda self, df: self._tables.__setitem__("handshakes", df))
+    retransmissions = property(lambda self: self._frame("retransmissions"),
+                               lambda self, df: self._tables.__setitem__("retransmissions", df))
+
+    @property
+    def packets(self) -> pd.DataFrame | None:
+        return self._frame("packets") if "packets" in self._tables else None
+
+    @packets.setter
+    def packets(self, df: pd.DataFrame | None) -> None:
+        if df is None:
+            self._tables.pop("packets", None)
+        else:
+            self._tables["packets"] = df
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        out = {name: getattr(self, name) for name in TABLES}
-        if self.packets is not None:
-            out["packets"] = self.packets
-        return out
+        return {name: self._frame(name) for name in self._tables}
+
+    def column(self, table: str, name: str) -> np.ndarray:
+        """One column as a numpy array, from whichever form the table is in (missing numbers as NaN)."""
+        t = self._tables[table]
+        if isinstance(t, Table):
+            return t.values(name)
+        s = t[name]
+        if s.dtype == object or str(s.dtype) in ("category", "str", "string"):
+            return s.to_numpy(dtype=object)
+        return s.to_numpy(dtype=float, na_value=np.nan) if s.hasnans else s.to_numpy()
 
     def write(self, out_dir: str | os.PathLike, format: str = "csv") -> list[Path]:
         """Write each table as ``<table>.csv`` / ``.parquet`` / ``.jsonl`` into ``out_dir``."""
@@ -52,9 +93,9 @@ class Report:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        for name, df in self.tables().items():
+        for name in self._tables:
             path = out / f"{name}.{ 'jsonl' if format == 'json' else format}"
-            write_table(df, path, format)
+            write_table(self._tables[name] if format == "csv" else self._frame(name), path, format)
             written.append(path)
         return written
 
@@ -63,16 +104,19 @@ class Report:
         return summarise(self)
 
 
-def write_table(df: pd.DataFrame, path: Path, format: str) -> None:
+def write_table(table: AnyTable, path: Path, format: str) -> None:
+    """Write one table (a DataFrame, or a raw ``Table`` for CSV)."""
     if format == "csv":
-        _write_csv(df, path)
+        _write_csv(table, path)
+    elif isinstance(table, Table):
+        write_table(table.to_pandas(), path, format)
     elif format == "parquet":
-        df.to_parquet(path, index=False)
+        table.to_parquet(path, index=False)
     else:
-        df.to_json(path, orient="records", lines=True, date_format="iso", double_precision=15)
+        table.to_json(path, orient="records", lines=True, date_format="iso", double_precision=15)
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
+def _write_csv(table: AnyTable, path: Path) -> None:
     """CSV through Arrow's writer (about ten times faster than ``DataFrame.to_csv``).
 
     Missing values are empty fields, booleans ``true``/``false``, floats in shortest round-trip form.
@@ -80,16 +124,21 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.cast(pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
-                                  for f in table.schema]))
+    if isinstance(table, Table):
+        arrow, names = table.to_arrow(), [c.name for c in table.columns]
+    else:
+        arrow, names = pa.Table.from_pandas(table, preserve_index=False), list(table.columns)
+        arrow = arrow.cast(pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                                      for f in arrow.schema]))
     with open(path, "wb") as f:
-        f.write((",".join(df.columns) + "\n").encode())
-        pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+        f.write((",".join(names) + "\n").encode())
+        pacsv.write_csv(arrow, f, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
 
 
 def read_table(path: str | os.PathLike, name: str) -> pd.DataFrame:
     """Read a written table back with its declared dtypes (tests and notebooks use this)."""
+    import pandas as pd
+
     path = Path(path)
     cols = table_columns(name)
     if path.suffix == ".parquet":
@@ -103,30 +152,42 @@ def read_table(path: str | os.PathLike, name: str) -> pd.DataFrame:
     return schema.conform(df, cols) if len(df.columns) else schema.empty_frame(cols)
 
 
-def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_size: int = DEFAULT_BATCH,
+def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_size: int = ANALYZE_BATCH,
             progress: Callable[[int, int], None] | None = None) -> Report | list[Report]:
-    """Analyze one capture (returns a ``Report``) or several (returns a list, one per capture)."""
+    """Analyze one capture (returns a ``Report``) or several (returns a list, one per capture).
+
+    With the native engine, a thread reads and decodes the capture batch by batch, ``PREFETCH`` batches
+    ahead, while this one runs the TCP engine on them (the compiled passes of both release the GIL)."""
     if isinstance(path_or_paths, (list, tuple)):
         return [analyze(p, engine, packets, batch_size, progress) for p in path_or_paths]
-    from .tcp import analyze_batches
-
     path = os.fspath(path_or_paths)
-    kept: list[pd.DataFrame] = []
+    kept: list = []
     if engine == "native":
-        reader = PacketReader(path, batch_size, prefetch=True)
+        reader = PacketReader(path, batch_size)
+        # decoding starts now, while the engine loads. Without the packet table, the engine keeps no
+        # reference to a store once it asks for the next one: PREFETCH + 2 stores are enough, reused
+        stores = _prefetched(reader.stores(recycle=0 if packets else PREFETCH + 2), PREFETCH)
+        from .tcp import analyze_batches
+
+        import pyarrow.csv  # noqa: F401  (for write(); imported while the first batch is decoded)
+
         size = _size(path)
 
-        def batches() -> Iterable[pd.DataFrame]:
-            for df in reader:
+        def batches() -> Iterable:
+            for store in stores:
                 if packets:
-                    kept.append(df)
+                    from .decode import to_frame
+
+                    kept.append(to_frame(store, list(store.addresses)))
                 if progress:
                     progress(reader._source.bytes_read, size)
-                yield df
+                yield store
 
         tables = analyze_batches(batches())
         stats = reader.stats
     else:
+        from .tcp import analyze_batches
+
         df = read_packets(path, engine=engine)
         kept = [df] if packets else []
         tables = analyze_batches([df])
@@ -135,11 +196,12 @@ def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_
     stats.update(tables.stats)
     table = None
     if packets:
+        import pandas as pd
+
         table = pd.concat(kept, ignore_index=True) if len(kept) > 1 else \
             (kept[0] if kept else schema.empty_frame(schema.PACKET_COLUMNS))
         table = schema.conform(table, schema.PACKET_COLUMNS)
-    return Report(capture=path, connections=tables.connections, handshakes=tables.handshakes,
-                  retransmissions=tables.retransmissions, stats=stats, packets=table)
+    return Report(path, stats=stats, packets=table, **tables.raw)
 
 
 def _size(path: str) -> int:
@@ -149,8 +211,9 @@ def _size(path: str) -> int:
         return 0
 
 
-def _percentiles(values: pd.Series) -> dict:
-    v = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+def _percentiles(values: np.ndarray) -> dict:
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
     if not len(v):
         return {}
     q = np.percentile(v, [50, 90, 99])
@@ -158,32 +221,42 @@ def _percentiles(values: pd.Series) -> dict:
             "p99": float(q[2]), "max": float(v.max())}
 
 
+def _label_counts(labels: np.ndarray) -> dict[str, int]:
+    """{label: count} in label order."""
+    if not len(labels):
+        return {}
+    values, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
+    return {str(k): int(n) for k, n in zip(values.tolist(), counts.tolist())}
+
+
 def summarise(report: Report, top: int = 5) -> dict:
     """Counts a person wants first: outcomes, RTT percentiles, retransmissions by kind, worst flows."""
-    hs, rx, conns = report.handshakes, report.retransmissions, report.connections
+    col = report.column
     worst = []
-    if len(conns) and "retransmitted_bytes" in conns:
-        w = conns.sort_values(["retransmitted_bytes", "stream"], ascending=[False, True]).head(top)
-        w = w[pd.to_numeric(w["retransmitted_bytes"]).fillna(0) > 0]
-        for r in w.itertuples(index=False):
-            worst.append({"stream": int(r.stream), "client": f"{r.client}:{r.client_port}",
-                          "server": f"{r.server}:{r.server_port}",
-                          "retransmissions": int(r.retransmissions),
-                          "retransmitted_bytes": int(r.retransmitted_bytes)})
+    if len(col("connections", "stream")):
+        rbytes = np.nan_to_num(col("connections", "retransmitted_bytes").astype(float))
+        order = np.lexsort((col("connections", "stream"), -rbytes))[:top]
+        order = order[rbytes[order] > 0]
+        c = {name: col("connections", name)[order].tolist() for name in
+             ("stream", "client", "client_port", "server", "server_port", "retransmissions", "retransmitted_bytes")}
+        for i in range(len(order)):
+            worst.append({"stream": int(c["stream"][i]), "client": f"{c['client'][i]}:{c['client_port'][i]}",
+                          "server": f"{c['server'][i]}:{c['server_port'][i]}",
+                          "retransmissions": int(c["retransmissions"][i]),
+                          "retransmitted_bytes": int(c["retransmitted_bytes"][i])})
     # RTT percentiles use clean handshakes only (Karn): with a retried SYN or SYN-ACK the sample
     # includes a retransmission timeout, not just the path.
-    est = hs[(hs["outcome"] == "established") & (hs["syn_retries"] == 0) & (hs["synack_retries"] == 0)] \
-        if len(hs) else hs
+    outcome = col("handshakes", "outcome")
+    clean = (outcome == "established") & (np.asarray(col("handshakes", "syn_retries"), dtype=float) == 0) \
+        & (np.asarray(col("handshakes", "synack_retries"), dtype=float) == 0)
     return {
         "capture": report.capture,
         "frames": int(report.stats.get("frames", 0)),
         "tcp_segments": int(report.stats.get("tcp_segments", 0)),
-        "connections": int(len(conns)),
-        "handshakes": {str(k): int(v) for k, v in hs["outcome"].value_counts().sort_index().items()}
-        if len(hs) else {},
-        "handshake_rtt_seconds": _percentiles(est["handshake_rtt"]) if len(est) else {},
-        "retransmissions": {str(k): int(v) for k, v in rx["kind"].value_counts().sort_index().items()}
-        if len(rx) else {},
+        "connections": int(len(col("connections", "stream"))),
+        "handshakes": _label_counts(outcome),
+        "handshake_rtt_seconds": _percentiles(col("handshakes", "handshake_rtt")[clean]) if clean.any() else {},
+        "retransmissions": _label_counts(col("retransmissions", "kind")),
         "top_retransmitting_connections": worst,
         "skipped_frames": dict(report.stats.get("skipped", {})),
         "problems": list(report.stats.get("problems", [])),

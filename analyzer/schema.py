@@ -15,9 +15,12 @@ Conventions shared by all tables (design.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ PACKET_COLUMN_NAMES = tuple(c.name for c in PACKET_COLUMNS)
 
 def empty_frame(columns: tuple[Column, ...]) -> pd.DataFrame:
     """An empty DataFrame with the declared columns and dtypes."""
+    import pandas as pd
+
     data = {}
     for c in columns:
         if c.dtype == "category":
@@ -101,6 +106,8 @@ def empty_frame(columns: tuple[Column, ...]) -> pd.DataFrame:
 
 def conform(df: pd.DataFrame, columns: tuple[Column, ...]) -> pd.DataFrame:
     """Return ``df`` with exactly the declared columns, in declared order and dtypes."""
+    import pandas as pd
+
     out = {}
     for c in columns:
         s = df[c.name]

@@ -4,24 +4,28 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+if TYPE_CHECKING:  # rich is imported when something is shown (not on the analyze path's start-up)
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+    from rich.table import Table
 
 PROGRESS_AFTER_S = 1.0  # show the bar only for work that takes longer than this
 
 
 class Progress:
-    """A byte-based progress bar on stderr, silent when stderr is not a terminal or work is quick."""
+    """A byte-based progress bar on stderr, silent when stderr is not a terminal or work is quick. With
+    ``summary``, the first update also imports what ``print_summary`` will need."""
 
-    def __init__(self, enabled: bool = True, label: str = ""):
+    def __init__(self, enabled: bool = True, label: str = "", summary: bool = False):
         self.enabled = enabled and sys.stderr.isatty()
         self.label = label
         self._bar: RichProgress | None = None
         self._task = None
         self._start = time.monotonic()
+        self._preloaded = False
+        self.summary = summary
 
     def __enter__(self) -> "Progress":
         return self
@@ -31,11 +35,18 @@ class Progress:
             self._bar.stop()
 
     def update(self, done: int, total: int) -> None:
+        if not self._preloaded:
+            self._preloaded = True
+            if self.summary:
+                preload()  # the summary's modules, imported while the reader decodes the next batch
         if not self.enabled:
             return
         if self._bar is None:
             if time.monotonic() - self._start < PROGRESS_AFTER_S:
                 return
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                      TimeRemainingColumn(), console=Console(stderr=True), transient=True)
             self._task = self._bar.add_task(self.label, total=total or None)
@@ -43,11 +54,21 @@ class Progress:
         self._bar.update(self._task, completed=done)
 
 
+def preload() -> None:
+    """Import what ``print_summary`` uses (rich's console and tables)."""
+    import rich.box  # noqa: F401
+    import rich.console  # noqa: F401
+    import rich.table  # noqa: F401
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f} ms"
 
 
 def _counts(title: str, label: str, counts: dict) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, box=box.SIMPLE, title_justify="left")
     table.add_column(label)
     table.add_column("count", justify="right")
@@ -60,6 +81,10 @@ def _counts(title: str, label: str, counts: dict) -> Table:
 
 def print_summary(s: dict, dest: Path | None = None, console: Console | None = None) -> None:
     """Print the summary dict of one capture as a few small tables."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     con = console or Console(highlight=False)
     con.print(f"[bold]{s['capture']}[/bold]: {s['frames']:,} frames, {s['tcp_segments']:,} TCP segments, "
               f"{s['connections']:,} connections")

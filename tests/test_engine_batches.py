@@ -152,7 +152,7 @@ def test_compacting_the_record_pool_changes_nothing(tmp_path, monkeypatch, sourc
     calls = []
 
     def spy(*args):
-        before = int(args[-1][0])
+        before = int(args[5][0])  # n_records
         kept = compact_records(*args)
         calls.append((before, kept))
         return kept

@@ -12,7 +12,8 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+
+from ..jit import njit
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -66,7 +67,7 @@ def u32(buf, pos, big):
             | (np.int64(buf[pos + 1]) << 8) | np.int64(buf[pos]))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def walk_pcap_records(buf, pos, end, big, max_records, max_caplen, nanos,
                       out_off, out_cap, out_wire, out_ts):
     """Walk whole records in ``buf[pos:end]``; returns (records, next_pos, status)."""

@@ -11,8 +11,8 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
+from ..jit import njit
 from .pcap import u16, u32
 
 PCAPNG_SHB = 0x0A0D0D0A
@@ -87,7 +87,7 @@ def parse_idb(block: bytes, big: bool) -> Interface:
     return iface
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def walk_pcapng_blocks(buf, pos, end, big, max_records,
                        out_off, out_cap, out_wire, out_ts, out_iface):
     """Walk blocks in ``buf[pos:end]``; returns (records, next_pos, status).

@@ -14,10 +14,11 @@ Zeek (reference section C) is followed with these simplifications, each a docume
 """
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-from numba import njit
+import re
 
+import numpy as np
+
+from ..jit import njit
 from ..schema import TH_ACK, TH_FIN, TH_RST, TH_SYN
 from .state import (C_COMPLETENESS, C_HIST_LEN, D_Z_FIN_SEQ, D_Z_RST_SEQ, D_Z_RXMIT, D_Z_SYN_SEQ, D_Z_ZWIN,
                     D_ZONCE, D_ZSTATE, HISTORY_LEN, NONE)
@@ -150,6 +151,9 @@ def completeness(bits: np.ndarray, packets: np.ndarray) -> np.ndarray:
     return np.where((packets == 1) & (bits != COMPLETE_SYN), 0, bits)
 
 
+_RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R")  # Zeek's RSTOS0 history pattern
+
+
 def conn_states(orig: np.ndarray, resp: np.ndarray, orig_bytes: np.ndarray, resp_bytes: np.ndarray,
                 history: np.ndarray) -> np.ndarray:
     """Zeek conn_state from the two endpoint states (reference C.5, evaluated in its order)."""
@@ -157,7 +161,7 @@ def conn_states(orig: np.ndarray, resp: np.ndarray, orig_bytes: np.ndarray, resp
     rstos0 = np.zeros(len(history), dtype=bool)
     maybe = np.flatnonzero(orig == ZS_RESET)  # the pattern is only looked at for these
     if len(maybe):
-        rstos0[maybe] = pd.Series(history[maybe], dtype=object).str.match(r"^\^?S[^HAFGIQ]*R").fillna(False)
+        rstos0[maybe] = [_RSTOS0.match(h) is not None for h in history[maybe].tolist()]
     conditions = [
         (resp == ZS_RESET) & ((orig == ZS_SYN_SENT) | (orig == ZS_SYN_ACK_SENT)
                               | ((orig == ZS_RESET) & (orig_bytes == 0) & (resp_bytes == 0))),

@@ -17,15 +17,13 @@ dtypes (no per-batch conversion copies).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
-import pandas as pd
 
-from ..schema import (CONNECTION_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS, TH_ACK, TH_FIN,
-                      TH_SYN, conform, empty_frame)
+from ..schema import CONNECTION_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS, TH_ACK, TH_FIN, TH_SYN
+from ..table import Masked, Table
 from .connections import completeness, conn_states, histories
 from .flows import TupleTable, column_getter, readonly
 from .handshake import handshake_columns, outcomes
@@ -37,23 +35,39 @@ from .state import (C_CLIENT_DIR, C_COMPLETENESS, C_FIRST_FRAME, C_FIRST_LO, C_F
                     D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS, D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, FlowState, grow,
                     room)
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 # The sent-segment record pool is compacted (``sequence.compact_records``) after a batch that leaves it
 # holding more than max(COMPACT_RECORDS_AT, 2 x the records kept by the last compaction): the pool then
 # stays proportional to the connections still open (plus a few records per finished one), not to the frames.
-COMPACT_RECORDS_AT = 262_144
+COMPACT_RECORDS_AT = 65_536
 
 # the packet-table columns the compiled pass reads, in the schema's dtypes (one compiled signature)
 _DTYPES = {c.name: np.dtype(c.dtype) for c in PACKET_COLUMNS if c.dtype not in ("category", "str", "string")}
 
 
-@dataclass
 class TcpTables:
-    """The engine's result: three report tables and summary counts."""
+    """The engine's result: three report tables and summary counts.
 
-    connections: pd.DataFrame
-    handshakes: pd.DataFrame
-    retransmissions: pd.DataFrame
-    stats: dict = field(default_factory=dict)
+    ``raw`` holds the tables as built (``table.Table``, numpy columns); ``connections``, ``handshakes`` and
+    ``retransmissions`` are their DataFrames, made on first access."""
+
+    def __init__(self, raw: dict[str, Table], stats: dict):
+        self.raw = raw
+        self.stats = stats
+
+    @cached_property
+    def connections(self) -> pd.DataFrame:
+        return self.raw["connections"].to_pandas()
+
+    @cached_property
+    def handshakes(self) -> pd.DataFrame:
+        return self.raw["handshakes"].to_pandas()
+
+    @cached_property
+    def retransmissions(self) -> pd.DataFrame:
+        return self.raw["retransmissions"].to_pandas()
 
 
 class BatchEvents:
@@ -75,11 +89,11 @@ class BatchEvents:
     def handshakes(self) -> pd.DataFrame:
         st = self._engine._state
         decided = np.flatnonzero(st.conv[: st.conversations, C_HS_DECIDED] == self._batch)
-        return self._engine._handshakes(decided)
+        return self._engine._handshakes(decided).to_pandas()
 
     @cached_property
     def retransmissions(self) -> pd.DataFrame:
-        return self._engine._retransmissions([self._chunk])
+        return self._engine._retransmissions([self._chunk]).to_pandas()
 
 
 class Engine:
@@ -95,8 +109,9 @@ class Engine:
         self._packets = 0
         self._records_kept = 0  # records left by the last compaction of the sent-segment pool
 
-    def feed(self, packets: pd.DataFrame) -> BatchEvents:
-        """Analyze one batch (rows in frame order); per-flow state carries over to the next batch."""
+    def feed(self, packets) -> BatchEvents:
+        """Analyze one batch (rows in frame order): a ``ColumnStore`` from the reader, or a packet-table
+        DataFrame. Per-flow state carries over to the next batch."""
         st = self._state
         n = len(packets)
         if n == 0:
@@ -141,17 +156,17 @@ class Engine:
         conns = self._connections()
         hs = self._handshakes(np.arange(self._state.conversations))
         rx = self._retransmissions([self._events[: int(self._state.counter[CT_EVENTS])]])
-        kinds = rx["kind"].value_counts()
+        kinds = _counts(rx.values("kind"))
         stats = {
             "packets": self._packets,
             "connections": len(conns),
-            "handshakes": {k: int(v) for k, v in hs["outcome"].value_counts().items()},
-            "retransmissions": {k: int(kinds.get(k, 0)) for k in KIND_NAMES.values()},
-            "retransmitted_bytes": int(conns["retransmitted_bytes"].sum()),
-            "keep_alives": int(conns["keep_alives"].sum()),
-            "zero_window_probes": int(conns["zero_window_probes"].sum()),
+            "handshakes": _counts(hs.values("outcome")),
+            "retransmissions": {k: kinds.get(k, 0) for k in KIND_NAMES.values()},
+            "retransmitted_bytes": int(conns.values("retransmitted_bytes").sum()),
+            "keep_alives": int(conns.values("keep_alives").sum()),
+            "zero_window_probes": int(conns.values("zero_window_probes").sum()),
         }
-        return TcpTables(conns, hs, rx, stats)
+        return TcpTables({"connections": conns, "handshakes": hs, "retransmissions": rx}, stats)
 
     def _refine(self, rf: np.ndarray) -> None:
         """Mark event rows (of this or an earlier batch) shown unnecessary by later evidence."""
@@ -166,7 +181,9 @@ class Engine:
     def _compact(self) -> None:
         """Compact the sent-segment record pool in place; give memory back if it is far larger than needed."""
         st = self._state
-        kept = compact_records(st.conv, st.conversations, st.dirs, st.tuple_conv, st.records, st.n_records)
+        n = int(st.n_records[0])
+        kept = compact_records(st.conv, st.conversations, st.dirs, st.tuple_conv, st.records, st.n_records,
+                               np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.int64))
         self._records_kept = kept
         size = 2 * max(COMPACT_RECORDS_AT, 2 * kept)
         if len(st.records) > 2 * size:
@@ -189,20 +206,20 @@ class Engine:
         cd = self._state.conv[idx, C_CLIENT_DIR]
         return d[2 * idx + cd, column], d[2 * idx + 1 - cd, column]
 
-    def _handshakes(self, idx: np.ndarray) -> pd.DataFrame:
+    def _handshakes(self, idx: np.ndarray) -> Table:
         if len(idx) == 0:
-            return empty_frame(HANDSHAKE_COLUMNS)
+            return Table.empty(HANDSHAKE_COLUMNS)
         client, cport, server, sport, _ = self._sides(idx)
         _, server_pkts = self._per_side(idx, D_PKTS)
         cols = {"stream": idx, "client": client, "client_port": cport, "server": server, "server_port": sport}
         cols.update(handshake_columns(self._state.conv[idx], server_pkts))
         return _table(cols, HANDSHAKE_COLUMNS)
 
-    def _retransmissions(self, chunks: list[np.ndarray | None]) -> pd.DataFrame:
+    def _retransmissions(self, chunks: list[np.ndarray | None]) -> Table:
         """Rows of the given batches, with the current client of each connection."""
         chunks = [c for c in chunks if c is not None and len(c)]
         if not chunks:
-            return empty_frame(RETRANSMISSION_COLUMNS)
+            return Table.empty(RETRANSMISSION_COLUMNS)
         ev = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
         conv = self._state.conv[ev[:, E_CONV]]
         lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv[:, C_TUPLE])
@@ -211,11 +228,11 @@ class Engine:
                           np.where(sender_lo, hi_a, lo_a), np.where(sender_lo, hi_p, lo_p), conv[:, C_CLIENT_DIR])
         return _table(cols, RETRANSMISSION_COLUMNS)
 
-    def _connections(self) -> pd.DataFrame:
+    def _connections(self) -> Table:
         st = self._state
         idx = np.arange(st.conversations)
         if len(idx) == 0:
-            return empty_frame(CONNECTION_COLUMNS)
+            return Table.empty(CONNECTION_COLUMNS)
         conv = st.conv[idx]
         client, cport, server, sport, cd = self._sides(idx)
         side = {name: self._per_side(idx, c) for name, c in
@@ -225,7 +242,7 @@ class Engine:
         total = lambda name: side[name][0] + side[name][1]  # noqa: E731
         return _table({
             "stream": idx, "client": client, "client_port": cport, "server": server, "server_port": sport,
-            "vlan": pd.arrays.IntegerArray(conv[:, C_VLAN].copy(), conv[:, C_VLAN] < 0),
+            "vlan": Masked(conv[:, C_VLAN].copy(), conv[:, C_VLAN] < 0),
             "first_frame": conv[:, C_FIRST_FRAME], "last_frame": conv[:, C_LAST_FRAME],
             "first_ts": conv[:, C_FIRST_TS] / 1e9, "last_ts": conv[:, C_LAST_TS] / 1e9,
             "duration": (conv[:, C_LAST_TS] - conv[:, C_FIRST_TS]) / 1e9,
@@ -242,18 +259,20 @@ class Engine:
         }, CONNECTION_COLUMNS)
 
 
-def _table(cols: dict, columns) -> pd.DataFrame:
-    """The DataFrame of ``cols`` (arrays already in the table's dtypes) with the declared columns. Text
-    columns stay plain object columns (pandas would otherwise infer its string dtype, then convert back)."""
-    data = {c.name: pd.Series(cols[c.name], dtype=object) if getattr(cols[c.name], "dtype", None) == object
-            else cols[c.name] for c in columns}
-    df = pd.DataFrame(data)
-    if any(str(t) != ("object" if c.dtype in ("str", "string") else c.dtype) for c, t in zip(columns, df.dtypes)):
-        df = conform(df, columns)
-    return df
+def _table(cols: dict, columns) -> Table:
+    """The table of ``cols`` (arrays in the table's dtypes, ``Masked`` for nullable ones), declared columns only."""
+    return Table(columns, {c.name: cols[c.name] for c in columns})
 
 
-def analyze_batches(batches: Iterable[pd.DataFrame]) -> TcpTables:
+def _counts(labels: np.ndarray) -> dict[str, int]:
+    """{label: count}, most frequent first (ties by label)."""
+    if not len(labels):
+        return {}
+    values, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
+    return {v: c for c, v in sorted(zip(counts.tolist(), values.tolist()), key=lambda t: (-t[0], t[1]))}
+
+
+def analyze_batches(batches: Iterable) -> TcpTables:
     """Run the engine over packet-table batches and return the tables.
 
     >>> tables = analyze_batches(analyzer.iter_packets("capture.pcap"))   # doctest: +SKIP

@@ -13,8 +13,8 @@ cached on disk). Address ids come from the batch's category list, one Python ste
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-from numba import njit
+
+from ..jit import njit
 
 _EMPTY = -1
 _MUL_LO = np.uint64(0x9E3779B97F4A7C15)
@@ -77,12 +77,15 @@ def _rehash(slots, bits, lo_out, hi_out, n):
         slots[g] = k
 
 
-def column_getter(packets: pd.DataFrame):
-    """A function giving a packet-table column's values (numpy array, or Categorical for addresses).
+def column_getter(packets):
+    """A function giving a packet-table column's values (numpy array; addresses as ``Codes`` or a Categorical),
+    for a ``ColumnStore`` (what the reader yields) or a packet-table DataFrame.
 
     ``packets[name]`` costs ~20 µs a column in pandas (index look-up, a Series, a deep copy of ``attrs``),
     which adds up over 18 columns and thousands of batches; the block manager gives the same values in
     ~1 µs. Falls back to the public path if that internal API is not there."""
+    if hasattr(packets, "packet_column"):
+        return packets.packet_column
     mgr = getattr(packets, "_mgr", None)
     if mgr is None or not hasattr(mgr, "iget_values"):
         return lambda name: packets[name].array
@@ -105,6 +108,12 @@ def readonly(values, dtype) -> np.ndarray:
     return a
 
 
+def _same_prefix(a, b, k: int) -> bool:
+    """The first ``k`` categories of ``a`` and ``b`` are the same."""
+    head = a[:k]
+    return head.equals(b[:k]) if hasattr(head, "equals") else head == list(b[:k])
+
+
 class TupleTable:
     """Stable ids for addresses and 4-tuples, grown batch by batch."""
 
@@ -112,7 +121,7 @@ class TupleTable:
         self._addr_ids: dict[str, int] = {}
         self.addresses: list[str] = []
         self._addr_array = np.empty(0, dtype=object)  # self.addresses as an array, rebuilt when it grows
-        self._cats: pd.Index | None = None  # the last batch's categories and their ids
+        self._cats = None  # the last batch's category list (a list or an Index), and their address ids
         self._cat_ids = np.empty(0, dtype=np.int64)
         self._bits = 10
         self._slots = np.full(1 << self._bits, _EMPTY, dtype=np.int64)
@@ -124,20 +133,25 @@ class TupleTable:
         return int(self._count[0])
 
     def address_ids(self, values) -> tuple[np.ndarray, np.ndarray]:
-        """(category codes as int32, address id of each category) for a column of IP addresses (a
-        Categorical, or text)."""
-        cat = values if isinstance(values, pd.Categorical) else pd.Categorical(np.asarray(values, dtype=object))
-        cats = cat.categories
-        known = 0  # readers usually keep one growing category list: only its new tail needs a look-up
-        if self._cats is not None:
-            if cats is self._cats:
-                known = len(cats)
-            elif len(cats) >= len(self._cats) and cats[: len(self._cats)].equals(self._cats):
-                known = len(self._cats)
-        if known < len(cats) or self._cats is None:
-            lookup = np.empty(len(cats), dtype=np.int64)
-            lookup[:known] = self._cat_ids[:known]
-            for i, text in enumerate(cats[known:].tolist(), known):  # one step per new address, not per packet
+        """(codes as int32, address id of each code) for a column of IP addresses: ``Codes`` (from a
+        ``ColumnStore``), a Categorical, or text."""
+        if hasattr(values, "codes") and hasattr(values, "categories"):
+            codes, cats = values.codes, values.categories
+        else:
+            import pandas as pd
+
+            cat = pd.Categorical(np.asarray(values, dtype=object))
+            codes, cats = cat.codes, cat.categories
+        # readers keep one growing category list (a reader thread may be appending to it right now: only its
+        # first n entries are used): only its new tail needs a look-up
+        n = len(cats)
+        seen = len(self._cat_ids)
+        if self._cats is None or not (cats is self._cats or (n >= seen and _same_prefix(cats, self._cats, seen))):
+            seen = 0
+        if seen < n or self._cats is None:
+            lookup = np.empty(n, dtype=np.int64)
+            lookup[:seen] = self._cat_ids[:seen]
+            for i, text in enumerate(list(cats[seen:n]), seen):  # one step per new address, not per packet
                 aid = self._addr_ids.get(text)
                 if aid is None:
                     aid = self._addr_ids[text] = len(self.addresses)
@@ -145,11 +159,11 @@ class TupleTable:
                 lookup[i] = aid
             self._cat_ids = lookup
         self._cats = cats
-        return readonly(cat.codes, np.int32), self._cat_ids
+        return readonly(codes, np.int32), self._cat_ids
 
     def assign(self, src, sport, dst, dport) -> tuple[np.ndarray, np.ndarray]:
         """Return (tuple id, sender-is-lower-endpoint) for every packet of a batch, given its columns
-        (addresses as Categoricals or text, ports as integers)."""
+        (addresses as ``Codes``, Categoricals or text, ports as integers)."""
         n = len(sport)
         ids = np.empty(n, dtype=np.int64)
         is_lo = np.empty(n, dtype=np.bool_)

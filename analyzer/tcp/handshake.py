@@ -19,10 +19,10 @@ Rules (the outcome vocabulary itself is documented in ``analyzer.schema.HANDSHAK
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-from numba import njit
 
+from ..jit import njit
 from ..schema import TH_ACK, TH_RST, TH_SYN
+from ..table import Masked
 from .state import (C_ACK_FRAME, C_ACK_TS, C_CLIENT_DIR, C_CLIENT_ISN, C_END_FRAME, C_END_TS, C_HS_DECIDED,
                     C_HS_END, C_HS_SIMOPEN, C_HS_STATE, C_IRTT, C_LASTSA_FRAME, C_LASTSA_SYN_FRAME,
                     C_LASTSA_SYN_TS, C_LASTSA_TS, C_LASTSYN_FRAME, C_LASTSYN_TS, C_MRU_SYN_TS, C_MSS_C, C_MSS_S,
@@ -131,7 +131,7 @@ def outcomes(conv: np.ndarray, server_pkts: np.ndarray) -> np.ndarray:
 
 def _float(v: np.ndarray, missing: np.ndarray):
     """A nullable Float64 column: ``v`` where not ``missing``."""
-    return pd.arrays.FloatingArray(np.where(missing, 0.0, v).astype(np.float64), missing)
+    return Masked(np.where(missing, 0.0, v).astype(np.float64), missing)
 
 
 def _ts(ns: np.ndarray):
@@ -139,7 +139,7 @@ def _ts(ns: np.ndarray):
 
 
 def _frame(v: np.ndarray):
-    return pd.arrays.IntegerArray(v.astype(np.int64), v == NONE)
+    return Masked(v.astype(np.int64), v == NONE)
 
 
 def _delta(a: np.ndarray, b: np.ndarray):
@@ -148,7 +148,7 @@ def _delta(a: np.ndarray, b: np.ndarray):
 
 def handshake_columns(conv: np.ndarray, server_pkts: np.ndarray) -> dict:
     """The handshake-specific columns for rows of ``conv`` (addresses are added by the caller): object
-    arrays and pandas nullable arrays, in the table's dtypes."""
+    arrays, and ``Masked`` pairs for the nullable columns."""
     done = conv[:, C_HS_STATE] == HS_DONE
     syn_ts = np.where(done, conv[:, C_SYN_TS], conv[:, C_LASTSA_SYN_TS])
     syn_frame = np.where(done, conv[:, C_SYN_FRAME], conv[:, C_LASTSA_SYN_FRAME])
@@ -157,8 +157,8 @@ def handshake_columns(conv: np.ndarray, server_pkts: np.ndarray) -> dict:
     sa_ts = np.where(done, conv[:, C_SA_TS], conv[:, C_LASTSA_TS])
     sa_frame = np.where(done, conv[:, C_SA_FRAME], conv[:, C_LASTSA_FRAME])
     ack_ts = conv[:, C_ACK_TS]
-    opt = lambda v: pd.arrays.IntegerArray(v.astype(np.int64), v < 0)  # noqa: E731
-    both = lambda a, b: pd.arrays.BooleanArray((a == 1) & (b == 1), (a == NONE) | (b == NONE))  # noqa: E731
+    opt = lambda v: Masked(v.astype(np.int64), v < 0)  # noqa: E731
+    both = lambda a, b: Masked((a == 1) & (b == 1), (a == NONE) | (b == NONE))  # noqa: E731
     irtt = conv[:, C_IRTT]
     return {
         "outcome": outcomes(conv, server_pkts),
@@ -176,6 +176,6 @@ def handshake_columns(conv: np.ndarray, server_pkts: np.ndarray) -> dict:
         "wscale_client": opt(conv[:, C_WS_C]), "wscale_server": opt(conv[:, C_WS_S]),
         "sack_permitted": both(conv[:, C_SACK_C], conv[:, C_SACK_S]),
         "timestamps": both(conv[:, C_TS_C], conv[:, C_TS_S]),
-        "tfo": pd.arrays.BooleanArray((conv[:, C_TFO] >= 0) | (conv[:, C_SYN_DATA] > 0), conv[:, C_SYN_N] == 0),
+        "tfo": Masked((conv[:, C_TFO] >= 0) | (conv[:, C_SYN_DATA] > 0), conv[:, C_SYN_N] == 0),
         "syn_data_bytes": opt(np.where(conv[:, C_SYN_N] > 0, conv[:, C_SYN_DATA], NONE)),
     }

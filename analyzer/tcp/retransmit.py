@@ -10,8 +10,8 @@ text (rows grouped by kind, one f-string each), over event rows (a few % of pack
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
+from ..table import Masked
 from .sequence import (E_CONV, E_COUNT, E_DIR, E_FLAGS, E_FRAME, E_GAP, E_KIND, E_LEN, E_LIMIT, E_NOTE,
                        E_ORIG_FRAME, E_ORIG_TS, E_OVERLAP, E_REF_FRAME, E_SEQ, E_SEQ_RAW, E_SPUR, E_SPUR_A, E_SPUR_B,
                        E_SPUR_C, E_SPUR_FRAME, E_TS, K_DUPLICATE, K_FAST, K_OUT_OF_ORDER, K_RETRANSMISSION,
@@ -125,14 +125,14 @@ def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarr
         "direction": text(directions(ev[:, E_DIR], client_dir)),
         "src": text(src), "sport": np.asarray(sport, dtype=np.int64),
         "dst": text(dst), "dport": np.asarray(dport, dtype=np.int64),
-        "seq": pd.arrays.IntegerArray(seq, seq == NONE),
+        "seq": Masked(seq, seq == NONE),
         "seq_raw": ev[:, E_SEQ_RAW],
         "len": ev[:, E_LEN],
         "kind": kinds(ev),
-        "original_frame": pd.arrays.IntegerArray(orig, orig == NONE),
-        "since_original": pd.arrays.FloatingArray(np.where(orig != NONE, since / 1e9, 0.0), orig == NONE),
+        "original_frame": Masked(orig, orig == NONE),
+        "since_original": Masked(np.where(orig != NONE, since / 1e9, 0.0), orig == NONE),
         "overlap_bytes": ev[:, E_OVERLAP],
-        "evidence_frame": pd.arrays.IntegerArray(ref, ref == NONE),
+        "evidence_frame": Masked(ref, ref == NONE),
         "reason": text(reasons(ev, since, syn_ack)),
         "wireshark_filter": text(filters),
     }

@@ -22,8 +22,8 @@ delete ``analyzer/tcp/__pycache__/*.nbi`` and ``*.nbc`` (or touch this file).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from ..jit import njit
 from ..schema import TH_ACK, TH_FIN, TH_RST, TH_SYN
 from .connections import ZS_CLOSED, ZS_INACTIVE, ZS_RESET, track_connection
 from .handshake import track_handshake
@@ -580,8 +580,8 @@ def _fin_acked(dirs, row, other):
             and dirs[other, D_LASTACK] >= dirs[row, D_NEXTSEQ])
 
 
-@njit(cache=True, nogil=True)
-def compact_records(conv, n_conv, dirs, tuple_conv, records, n_records):
+@njit(cache=True, nogil=True, _nrt=False)
+def compact_records(conv, n_conv, dirs, tuple_conv, records, n_records, keep, moved):
     """Drop the sent-segment records no later packet can reach, in place; return how many were kept.
 
     ``_original`` only walks the last RECORD_WALK records of a direction, so that many are kept while a
@@ -589,9 +589,10 @@ def compact_records(conv, n_conv, dirs, tuple_conv, records, n_records):
     over (both FINs acknowledged, or reset) keeps RECORD_KEEP_OVER per direction, enough to find the
     original of a late repeat of its last segments; one replaced by a new connection on the same 4-tuple
     (port reuse) gets no packet again and keeps none. Kept records stay in their order, so each moves to
-    a lower or equal index and the pool is rewritten in one forward pass."""
+    a lower or equal index and the pool is rewritten in one forward pass. ``keep`` and ``moved`` are work
+    arrays of at least ``n_records[0]`` elements (bool and int64)."""
     n = n_records[0]
-    keep = np.zeros(n, dtype=np.bool_)
+    keep[:n] = False
     for c in range(n_conv):
         a = 2 * c
         b = a + 1
@@ -611,7 +612,7 @@ def compact_records(conv, n_conv, dirs, tuple_conv, records, n_records):
                 k += 1
             if walk == 0:
                 dirs[row, D_REC_HEAD] = NONE
-    moved = np.empty(n, dtype=np.int64)  # new index of each kept record
+    # moved[r]: the new index of kept record r
     m = 0
     for r in range(n):
         if keep[r]:

@@ -1,0 +1,155 @@
+"""Report tables in their raw form: numpy columns, built by the engine, turned into a DataFrame only when asked.
+
+A ``Table`` maps each declared column (``schema.Column``) to a numpy array, or to a ``Masked`` pair
+(values, missing) for the nullable columns (``Int64``, ``Float64``, ``boolean``). ``to_pandas()`` gives the
+DataFrame in the declared dtypes; ``to_arrow()`` gives an Arrow table with the same values, which is what
+the CSV writer uses. So ``tcp-analyzer analyze`` goes from capture to CSV files without importing pandas
+(a quarter of a second of its start-up); pandas is imported the first time a DataFrame is asked for.
+
+    >>> t = Table(HANDSHAKE_COLUMNS, {...})        # doctest: +SKIP
+    >>> t.to_pandas()["handshake_rtt"].dtype       # doctest: +SKIP
+    Float64Dtype()
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from .schema import Column
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+NULLABLE = {"Int64": np.int64, "Float64": np.float64, "boolean": np.bool_}
+TEXT = ("str", "string", "category")
+
+
+class Masked(NamedTuple):
+    """A nullable column: ``values`` where ``missing`` is False; what ``values`` holds elsewhere is unused."""
+
+    values: np.ndarray
+    missing: np.ndarray
+
+
+class Table:
+    """A report table: ``data[name]`` for every column of ``columns``, all of the same length."""
+
+    def __init__(self, columns: tuple[Column, ...], data: dict):
+        self.columns = columns
+        self.data = data
+        first = data[columns[0].name] if columns else None
+        self._n = 0 if first is None else len(first.values if isinstance(first, Masked) else first)
+
+    @classmethod
+    def empty(cls, columns: tuple[Column, ...]) -> "Table":
+        data = {}
+        for c in columns:
+            if c.dtype in TEXT:
+                data[c.name] = np.empty(0, dtype=object)
+            elif c.dtype in NULLABLE:
+                data[c.name] = Masked(np.empty(0, dtype=NULLABLE[c.dtype]), np.empty(0, dtype=bool))
+            else:
+                data[c.name] = np.empty(0, dtype=c.dtype)
+        return cls(columns, data)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def values(self, name: str) -> np.ndarray:
+        """A column as one numpy array: missing numbers become NaN (as float), missing text None."""
+        v = self.data[name]
+        if isinstance(v, Masked):
+            if not v.missing.any():
+                return np.asarray(v.values)
+            out = np.asarray(v.values, dtype=float if v.values.dtype != object else object).copy()
+            out[v.missing] = np.nan if out.dtype == float else None
+            return out
+        return np.asarray(v)
+
+    def to_pandas(self) -> "pd.DataFrame":
+        """The DataFrame, columns in the declared order and dtypes (text as object columns)."""
+        import pandas as pd
+
+        from .schema import conform
+
+        data = {}
+        for c in self.columns:
+            v = self.data[c.name]
+            if isinstance(v, Masked):
+                values = np.asarray(v.values, dtype=NULLABLE[c.dtype])
+                if c.dtype == "Float64":
+                    values = np.where(v.missing, 0.0, values)
+                array = {"Int64": pd.arrays.IntegerArray, "Float64": pd.arrays.FloatingArray,
+                         "boolean": pd.arrays.BooleanArray}[c.dtype]
+                data[c.name] = array(values, np.asarray(v.missing, dtype=bool))
+            elif getattr(v, "dtype", None) == object:
+                data[c.name] = pd.Series(v, dtype=object)  # not pandas' inferred string dtype
+            else:
+                data[c.name] = v
+        df = pd.DataFrame(data)
+        if any(str(t) != ("object" if c.dtype in ("str", "string") else c.dtype)
+               for c, t in zip(self.columns, df.dtypes)):
+            df = conform(df, self.columns)
+        return df
+
+    def to_arrow(self) -> "pa.Table":
+        """An Arrow table with the same values (missing values and NaN as nulls, text as UTF-8 strings).
+
+        Built from the columns' buffers (``pa.Array.from_buffers``): ``pa.array`` would import pandas, which
+        is what this form is meant to spare the analyze command."""
+        import pyarrow as pa
+
+        return pa.Table.from_arrays([_arrow_array(self.data[c.name], c.dtype) for c in self.columns],
+                                    names=[c.name for c in self.columns])
+
+
+def _arrow_array(v, dtype: str):
+    import pyarrow as pa
+
+    if dtype in TEXT:
+        return _arrow_strings(np.asarray(v, dtype=object))
+    if isinstance(v, Masked):
+        values, valid = np.asarray(v.values, dtype=NULLABLE[dtype]), ~np.asarray(v.missing, dtype=bool)
+    else:
+        values, valid = np.asarray(v, dtype=NULLABLE.get(dtype, dtype)), None
+    if values.dtype.kind == "f":
+        valid = ~np.isnan(values) if valid is None else valid & ~np.isnan(values)
+    n = len(values)
+    if values.dtype == np.bool_:
+        kind, data = pa.bool_(), np.packbits(values, bitorder="little")
+    else:
+        kind, data = pa.from_numpy_dtype(values.dtype), np.ascontiguousarray(values)
+    nulls = 0 if valid is None else n - int(np.count_nonzero(valid))
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(kind, n, [bitmap, pa.py_buffer(data)], null_count=nulls)
+
+
+def _arrow_strings(values: np.ndarray):
+    """A UTF-8 string array from an object array of ``str`` (anything else is a null)."""
+    import pyarrow as pa
+
+    items = values.tolist()
+    n = len(items)
+    try:
+        text = "".join(items)  # TypeError when a value is missing (None or NaN)
+        lengths = np.fromiter(map(len, items), dtype=np.int64, count=n)
+        data = text.encode()
+        if len(data) != len(text):  # not all ASCII: lengths in bytes, string by string
+            encoded = list(map(str.encode, items))
+            lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+        valid = None
+    except TypeError:
+        valid = np.fromiter((isinstance(x, str) for x in items), dtype=bool, count=n)
+        encoded = [x.encode() if isinstance(x, str) else b"" for x in items]
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+        data = b"".join(encoded)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    large = offsets[-1] >= 2**31 - 1
+    nulls = 0 if valid is None else n - int(np.count_nonzero(valid))
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    return pa.Array.from_buffers(pa.large_string() if large else pa.string(), n,
+                                 [bitmap, pa.py_buffer(offsets if large else offsets.astype(np.int32)),
+                                  pa.py_buffer(data)], null_count=nulls)
