@@ -92,16 +92,40 @@ class Report:
             raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name in self._tables:
-            path = out / f"{name}.{ 'jsonl' if format == 'json' else format}"
-            write_table(self._tables[name] if format == "csv" else self._frame(name), path, format)
-            written.append(path)
-        return written
+        jobs = [(self._tables[name] if format == "csv" else self._frame(name),
+                 out / f"{name}.{'jsonl' if format == 'json' else format}") for name in self._tables]
+        if format == "csv" and len(jobs) > 1:
+            _in_threads([lambda t=t, p=p: write_table(t, p, format) for t, p in jobs])
+        else:
+            for t, p in jobs:
+                write_table(t, p, format)
+        return [p for _, p in jobs]
 
     def summary(self) -> dict:
         """A machine-readable summary (what ``analyze --json`` prints)."""
         return summarise(self)
+
+
+def _in_threads(calls: list[Callable[[], None]]) -> None:
+    """Run ``calls`` at once, one thread each (Arrow's CSV writer releases the GIL); re-raise the first error."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def guard(call):
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guard, args=(c,)) for c in calls[1:]]
+    for t in threads:
+        t.start()
+    guard(calls[0])
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def write_table(table: AnyTable, path: Path, format: str) -> None:

@@ -23,7 +23,7 @@ ENGINES = ("native", "pyshark")
 DEFAULT_BATCH = 262_144
 # analyze() runs the engine on smaller batches: the reader thread and the engine overlap more finely, and
 # the few recycled stores stay in the CPU caches and need fewer fresh pages (see PacketReader.stores)
-ANALYZE_BATCH = 65_536
+ANALYZE_BATCH = 32_768
 PREFETCH = 2  # batches read ahead by the prefetch thread
 
 
