@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # The sent-segment record pool is compacted (``sequence.compact_records``) after a batch that leaves it
-# holding more than max(COMPACT_RECORDS_AT, 2 x the records kept by the last compaction): the pool then
-# stays proportional to the connections still open (plus a few records per finished one), not to the frames.
+# holding more than K + max(COMPACT_RECORDS_AT, K / 2), K being the records kept by the last compaction:
+# the pool then stays proportional to the connections still open (plus a few records per finished one),
+# not to the frames, with at most half again as much room for new records.
 COMPACT_RECORDS_AT = 65_536
 
 # the packet-table columns the compiled pass reads, in the schema's dtypes (one compiled signature)
@@ -147,7 +148,7 @@ class Engine:
         st.counter[CT_EVENTS] += n_ev
         if st.counter[CT_REFINED]:
             self._refine(refine[: int(st.counter[CT_REFINED])])
-        if int(st.n_records[0]) > max(COMPACT_RECORDS_AT, 2 * self._records_kept):
+        if int(st.n_records[0]) > self._records_kept + max(COMPACT_RECORDS_AT, self._records_kept // 2):
             self._compact()
         return BatchEvents(self, batch, chunk, stream)
 
@@ -185,7 +186,7 @@ class Engine:
         kept = compact_records(st.conv, st.conversations, st.dirs, st.tuple_conv, st.records, st.n_records,
                                np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.int64))
         self._records_kept = kept
-        size = 2 * max(COMPACT_RECORDS_AT, 2 * kept)
+        size = 2 * (kept + max(COMPACT_RECORDS_AT, kept // 2))
         if len(st.records) > 2 * size:
             st.records = grow(st.records, size, kept)
 

@@ -5,7 +5,7 @@ reference B.1), update the handshake and the Zeek/Wireshark connection facts, ru
 ``tcp_analyze_sequence_number`` checks (reference B.5, the 4.0 order: keep-alive exclusion, spurious
 first, then fast retransmission, out-of-order, retransmission), recognise the same packet captured
 twice, and count retransmitted bytes exactly on unwrapped 64-bit sequence numbers. Retransmissions
-(kinds retransmission and fast) wait in a few slots per direction (``state.pend``) for the receiver's
+(kinds retransmission and fast) wait in a few slots per direction (a row of the ``state.pend`` pool) for the receiver's
 answer: a D-SACK covering one, or the first ACK covering one echoing the original's TSval (Eifel), writes a
 refinement row that the engine applies to that event row, whatever batch it was in (spurious).
 
@@ -37,8 +37,8 @@ from .state import (C_CLIENT_DIR, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_
                     D_RETX_BYTES, D_RST_PKTS, D_SEEN, D_SYN_PKTS, D_TOP, D_UREF, D_WINDOW, D_WSCALE,
                     D_Z_FIN_SEQ, D_Z_RXMIT, D_Z_ZWIN, D_ZONCE, D_ZSTATE, D_ZWP, HOLES, NONE, R_END, R_FRAME,
                     R_PREV, R_START, R_TS, R_TSVAL, RECORD_KEEP_OVER, RECORD_WALK, CT_BATCH, CT_EVENTS, CT_PENDING,
-                    CT_REFINED,
-                    D_PEND_EIFEL, D_PEND_LIVE, P_EIFEL, P_END, P_EV, P_START, P_TSV_ORIG, P_TSV_RETX,
+                    CT_PEND_FREE, CT_PEND_ROWS, CT_REFINED,
+                    D_PEND_EIFEL, D_PEND_LIVE, D_PEND_ROW, P_EIFEL, P_END, P_EV, P_START, P_TSV_ORIG, P_TSV_RETX,
                     PEND_SLOTS)
 
 # retransmission-table kinds (documented in analyzer.schema.RETRANSMISSION_KINDS)
@@ -84,7 +84,7 @@ def _unwrap(dirs, row, raw):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _init_direction(dirs, holes, pend, row):
+def _init_direction(dirs, holes, row):
     for k in range(dirs.shape[1]):
         dirs[row, k] = NONE
     for k in (D_BASE_SET, D_UREF, D_NEXTSEQ_SET, D_LASTACK_SET, D_DUPACKS, D_LASTSEGFLAGS, D_SEEN, D_PKTS,
@@ -95,12 +95,10 @@ def _init_direction(dirs, holes, pend, row):
     for k in range(HOLES):
         holes[row, k, 0] = 0
         holes[row, k, 1] = 0
-    for k in range(PEND_SLOTS):
-        pend[row, k, P_EV] = NONE
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _new_conversation(conv, dirs, holes, pend, history, counter, t, lo, frame, ts, vlan, reused):
+def _new_conversation(conv, dirs, holes, history, counter, t, lo, frame, ts, vlan, reused):
     c = counter[0]
     counter[0] = c + 1
     for k in range(conv.shape[1]):
@@ -115,8 +113,8 @@ def _new_conversation(conv, dirs, holes, pend, history, counter, t, lo, frame, t
     conv[c, C_VLAN] = vlan
     conv[c, C_REUSED] = reused
     history[c, :] = 0
-    _init_direction(dirs, holes, pend, 2 * c)
-    _init_direction(dirs, holes, pend, 2 * c + 1)
+    _init_direction(dirs, holes, 2 * c)
+    _init_direction(dirs, holes, 2 * c + 1)
     return c
 
 
@@ -239,11 +237,11 @@ def _serial_le(a, b):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _refine(refine, counter, pend, row, k, how, frame, x, y, z):
-    """Write a refinement row for pending slot ``k`` of direction ``row`` (and free the slot)."""
+def _refine(refine, counter, pend, p, k, how, frame, x, y, z):
+    """Write a refinement row for slot ``k`` of pool row ``p`` (the caller frees the slot)."""
     r = counter[CT_REFINED]
     counter[CT_REFINED] = r + 1
-    refine[r, RF_EV] = pend[row, k, P_EV]
+    refine[r, RF_EV] = pend[p, k, P_EV]
     refine[r, RF_HOW] = how
     refine[r, RF_FRAME] = frame
     refine[r, RF_A] = x
@@ -252,33 +250,57 @@ def _refine(refine, counter, pend, row, k, how, frame, x, y, z):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _pend_row(dirs, pend, counter, row):
+    """The ``pend`` pool row of direction ``row``, lent from the pool (all slots free) if it has none."""
+    p = dirs[row, D_PEND_ROW]
+    if p == NONE:
+        p = counter[CT_PEND_FREE]
+        if p != NONE:
+            counter[CT_PEND_FREE] = pend[p, 0, P_START]
+        else:
+            p = counter[CT_PEND_ROWS]
+            counter[CT_PEND_ROWS] = p + 1
+        for k in range(PEND_SLOTS):
+            pend[p, k, P_EV] = NONE
+        dirs[row, D_PEND_ROW] = p
+    return p
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _free_slot(dirs, pend, counter, row, k):
-    if pend[row, k, P_EIFEL] == 1:
+    """Free slot ``k`` of direction ``row``; its pool row goes back to the pool with its last live slot."""
+    p = dirs[row, D_PEND_ROW]
+    if pend[p, k, P_EIFEL] == 1:
         dirs[row, D_PEND_EIFEL] -= 1
-    pend[row, k, P_EV] = NONE
+    pend[p, k, P_EV] = NONE
     dirs[row, D_PEND_LIVE] -= 1
     counter[CT_PENDING] -= 1
+    if dirs[row, D_PEND_LIVE] == 0:
+        pend[p, 0, P_START] = counter[CT_PEND_FREE]
+        counter[CT_PEND_FREE] = p
+        dirs[row, D_PEND_ROW] = NONE
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _add_pending(dirs, pend, counter, row, ev_index, s, e, tsv_orig, tsv_retx):
     """Keep a retransmission [s, e) of direction ``row`` until the receiver shows whether it was needed."""
+    p = _pend_row(dirs, pend, counter, row)
     k = 0
     for j in range(PEND_SLOTS):  # a free slot, else the oldest
-        if pend[row, j, P_EV] == NONE:
+        if pend[p, j, P_EV] == NONE:
             k = j
             break
-        if pend[row, j, P_EV] < pend[row, k, P_EV]:
+        if pend[p, j, P_EV] < pend[p, k, P_EV]:
             k = j
-    if pend[row, k, P_EV] != NONE:
-        _free_slot(dirs, pend, counter, row, k)
-    pend[row, k, P_EV] = ev_index
-    pend[row, k, P_START] = s
-    pend[row, k, P_END] = e
-    pend[row, k, P_TSV_ORIG] = tsv_orig
-    pend[row, k, P_TSV_RETX] = tsv_retx
+    if pend[p, k, P_EV] != NONE:
+        _free_slot(dirs, pend, counter, row, k)  # all 8 slots live: the row stays lent
+    pend[p, k, P_EV] = ev_index
+    pend[p, k, P_START] = s
+    pend[p, k, P_END] = e
+    pend[p, k, P_TSV_ORIG] = tsv_orig
+    pend[p, k, P_TSV_RETX] = tsv_retx
     eifel = 1 if (tsv_orig >= 0 and tsv_retx >= 0 and tsv_orig != tsv_retx and _serial_le(tsv_orig, tsv_retx)) else 0
-    pend[row, k, P_EIFEL] = eifel
+    pend[p, k, P_EIFEL] = eifel
     dirs[row, D_PEND_EIFEL] += eifel
     dirs[row, D_PEND_LIVE] += 1
     counter[CT_PENDING] += 1
@@ -294,6 +316,9 @@ def _check_pending(dirs, pend, refine, counter, rv, frame, a, tsecr, nsack, le0,
     Eifel (RFC 3522): the first ACK covering a waiting retransmission echoes a TSecr at or after the
     original's TSval and before the retransmission's: the ACK was sent for the original, so the original
     had arrived. A TSecr of 0 is taken as no echo."""
+    p = dirs[rv, D_PEND_ROW]
+    if p == NONE:
+        return
     if nsack > 0:
         l0 = _unwrap(dirs, rv, le0)
         r0 = _unwrap(dirs, rv, re0)
@@ -303,21 +328,24 @@ def _check_pending(dirs, pend, refine, counter, rv, frame, a, tsecr, nsack, le0,
         if dsack and r0 > l0:
             best = -1
             for k in range(PEND_SLOTS):
-                if (pend[rv, k, P_EV] != NONE and pend[rv, k, P_START] >= l0 and pend[rv, k, P_END] <= r0
-                        and (best < 0 or pend[rv, k, P_EV] > pend[rv, best, P_EV])):
+                if (pend[p, k, P_EV] != NONE and pend[p, k, P_START] >= l0 and pend[p, k, P_END] <= r0
+                        and (best < 0 or pend[p, k, P_EV] > pend[p, best, P_EV])):
                     best = k
             if best >= 0:
-                _refine(refine, counter, pend, rv, best, SP_DSACK, frame, l0, r0, 0)
+                _refine(refine, counter, pend, p, best, SP_DSACK, frame, l0, r0, 0)
                 _free_slot(dirs, pend, counter, rv, best)
+    # (once the last live slot is freed the row is back in the pool and D_PEND_EIFEL is 0: nothing below runs)
     if tsecr > 0 and dirs[rv, D_PEND_EIFEL] > 0:  # 0: nothing echoed (or absent, -1)
         for k in range(PEND_SLOTS):
-            if pend[rv, k, P_EV] != NONE and pend[rv, k, P_EIFEL] == 1 and a >= pend[rv, k, P_END]:
-                pend[rv, k, P_EIFEL] = 0
+            if dirs[rv, D_PEND_ROW] == NONE:
+                break
+            if pend[p, k, P_EV] != NONE and pend[p, k, P_EIFEL] == 1 and a >= pend[p, k, P_END]:
+                pend[p, k, P_EIFEL] = 0
                 dirs[rv, D_PEND_EIFEL] -= 1
-                orig = pend[rv, k, P_TSV_ORIG]
-                retx = pend[rv, k, P_TSV_RETX]
+                orig = pend[p, k, P_TSV_ORIG]
+                retx = pend[p, k, P_TSV_RETX]
                 if _serial_le(orig, tsecr) and tsecr != retx and _serial_le(tsecr, retx):
-                    _refine(refine, counter, pend, rv, k, SP_EIFEL, frame, tsecr, retx, orig)
+                    _refine(refine, counter, pend, p, k, SP_EIFEL, frame, tsecr, retx, orig)
                     _free_slot(dirs, pend, counter, rv, k)
 
 
@@ -355,10 +383,10 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         if c >= 0:
             d = 0 if lo == conv[c, C_FIRST_LO] else 1
             if syn and not ackf and dirs[2 * c + d, D_BASE_SET] == 1 and sq != dirs[2 * c + d, D_BASE]:
-                c = _new_conversation(conv, dirs, holes, pend, history, counter, t, lo, fr, now, np.int64(vlan[i]), 1)
+                c = _new_conversation(conv, dirs, holes, history, counter, t, lo, fr, now, np.int64(vlan[i]), 1)
                 tuple_conv[t] = c
         else:
-            c = _new_conversation(conv, dirs, holes, pend, history, counter, t, lo, fr, now, np.int64(vlan[i]), 0)
+            c = _new_conversation(conv, dirs, holes, history, counter, t, lo, fr, now, np.int64(vlan[i]), 0)
             tuple_conv[t] = c
         stream_out[i] = c
         d = 0 if lo == conv[c, C_FIRST_LO] else 1

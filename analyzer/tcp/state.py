@@ -12,8 +12,10 @@ these arrays; nothing else is kept between batches. Three arrays hold almost eve
 Plus ``history`` (uint8 ``[conversations, HISTORY_LEN]``, Zeek history letters), ``tuple_conv`` (the
 current connection of each 4-tuple, for port reuse), a pool of sent-segment records used to find a
 retransmission's original frame (compacted by the engine, ``sequence.compact_records``), and ``pend``
-(int64 ``[2 * conversations, PEND_SLOTS, P_N]``), the recent
-retransmissions of each direction still waiting for the receiver's D-SACK or timestamp echo. Column indices are module constants so the numba code can use them.
+(int64 ``[rows, PEND_SLOTS, P_N]``), the recent retransmissions still waiting for the receiver's D-SACK or
+timestamp echo: a pool whose rows are lent to a direction while it has such retransmissions (most
+directions never have one, so memory follows the connections with pending ones, not all connections).
+Column indices are module constants so the numba code can use them.
 """
 from __future__ import annotations
 
@@ -50,9 +52,10 @@ NONE = -1  # "not set" for frames, times and options
  D_PKTS, D_BYTES, D_RETX, D_RETX_BYTES, D_OOO, D_DUPS, D_KA, D_ZWP, D_SYN_PKTS, D_FIN_PKTS, D_RST_PKTS,
  # Zeek endpoint state and history bookkeeping (connections.py)
  D_ZSTATE, D_ZONCE, D_Z_SYN_SEQ, D_Z_FIN_SEQ, D_Z_RST_SEQ, D_Z_RXMIT, D_Z_ZWIN,
- # retransmissions waiting for D-SACK / Eifel evidence (``pend``): live slots, slots awaiting an ACK
- D_PEND_LIVE, D_PEND_EIFEL,
- D_N) = range(51)
+ # retransmissions waiting for D-SACK / Eifel evidence: live slots, slots awaiting an ACK, and the
+ # ``pend`` pool row holding this direction's slots (NONE while it has none)
+ D_PEND_LIVE, D_PEND_EIFEL, D_PEND_ROW,
+ D_N) = range(52)
 
 HOLES = 4  # gaps remembered per direction; when full the lowest one is forgotten (its bytes count as seen)
 HISTORY_LEN = 32  # Zeek history letters kept per connection
@@ -72,8 +75,9 @@ PEND_SLOTS = 8
 P_EV, P_START, P_END, P_TSV_ORIG, P_TSV_RETX, P_EIFEL, P_N = range(7)
 
 # counter array: conversations, batch number, event rows so far (the next event's global index),
-# live pending slots over all directions, refinements written by the current batch
-CT_CONVERSATIONS, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED, CT_N = range(6)
+# live pending slots over all directions, refinements written by the current batch, ``pend`` pool rows
+# handed out so far, and the first free pool row (a free row's slot 0 P_START links to the next; NONE ends)
+CT_CONVERSATIONS, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED, CT_PEND_ROWS, CT_PEND_FREE, CT_N = range(8)
 
 
 class FlowState:
@@ -85,13 +89,15 @@ class FlowState:
         self.holes = np.empty((2 * capacity, HOLES, 2), dtype=np.int64)
         self.history = np.empty((capacity, HISTORY_LEN), dtype=np.uint8)
         self.tuple_conv = np.full(1024, NONE, dtype=np.int64)
-        self.pend = np.empty((2 * capacity, PEND_SLOTS, P_N), dtype=np.int64)
+        self.pend = np.empty((64, PEND_SLOTS, P_N), dtype=np.int64)
         self.records = np.zeros((records, R_N), dtype=np.int64)
         self.n_records = np.zeros(1, dtype=np.int64)  # array so the compiled code can update it
         self.counter = np.zeros(CT_N, dtype=np.int64)  # CT_* entries
+        self.counter[CT_PEND_FREE] = NONE
 
     def reserve(self, conversations: int, tuples: int, records: int) -> None:
-        """Make room for ``conversations`` more connections, ``tuples`` 4-tuples and ``records`` records."""
+        """Make room for ``conversations`` more connections, ``tuples`` 4-tuples and ``records`` records
+        (and as many ``pend`` rows: a batch takes at most one per retransmission, so one per record)."""
         need = int(self.counter[CT_CONVERSATIONS]) + conversations
         if need > len(self.conv):
             cap = max(need, 2 * len(self.conv))
@@ -99,13 +105,14 @@ class FlowState:
             self.conv = grow(self.conv, cap, used)
             self.dirs = grow(self.dirs, 2 * cap, 2 * used)
             self.holes = grow(self.holes, 2 * cap, 2 * used)
-            self.pend = grow(self.pend, 2 * cap, 2 * used)
             self.history = grow(self.history, cap, used)
         if tuples > len(self.tuple_conv):
             old = len(self.tuple_conv)
             self.tuple_conv = grow(self.tuple_conv, max(tuples, 2 * old), old)
             self.tuple_conv[old:] = NONE
         self.records = room(self.records, int(self.n_records[0]), int(self.n_records[0]) + records)
+        rows = int(self.counter[CT_PEND_ROWS])
+        self.pend = room(self.pend, rows, rows + min(records, 2 * need))
 
     @property
     def conversations(self) -> int:
