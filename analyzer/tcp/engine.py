@@ -30,8 +30,10 @@ from .handshake import handshake_columns, outcomes
 from .retransmit import KIND_NAMES, event_rows
 from .sequence import (E_CONV, E_N, E_SENDER_LO, E_SPUR, E_SPUR_A, E_SPUR_B, E_SPUR_C, E_SPUR_FRAME, RF_A, RF_B,
                        RF_C, RF_EV, RF_FRAME, RF_HOW, RF_N, analyze_batch, compact_records)
+from .spill import Spill, over
 from .state import (C_CLIENT_DIR, C_COMPLETENESS, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_LEN, C_HS_DECIDED,
                     C_LAST_FRAME, C_LAST_TS, C_REUSED, C_TUPLE, C_VLAN, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED,
+                    CT_RESTORE, CT_STOP, NONE,
                     D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS, D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, FlowState, grow,
                     room)
 
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
 # the pool then stays proportional to the connections still open (plus a few records per finished one),
 # not to the frames, with at most half again as much room for new records.
 COMPACT_RECORDS_AT = 65_536
+# Connections that are over and had no packet in a batch are moved out of memory (``spill.py``) once
+# there are this many of them: memory then follows the connections still open, not all connections.
+EVICT_AT = 1024
 
 # the packet-table columns the compiled pass reads, in the schema's dtypes (one compiled signature)
 _DTYPES = {c.name: np.dtype(c.dtype) for c in PACKET_COLUMNS if c.dtype not in ("category", "str", "string")}
@@ -89,7 +94,8 @@ class BatchEvents:
     @cached_property
     def handshakes(self) -> pd.DataFrame:
         st = self._engine._state
-        decided = np.flatnonzero(st.conv[: st.conversations, C_HS_DECIDED] == self._batch)
+        decided = np.flatnonzero((st.conv[: st.conversations, C_HS_DECIDED] == self._batch)
+                                 & (st.evicted[: st.conversations] == 0))
         return self._engine._handshakes(decided).to_pandas()
 
     @cached_property
@@ -109,6 +115,7 @@ class Engine:
         self._refines = np.empty((0, RF_N), dtype=np.int64)  # work array for a batch's refinement rows
         self._packets = 0
         self._records_kept = 0  # records left by the last compaction of the sent-segment pool
+        self._spill = Spill()  # finished connections' state, out of memory until needed
 
     def feed(self, packets) -> BatchEvents:
         """Analyze one batch (rows in frame order): a ``ColumnStore`` from the reader, or a packet-table
@@ -126,34 +133,60 @@ class Engine:
         tid, is_lo = self._tuples.assign(get("src"), get("sport"), get("dst"), get("dport"))
         new_conversations = (len(self._tuples) - tuples_before
                              + int(np.count_nonzero((flags & (TH_SYN | TH_ACK)) == TH_SYN)))
+        arrays = (st.conv, st.dirs, st.holes, st.history)
         st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=n_seqsp)
+        if any(x is not y for x, y in zip(arrays, (st.conv, st.dirs, st.holes, st.history))):
+            self._spill.forget_pages(st)  # larger copies: the evicted connections' pages are hand back again
         stream = np.empty(n, dtype=np.int64)
         # only segments that occupy sequence space get event rows; each refinement frees a waiting
         # retransmission: at most those waiting now plus this batch's rows
         first = int(st.counter[CT_EVENTS])
         self._events = room(self._events, first, first + n_seqsp)
-        ev = self._events[first:first + n_seqsp]
         self._refines = room(self._refines, 0, int(st.counter[CT_PENDING]) + n_seqsp)
         refine = self._refines
-        n_ev = analyze_batch(
-            tid, is_lo, col("frame"), col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
-            col("ip_id"), col("tsval"), col("tsecr"), col("sack_count"), col("sack1_le"), col("sack1_re"),
-            col("sack2_le"), col("sack2_re"), col("mss"), col("wscale"), col("sack_permitted"),
-            col("tfo_cookie_len"), col("vlan"), st.conv, st.dirs, st.holes, st.pend, st.history, st.tuple_conv,
-            st.records, st.n_records, st.counter, stream, ev, refine)
+        frame = col("frame")
+        args = (tid, is_lo, frame, col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
+                col("ip_id"), col("tsval"), col("tsecr"), col("sack_count"), col("sack1_le"), col("sack1_re"),
+                col("sack2_le"), col("sack2_re"), col("mss"), col("wscale"), col("sack_permitted"),
+                col("tfo_cookie_len"), col("vlan"))
+        start, n_ev = 0, 0
+        while True:
+            got = analyze_batch(*args, st.conv, st.dirs, st.holes, st.pend, st.history, st.tuple_conv,
+                                st.records, st.n_records, st.counter, st.evicted, start, stream,
+                                self._events[first + n_ev:first + n_seqsp], refine)
+            n_ev += got
+            st.counter[CT_EVENTS] += got
+            if st.counter[CT_STOP] == NONE:
+                break
+            # a packet of an evicted connection: put its state back and go on from that packet
+            start = int(st.counter[CT_STOP])
+            self._spill.restore(st, np.array([st.counter[CT_RESTORE]], dtype=np.int64))
         batch = int(st.counter[CT_BATCH])
         st.counter[CT_BATCH] += 1
         self._packets += n
-        chunk = ev[:n_ev]
-        st.counter[CT_EVENTS] += n_ev
+        chunk = self._events[first:first + n_ev]
         if st.counter[CT_REFINED]:
             self._refine(refine[: int(st.counter[CT_REFINED])])
         if int(st.n_records[0]) > self._records_kept + max(COMPACT_RECORDS_AT, self._records_kept // 2):
             self._compact()
+        self._evict(int(frame[0]))
         return BatchEvents(self, batch, chunk, stream)
+
+    def _evict(self, batch_first_frame: int) -> None:
+        """Move out the connections that are over and had no packet in this batch, once there are
+        EVICT_AT of them (``spill.py``)."""
+        st = self._state
+        live = np.flatnonzero(st.evicted[:st.conversations] == 0)
+        live = live[st.conv[live, C_LAST_FRAME] < batch_first_frame]
+        if len(live) < EVICT_AT:
+            return
+        done = live[over(st, live, st.tuple_conv)]
+        if len(done) >= EVICT_AT:
+            self._spill.evict(st, done)
 
     def finish(self) -> TcpTables:
         """Build the final tables from the carried state."""
+        self._spill.restore_all(self._state)
         conns = self._connections()
         hs = self._handshakes(np.arange(self._state.conversations))
         rx = self._retransmissions([self._events[: int(self._state.counter[CT_EVENTS])]])
@@ -184,7 +217,7 @@ class Engine:
         st = self._state
         n = int(st.n_records[0])
         kept = compact_records(st.conv, st.conversations, st.dirs, st.tuple_conv, st.records, st.n_records,
-                               np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.int64))
+                               st.evicted, np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.int64))
         self._records_kept = kept
         size = 2 * (kept + max(COMPACT_RECORDS_AT, kept // 2))
         if len(st.records) > 2 * size:

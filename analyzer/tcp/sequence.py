@@ -37,7 +37,7 @@ from .state import (C_CLIENT_DIR, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_
                     D_RETX_BYTES, D_RST_PKTS, D_SEEN, D_SYN_PKTS, D_TOP, D_UREF, D_WINDOW, D_WSCALE,
                     D_Z_FIN_SEQ, D_Z_RXMIT, D_Z_ZWIN, D_ZONCE, D_ZSTATE, D_ZWP, HOLES, NONE, R_END, R_FRAME,
                     R_PREV, R_START, R_TS, R_TSVAL, RECORD_KEEP_OVER, RECORD_WALK, CT_BATCH, CT_EVENTS, CT_PENDING,
-                    CT_PEND_FREE, CT_PEND_ROWS, CT_REFINED,
+                    CT_PEND_FREE, CT_PEND_ROWS, CT_REFINED, CT_RESTORE, CT_STOP,
                     D_PEND_EIFEL, D_PEND_LIVE, D_PEND_ROW, P_EIFEL, P_END, P_EV, P_START, P_TSV_ORIG, P_TSV_RETX,
                     PEND_SLOTS)
 
@@ -352,15 +352,21 @@ def _check_pending(dirs, pend, refine, counter, rv, frame, a, tsecr, nsack, le0,
 @njit(cache=True, nogil=True, _nrt=False)
 def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, tsecr, sack_n, sack1_le,
                   sack1_re, sack2_le, sack2_re, mss, wscale, sackp, tfo, vlan, conv, dirs, holes, pend, history,
-                  tuple_conv, records, n_records, counter, stream_out, ev, refine):
-    """Analyze one batch in frame order; returns the number of event rows written to ``ev``. Refinements
-    of earlier event rows (a retransmission shown unnecessary) go to ``refine``, their number to
-    ``counter[CT_REFINED]``; event row ``j`` of this batch has global index ``counter[CT_EVENTS] + j``."""
+                  tuple_conv, records, n_records, counter, evicted, start, stream_out, ev, refine):
+    """Analyze packets ``start:`` of a batch in frame order; returns the number of event rows written to
+    ``ev``. Refinements of earlier event rows (a retransmission shown unnecessary) go to ``refine``, their
+    number to ``counter[CT_REFINED]``; event row ``j`` has global index ``counter[CT_EVENTS] + j``.
+
+    A packet of a connection whose state was moved out (``evicted``) stops the pass before that packet:
+    ``counter[CT_STOP]`` is its index and ``counter[CT_RESTORE]`` the connection; the caller puts the
+    state back and calls again from there (``start``)."""
     batch = counter[CT_BATCH]
     ev_base = counter[CT_EVENTS]
-    counter[CT_REFINED] = 0
+    if start == 0:
+        counter[CT_REFINED] = 0
+    counter[CT_STOP] = NONE
     n_ev = 0
-    for i in range(len(tid)):
+    for i in range(start, len(tid)):
         f = np.int64(flags[i])
         fr = frame[i]
         sq = np.int64(seq[i])
@@ -380,6 +386,10 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         # one. Wireshark 4.0 only flags a SYN-ACK with a new ISN as reused_ports and keeps the stream
         # (checked on ndpi_KakaoTalk_chat.pcap frame 46), so a SYN-ACK never splits here either.
         c = tuple_conv[t]
+        if c >= 0 and evicted[c] != 0:
+            counter[CT_STOP] = i
+            counter[CT_RESTORE] = c
+            return n_ev
         if c >= 0:
             d = 0 if lo == conv[c, C_FIRST_LO] else 1
             if syn and not ackf and dirs[2 * c + d, D_BASE_SET] == 1 and sq != dirs[2 * c + d, D_BASE]:
@@ -609,7 +619,7 @@ def _fin_acked(dirs, row, other):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def compact_records(conv, n_conv, dirs, tuple_conv, records, n_records, keep, moved):
+def compact_records(conv, n_conv, dirs, tuple_conv, records, n_records, evicted, keep, moved):
     """Drop the sent-segment records no later packet can reach, in place; return how many were kept.
 
     ``_original`` only walks the last RECORD_WALK records of a direction, so that many are kept while a
@@ -622,6 +632,8 @@ def compact_records(conv, n_conv, dirs, tuple_conv, records, n_records, keep, mo
     n = n_records[0]
     keep[:n] = False
     for c in range(n_conv):
+        if evicted[c] != 0:  # its records are in the spill file; its rows may be unmapped pages
+            continue
         a = 2 * c
         b = a + 1
         if tuple_conv[conv[c, C_TUPLE]] != c:
@@ -651,6 +663,8 @@ def compact_records(conv, n_conv, dirs, tuple_conv, records, n_records, keep, mo
             records[m, R_PREV] = moved[p] if p >= 0 and keep[p] else NONE
             m += 1
     for row in range(2 * n_conv):
+        if evicted[row >> 1] != 0:
+            continue
         r = dirs[row, D_REC_HEAD]
         if r >= 0:
             dirs[row, D_REC_HEAD] = moved[r]  # a head is always kept unless its chain was dropped above

@@ -78,22 +78,27 @@ P_EV, P_START, P_END, P_TSV_ORIG, P_TSV_RETX, P_EIFEL, P_N = range(7)
 # live pending slots over all directions, refinements written by the current batch, ``pend`` pool rows
 # handed out so far, and the first free pool row (a free row's slot 0 P_START links to the next; NONE ends)
 CT_CONVERSATIONS, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED, CT_PEND_ROWS, CT_PEND_FREE, CT_N = range(8)
+# set by ``analyze_batch`` when it stops before the end of a batch: the packet it stopped at and the
+# connection it needs back (its state was moved out to the engine's spill file); NONE when it did not stop
+CT_STOP, CT_RESTORE = CT_N, CT_N + 1
+CT_N += 2
 
 
 class FlowState:
     """All arrays the sequential engine carries between batches, grown as connections appear."""
 
     def __init__(self, capacity: int = 1024, records: int = 4096):
-        self.conv = np.empty((capacity, C_N), dtype=np.int64)
-        self.dirs = np.empty((2 * capacity, D_N), dtype=np.int64)
-        self.holes = np.empty((2 * capacity, HOLES, 2), dtype=np.int64)
-        self.history = np.empty((capacity, HISTORY_LEN), dtype=np.uint8)
+        self.conv = new_array((capacity, C_N))
+        self.dirs = new_array((2 * capacity, D_N))
+        self.holes = new_array((2 * capacity, HOLES, 2))
+        self.history = new_array((capacity, HISTORY_LEN), np.uint8)
         self.tuple_conv = np.full(1024, NONE, dtype=np.int64)
         self.pend = np.empty((64, PEND_SLOTS, P_N), dtype=np.int64)
         self.records = np.zeros((records, R_N), dtype=np.int64)
         self.n_records = np.zeros(1, dtype=np.int64)  # array so the compiled code can update it
         self.counter = np.zeros(CT_N, dtype=np.int64)  # CT_* entries
         self.counter[CT_PEND_FREE] = NONE
+        self.evicted = np.zeros(capacity, dtype=np.uint8)  # 1: the connection's state is in the spill file
 
     def reserve(self, conversations: int, tuples: int, records: int) -> None:
         """Make room for ``conversations`` more connections, ``tuples`` 4-tuples and ``records`` records
@@ -105,6 +110,7 @@ class FlowState:
             self.conv = grow(self.conv, cap, used)
             self.dirs = grow(self.dirs, 2 * cap, 2 * used)
             self.holes = grow(self.holes, 2 * cap, 2 * used)
+            self.evicted = np.concatenate([self.evicted[:used], np.zeros(cap - used, dtype=np.uint8)])
             self.history = grow(self.history, cap, used)
         if tuples > len(self.tuple_conv):
             old = len(self.tuple_conv)

@@ -1,0 +1,233 @@
+"""Finished connections' state moved out of memory, to a temporary file, and back when needed.
+
+The engine keeps every connection's state until the end, since the connections and handshakes tables are
+built from it: about 2 KB per connection, so memory would grow with the number of connections in the
+capture. Once a connection is over (both FINs acknowledged, or reset, or replaced on its 4-tuple by a
+new one) and has had no packet for a whole batch, ``Spill.evict`` writes its rows (conversation, both
+directions, holes, history, the sent-segment records a compaction keeps for it, its pending
+retransmissions) to the file and hands back the memory pages that held only such connections
+(``madvise(MADV_DONTNEED)``). Nothing is lost: a later packet of that connection makes the compiled pass
+stop, ``restore`` puts the rows back exactly, and the pass goes on; ``restore_all`` puts everything back
+before the tables are built.
+
+Each connection takes one fixed-size record of int64 values in the file (``RECORD``); ``_position[c]``
+is its record number.
+"""
+from __future__ import annotations
+
+import mmap
+import tempfile
+
+import numpy as np
+
+from .connections import ZS_CLOSED, ZS_RESET
+from .state import (C_N, C_TUPLE, CT_PEND_FREE, CT_PEND_ROWS, D_LASTACK, D_LASTACK_SET, D_N, D_NEXTSEQ,
+                    D_NEXTSEQ_SET, D_PEND_ROW, D_REC_HEAD, D_ZSTATE, HISTORY_LEN, HOLES, NONE, P_N, P_START,
+                    PEND_SLOTS, R_N, R_PREV, RECORD_KEEP_OVER, FlowState, room)
+
+PAGE = mmap.PAGESIZE
+
+# one connection's record in the spill file, in int64 values
+_CONV = C_N
+_DIRS = 2 * D_N
+_HOLES = 2 * HOLES * 2
+_HIST = HISTORY_LEN // 8
+_NREC = 2
+_RECS = 2 * RECORD_KEEP_OVER * R_N
+_HASP = 2
+_PEND = 2 * PEND_SLOTS * P_N
+RECORD = _CONV + _DIRS + _HOLES + _HIST + _NREC + _RECS + _HASP + _PEND
+
+
+def _mapping(a: np.ndarray) -> mmap.mmap | None:
+    """The anonymous mapping under ``a`` (``state.new_array``), or None when ``a`` came from malloc."""
+    base = a
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
+    return base
+
+
+def over(st: FlowState, cs: np.ndarray, tuple_conv: np.ndarray) -> np.ndarray:
+    """Which connections of ``cs`` are over: reset, both FINs acknowledged, or replaced on their 4-tuple
+    (the rule ``sequence.compact_records`` uses to keep RECORD_KEEP_OVER records, or none)."""
+    d, a, b = st.dirs, 2 * cs, 2 * cs + 1
+
+    def fin_acked(x, y):
+        return ((d[x, D_ZSTATE] == ZS_CLOSED) & (d[x, D_NEXTSEQ_SET] == 1) & (d[y, D_LASTACK_SET] == 1)
+                & (d[y, D_LASTACK] >= d[x, D_NEXTSEQ]))
+    replaced = tuple_conv[st.conv[cs, C_TUPLE]] != cs
+    reset = (d[a, D_ZSTATE] == ZS_RESET) | (d[b, D_ZSTATE] == ZS_RESET)
+    return replaced | reset | (fin_acked(a, b) & fin_acked(b, a))
+
+
+class Spill:
+    """The spill file of one engine and the bookkeeping of what is in it."""
+
+    def __init__(self) -> None:
+        self._file = None
+        self._records = 0  # records written so far
+        self._position = np.empty(0, dtype=np.int64)  # record number of each evicted connection
+        self._released: dict[int, np.ndarray] = {}  # id(mapping) -> pages already handed back
+        self.evictions = 0  # connections moved out (a connection may be moved out and back several times)
+        self.restores = 0  # ... and put back because a packet of theirs came (not counting the end of the run)
+
+    # ---- out ------------------------------------------------------------------------------------
+    def evict(self, st: FlowState, cs: np.ndarray) -> None:
+        """Move connections ``cs`` (over, not evicted) to the file and hand back pages left with none."""
+        if not len(cs):
+            return
+        n = len(cs)
+        a, b = 2 * cs, 2 * cs + 1
+        out = np.zeros((n, RECORD), dtype=np.int64)
+        o = 0
+        out[:, o:o + _CONV] = st.conv[cs]; o += _CONV
+        out[:, o:o + D_N] = st.dirs[a]; out[:, o + D_N:o + _DIRS] = st.dirs[b]; o += _DIRS
+        out[:, o:o + _HOLES // 2] = st.holes[a].reshape(n, _HOLES // 2)
+        out[:, o + _HOLES // 2:o + _HOLES] = st.holes[b].reshape(n, _HOLES // 2); o += _HOLES
+        out[:, o:o + _HIST] = np.ascontiguousarray(st.history[cs]).view(np.int64); o += _HIST
+        nrec, recs = o, o + _NREC
+        o += _NREC + _RECS
+        hasp, pends = o, o + _HASP
+        for side, rows in enumerate((a, b)):
+            # the newest RECORD_KEEP_OVER records, newest first (what a compaction keeps for a finished
+            # connection; none for one replaced on its 4-tuple, whose chain the compaction dropped)
+            cur = np.where(st.tuple_conv[st.conv[cs, C_TUPLE]] == cs, st.dirs[rows, D_REC_HEAD], NONE)
+            count = np.zeros(n, dtype=np.int64)
+            for k in range(RECORD_KEEP_OVER):
+                live = cur >= 0
+                col = recs + (side * RECORD_KEEP_OVER + k) * R_N
+                out[live, col:col + R_N] = st.records[cur[live]]
+                count += live
+                cur = np.where(live, st.records[np.maximum(cur, 0), R_PREV], NONE)
+            out[:, nrec + side] = count
+            st.dirs[rows, D_REC_HEAD] = NONE  # (the rows are about to be dropped; a compaction skips them)
+            prow = st.dirs[rows, D_PEND_ROW]
+            lent = prow >= 0
+            out[:, hasp + side] = lent
+            col = pends + side * PEND_SLOTS * P_N
+            out[lent, col:col + PEND_SLOTS * P_N] = st.pend[prow[lent]].reshape(-1, PEND_SLOTS * P_N)
+            for p in prow[lent].tolist():  # pool rows go back to the pool
+                st.pend[p, 0, P_START] = st.counter[CT_PEND_FREE]  # (as sequence._free_slot does)
+                st.counter[CT_PEND_FREE] = p
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="tcp-analyzer-spill-")
+        self._file.seek(self._records * RECORD * 8)
+        self._file.write(out.tobytes())
+        if len(self._position) < st.conversations:
+            self._position = np.concatenate([self._position, np.full(max(st.conversations, 2 * len(self._position))
+                                                                      - len(self._position), NONE, np.int64)])
+        self._position[cs] = np.arange(self._records, self._records + n)
+        self._records += n
+        st.evicted[cs] = 1
+        self.evictions += n
+        self.release(st)
+
+    def release(self, st: FlowState) -> None:
+        """Hand back the pages of the per-connection arrays that hold evicted connections only."""
+        n = st.conversations
+        ev = st.evicted[:n] != 0
+        for arr, rows in ((st.conv, ev), (st.dirs, np.repeat(ev, 2)), (st.holes, np.repeat(ev, 2)),
+                          (st.history, ev)):
+            mm = _mapping(arr)
+            if mm is None or not hasattr(mm, "madvise"):
+                continue
+            rs = arr.strides[0]
+            pages = len(rows) * rs // PAGE
+            if not pages:
+                continue
+            bad = np.concatenate([[0], np.cumsum(~rows)])
+            p = np.arange(pages)
+            first, last = p * PAGE // rs, ((p + 1) * PAGE - 1) // rs
+            free = (bad[np.minimum(last + 1, len(rows))] - bad[first]) == 0
+            done = self._released.get(id(mm))
+            if done is None or len(done) < pages:
+                done = np.concatenate([done if done is not None else np.zeros(0, bool),
+                                       np.zeros(pages - (0 if done is None else len(done)), bool)])
+            new = free & ~done[:pages]
+            if new.any():
+                edges = np.flatnonzero(np.diff(np.concatenate([[0], new.astype(np.int8), [0]])))
+                for s, e in zip(edges[::2].tolist(), edges[1::2].tolist()):
+                    mm.madvise(mmap.MADV_DONTNEED, s * PAGE, (e - s) * PAGE)
+                done[:pages] |= new
+            self._released[id(mm)] = done
+
+    def forget_pages(self, st: FlowState) -> None:
+        """The arrays were replaced by larger copies (``FlowState.reserve``): release again in the new ones."""
+        self._released.clear()
+        if self.evictions:
+            self.release(st)
+
+    # ---- back -------------------------------------------------------------------------------------
+    def restore(self, st: FlowState, cs: np.ndarray) -> None:
+        """Put connections ``cs`` (evicted) back, exactly as they were."""
+        if not len(cs):
+            return
+        n = len(cs)
+        order = np.argsort(self._position[cs])
+        cs = cs[order]
+        pos = self._position[cs]
+        data = np.empty((n, RECORD), dtype=np.int64)
+        for i, p in enumerate(pos.tolist()):
+            self._file.seek(p * RECORD * 8)
+            data[i] = np.frombuffer(self._file.read(RECORD * 8), dtype=np.int64)
+        self._put_back(st, cs, data)
+        self.restores += n
+
+    def restore_all(self, st: FlowState) -> None:
+        """Put every evicted connection back (before the tables are built)."""
+        cs = np.flatnonzero(st.evicted[:st.conversations])
+        if not len(cs):
+            return
+        self._file.seek(0)
+        everything = np.frombuffer(self._file.read(self._records * RECORD * 8), dtype=np.int64).reshape(-1, RECORD)
+        self._put_back(st, cs, everything[self._position[cs]])
+
+    def _put_back(self, st: FlowState, cs: np.ndarray, data: np.ndarray) -> None:
+        n = len(cs)
+        a, b = 2 * cs, 2 * cs + 1
+        o = 0
+        st.conv[cs] = data[:, o:o + _CONV]; o += _CONV
+        st.dirs[a] = data[:, o:o + D_N]; st.dirs[b] = data[:, o + D_N:o + _DIRS]; o += _DIRS
+        st.holes[a] = data[:, o:o + _HOLES // 2].reshape(n, HOLES, 2)
+        st.holes[b] = data[:, o + _HOLES // 2:o + _HOLES].reshape(n, HOLES, 2); o += _HOLES
+        st.history[cs] = np.ascontiguousarray(data[:, o:o + _HIST]).view(np.uint8).reshape(n, HISTORY_LEN)
+        o += _HIST
+        nrec, recs = o, o + _NREC
+        o += _NREC + _RECS
+        hasp, pends = o, o + _HASP
+        counts = data[:, nrec:nrec + 2]
+        total = int(counts.sum())
+        used = int(st.n_records[0])
+        st.records = room(st.records, used, used + total)
+        nxt = used
+        for side, rows in enumerate((a, b)):
+            # oldest first, so that each record's R_PREV points to a lower index (the pool's order)
+            head = np.full(n, NONE, dtype=np.int64)
+            for k in reversed(range(RECORD_KEEP_OVER)):
+                has = counts[:, side] > k
+                m = int(has.sum())
+                if not m:
+                    continue
+                col = recs + (side * RECORD_KEEP_OVER + k) * R_N
+                idx = np.arange(nxt, nxt + m)
+                st.records[idx] = data[has, col:col + R_N]
+                st.records[idx, R_PREV] = head[has]
+                head[has] = idx
+                nxt += m
+            st.dirs[rows, D_REC_HEAD] = head
+            lent = data[:, hasp + side] == 1
+            prow = np.full(n, NONE, dtype=np.int64)
+            m = int(lent.sum())
+            if m:
+                rows_needed = int(st.counter[CT_PEND_ROWS]) + m
+                st.pend = room(st.pend, int(st.counter[CT_PEND_ROWS]), rows_needed)
+                new = np.arange(int(st.counter[CT_PEND_ROWS]), rows_needed)
+                st.counter[CT_PEND_ROWS] = rows_needed
+                col = pends + side * PEND_SLOTS * P_N
+                st.pend[new] = data[lent, col:col + PEND_SLOTS * P_N].reshape(m, PEND_SLOTS, P_N)
+                prow[lent] = new
+            st.dirs[rows, D_PEND_ROW] = prow
+        st.n_records[0] = nxt
+        st.evicted[cs] = 0
+        for mm_id in list(self._released):  # pages written again are no longer handed back
+            self._released[mm_id][:] = False
