@@ -6,7 +6,7 @@
 
 Modules, in pipeline order: ``flows`` (4-tuple ids), ``state`` (carried per-flow arrays),
 ``sequence`` (the compiled per-packet pass), ``handshake``, ``connections``, ``retransmit`` (tables),
-``engine`` (the ``Engine`` that ties them together).
+``spill`` (finished connections moved out of memory), ``engine`` (the ``Engine`` that ties them together).
 """
 from __future__ import annotations
 

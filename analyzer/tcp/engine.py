@@ -10,6 +10,10 @@ would be compiled again on each run) and releases the GIL (``nogil=True``), so r
 can overlap the analysis of this one in another thread. Columns are passed in the packet table's own
 dtypes (no per-batch conversion copies).
 
+Memory: state is kept per connection, not per packet; connections that are over are moved out to a
+temporary file between batches and brought back if a packet of theirs comes (``spill.py``), so memory
+follows the connections open at once, not all the connections of the capture.
+
     >>> engine = Engine()                                       # doctest: +SKIP
     >>> for batch in analyzer.iter_packets("capture.pcap"):     # doctest: +SKIP
     ...     new = engine.feed(batch)                           # rows decided in this batch

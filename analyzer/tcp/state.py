@@ -16,6 +16,9 @@ retransmission's original frame (compacted by the engine, ``sequence.compact_rec
 timestamp echo: a pool whose rows are lent to a direction while it has such retransmissions (most
 directions never have one, so memory follows the connections with pending ones, not all connections).
 Column indices are module constants so the numba code can use them.
+
+A connection that is over may be moved out to the engine's spill file (``spill.py``); ``evicted`` marks
+it, and its rows' pages may have been handed back (they read as zeros until it is put back).
 """
 from __future__ import annotations
 
