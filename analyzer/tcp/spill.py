@@ -27,16 +27,20 @@ from .state import (C_N, C_TUPLE, CT_PEND_FREE, CT_PEND_ROWS, D_LASTACK, D_LASTA
 
 PAGE = mmap.PAGESIZE
 
-# one connection's record in the spill file, in int64 values
-_CONV = C_N
-_DIRS = 2 * D_N
-_HOLES = 2 * HOLES * 2
-_HIST = HISTORY_LEN // 8
-_NREC = 2
-_RECS = 2 * RECORD_KEEP_OVER * R_N
-_HASP = 2
-_PEND = 2 * PEND_SLOTS * P_N
-RECORD = _CONV + _DIRS + _HOLES + _HIST + _NREC + _RECS + _HASP + _PEND
+# One connection's record in the spill file: int64 values, in these fields (sizes per side where there are two).
+_SIZES = {
+    "conv": C_N,
+    "dirs_a": D_N, "dirs_b": D_N,  # the direction rows 2c and 2c+1
+    "holes_a": HOLES * 2, "holes_b": HOLES * 2,
+    "history": HISTORY_LEN // 8,
+    "n_records": 2,  # records kept per side (<= RECORD_KEEP_OVER), newest first:
+    "records_a": RECORD_KEEP_OVER * R_N, "records_b": RECORD_KEEP_OVER * R_N,
+    "has_pend": 2,  # 1 when the side had a ``pend`` row lent:
+    "pend_a": PEND_SLOTS * P_N, "pend_b": PEND_SLOTS * P_N,
+}
+_AT = dict(zip(_SIZES, np.cumsum([0, *_SIZES.values()]).tolist()))
+F = {name: slice(_AT[name], _AT[name] + size) for name, size in _SIZES.items()}
+RECORD = sum(_SIZES.values())
 
 
 def _mapping(a: np.ndarray) -> mmap.mmap | None:
@@ -79,33 +83,27 @@ class Spill:
         n = len(cs)
         a, b = 2 * cs, 2 * cs + 1
         out = np.zeros((n, RECORD), dtype=np.int64)
-        o = 0
-        out[:, o:o + _CONV] = st.conv[cs]; o += _CONV
-        out[:, o:o + D_N] = st.dirs[a]; out[:, o + D_N:o + _DIRS] = st.dirs[b]; o += _DIRS
-        out[:, o:o + _HOLES // 2] = st.holes[a].reshape(n, _HOLES // 2)
-        out[:, o + _HOLES // 2:o + _HOLES] = st.holes[b].reshape(n, _HOLES // 2); o += _HOLES
-        out[:, o:o + _HIST] = np.ascontiguousarray(st.history[cs]).view(np.int64); o += _HIST
-        nrec, recs = o, o + _NREC
-        o += _NREC + _RECS
-        hasp, pends = o, o + _HASP
-        for side, rows in enumerate((a, b)):
+        out[:, F["conv"]] = st.conv[cs]
+        out[:, F["history"]] = np.ascontiguousarray(st.history[cs]).view(np.int64)
+        for side, rows in (("a", a), ("b", b)):
+            out[:, F["dirs_" + side]] = st.dirs[rows]
+            out[:, F["holes_" + side]] = st.holes[rows].reshape(n, HOLES * 2)
             # the newest RECORD_KEEP_OVER records, newest first (what a compaction keeps for a finished
             # connection; none for one replaced on its 4-tuple, whose chain the compaction dropped)
             cur = np.where(st.tuple_conv[st.conv[cs, C_TUPLE]] == cs, st.dirs[rows, D_REC_HEAD], NONE)
             count = np.zeros(n, dtype=np.int64)
+            first = F["records_" + side].start
             for k in range(RECORD_KEEP_OVER):
                 live = cur >= 0
-                col = recs + (side * RECORD_KEEP_OVER + k) * R_N
-                out[live, col:col + R_N] = st.records[cur[live]]
+                out[live, first + k * R_N:first + (k + 1) * R_N] = st.records[cur[live]]
                 count += live
                 cur = np.where(live, st.records[np.maximum(cur, 0), R_PREV], NONE)
-            out[:, nrec + side] = count
+            out[:, F["n_records"].start + (side == "b")] = count
             st.dirs[rows, D_REC_HEAD] = NONE  # (the rows are about to be dropped; a compaction skips them)
             prow = st.dirs[rows, D_PEND_ROW]
             lent = prow >= 0
-            out[:, hasp + side] = lent
-            col = pends + side * PEND_SLOTS * P_N
-            out[lent, col:col + PEND_SLOTS * P_N] = st.pend[prow[lent]].reshape(-1, PEND_SLOTS * P_N)
+            out[:, F["has_pend"].start + (side == "b")] = lent
+            out[lent, F["pend_" + side]] = st.pend[prow[lent]].reshape(-1, PEND_SLOTS * P_N)
             for p in prow[lent].tolist():  # pool rows go back to the pool
                 st.pend[p, 0, P_START] = st.counter[CT_PEND_FREE]  # (as sequence._free_slot does)
                 st.counter[CT_PEND_FREE] = p
@@ -184,47 +182,38 @@ class Spill:
 
     def _put_back(self, st: FlowState, cs: np.ndarray, data: np.ndarray) -> None:
         n = len(cs)
-        a, b = 2 * cs, 2 * cs + 1
-        o = 0
-        st.conv[cs] = data[:, o:o + _CONV]; o += _CONV
-        st.dirs[a] = data[:, o:o + D_N]; st.dirs[b] = data[:, o + D_N:o + _DIRS]; o += _DIRS
-        st.holes[a] = data[:, o:o + _HOLES // 2].reshape(n, HOLES, 2)
-        st.holes[b] = data[:, o + _HOLES // 2:o + _HOLES].reshape(n, HOLES, 2); o += _HOLES
-        st.history[cs] = np.ascontiguousarray(data[:, o:o + _HIST]).view(np.uint8).reshape(n, HISTORY_LEN)
-        o += _HIST
-        nrec, recs = o, o + _NREC
-        o += _NREC + _RECS
-        hasp, pends = o, o + _HASP
-        counts = data[:, nrec:nrec + 2]
-        total = int(counts.sum())
+        st.conv[cs] = data[:, F["conv"]]
+        st.history[cs] = np.ascontiguousarray(data[:, F["history"]]).view(np.uint8).reshape(n, HISTORY_LEN)
+        counts = data[:, F["n_records"]]
         used = int(st.n_records[0])
-        st.records = room(st.records, used, used + total)
+        st.records = room(st.records, used, used + int(counts.sum()))
         nxt = used
-        for side, rows in enumerate((a, b)):
+        for i, (side, rows) in enumerate((("a", 2 * cs), ("b", 2 * cs + 1))):
+            st.dirs[rows] = data[:, F["dirs_" + side]]
+            st.holes[rows] = data[:, F["holes_" + side]].reshape(n, HOLES, 2)
             # oldest first, so that each record's R_PREV points to a lower index (the pool's order)
             head = np.full(n, NONE, dtype=np.int64)
+            first = F["records_" + side].start
             for k in reversed(range(RECORD_KEEP_OVER)):
-                has = counts[:, side] > k
+                has = counts[:, i] > k
                 m = int(has.sum())
                 if not m:
                     continue
-                col = recs + (side * RECORD_KEEP_OVER + k) * R_N
                 idx = np.arange(nxt, nxt + m)
-                st.records[idx] = data[has, col:col + R_N]
+                st.records[idx] = data[has, first + k * R_N:first + (k + 1) * R_N]
                 st.records[idx, R_PREV] = head[has]
                 head[has] = idx
                 nxt += m
             st.dirs[rows, D_REC_HEAD] = head
-            lent = data[:, hasp + side] == 1
+            lent = data[:, F["has_pend"].start + i] == 1
             prow = np.full(n, NONE, dtype=np.int64)
             m = int(lent.sum())
             if m:
-                rows_needed = int(st.counter[CT_PEND_ROWS]) + m
-                st.pend = room(st.pend, int(st.counter[CT_PEND_ROWS]), rows_needed)
-                new = np.arange(int(st.counter[CT_PEND_ROWS]), rows_needed)
-                st.counter[CT_PEND_ROWS] = rows_needed
-                col = pends + side * PEND_SLOTS * P_N
-                st.pend[new] = data[lent, col:col + PEND_SLOTS * P_N].reshape(m, PEND_SLOTS, P_N)
+                taken = int(st.counter[CT_PEND_ROWS])
+                st.pend = room(st.pend, taken, taken + m)
+                new = np.arange(taken, taken + m)
+                st.counter[CT_PEND_ROWS] = taken + m
+                st.pend[new] = data[lent, F["pend_" + side]].reshape(m, PEND_SLOTS, P_N)
                 prow[lent] = new
             st.dirs[rows, D_PEND_ROW] = prow
         st.n_records[0] = nxt
