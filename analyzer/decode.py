@@ -110,8 +110,8 @@ class Codes(NamedTuple):
 class ColumnStore:
     """Typed matrices with room for ``capacity`` rows; ``n`` rows are filled.
 
-    ``addresses`` is the decoder's address list the ``src_id``/``dst_id`` codes index (set by the reader
-    when it hands the store out); ``packet_column`` gives the packet table's columns over these rows."""
+    ``addresses`` is the decoder's address list the ``src_id``/``dst_id`` codes index (set by
+    ``Decoder.code_addresses``); ``packet_column`` gives the packet table's columns over these rows."""
 
     def __init__(self, capacity: int):
         self.capacity = max(int(capacity), 1)
@@ -742,6 +742,7 @@ class Decoder:
         Ids are given in order of first appearance (sources of the rows, then destinations), through a
         hash table that lives as long as the decoder; only new addresses are turned into text here.
         """
+        store.addresses = self.addresses
         n = store.n - start
         if n == 0:
             return
@@ -817,11 +818,11 @@ KNOWN_LINKTYPES = np.array([0, 1, 12, 14, 101, 108, 113, 228, 229, 276], dtype=n
 
 
 # -- columns -> DataFrame ---------------------------------------------------------------------------
-def to_frame(store: ColumnStore, addresses: list[str]) -> pd.DataFrame:
+def to_frame(store: ColumnStore) -> pd.DataFrame:
     """The packet table over ``store``'s rows, columns in the declared order and dtypes (no copy)."""
     import pandas as pd
 
-    cats = pd.CategoricalDtype(pd.Index(addresses, dtype=object))
+    cats = pd.CategoricalDtype(pd.Index(store.addresses, dtype=object))
     data = {}
     for c in PACKET_COLUMNS:
         if c.name == "ts":
@@ -838,4 +839,4 @@ def decode_batch(batch: FrameBatch, decoder: Decoder | None = None) -> pd.DataFr
     decoder = decoder or Decoder()
     store = ColumnStore(len(batch))
     decoder.decode_into(batch, store)
-    return to_frame(store, decoder.addresses)
+    return to_frame(store)

@@ -202,7 +202,7 @@ def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_
                 if packets:
                     from .decode import to_frame
 
-                    kept.append(to_frame(store, list(store.addresses)))
+                    kept.append(to_frame(store))
                 if progress:
                     progress(reader._source.bytes_read, size)
                 yield store

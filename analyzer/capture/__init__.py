@@ -75,7 +75,6 @@ class PacketReader:
                 store.n = 0
             else:
                 store = ColumnStore(self.batch_size)
-                store.addresses = self._decoder.addresses
             if recycle:
                 ring.append(store)
             return store
@@ -101,7 +100,7 @@ class PacketReader:
         from ..decode import to_frame
 
         for store in self.stores():
-            df = to_frame(store, self._decoder.addresses)
+            df = to_frame(store)
             df.attrs["stats"] = self.stats
             yield df
 
@@ -129,9 +128,8 @@ class PacketReader:
             self._decoder.decode_into(batch, store, code_addresses=False)
         self._decoder.finish()
         store = store or ColumnStore(0)
-        store.addresses = self._decoder.addresses
         self._decoder.code_addresses(store)
-        df = to_frame(store, self._decoder.addresses)
+        df = to_frame(store)
         df.attrs["stats"] = self.stats
         return df
 

@@ -33,13 +33,14 @@ from .flows import TupleTable, column_getter, readonly
 from .handshake import handshake_columns, outcomes
 from .retransmit import KIND_NAMES, event_rows
 from .sequence import (E_CONV, E_N, E_SENDER_LO, E_SPUR, E_SPUR_A, E_SPUR_B, E_SPUR_C, E_SPUR_FRAME, RF_A, RF_B,
-                       RF_C, RF_EV, RF_FRAME, RF_HOW, RF_N, analyze_batch, compact_records)
-from .spill import Spill, over
+                       RF_C, RF_EV, RF_FRAME, RF_HOW, RF_N, analyze_batch, compact_records,
+                       records_to_keep)
+from .spill import Spill
 from .state import (C_CLIENT_DIR, C_COMPLETENESS, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_LEN, C_HS_DECIDED,
                     C_LAST_FRAME, C_LAST_TS, C_REUSED, C_TUPLE, C_VLAN, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED,
                     CT_RESTORE, CT_STOP, NONE,
-                    D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS, D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, FlowState, grow,
-                    room)
+                    D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS, D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, RECORD_WALK,
+                    FlowState, grow, room)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -137,10 +138,8 @@ class Engine:
         tid, is_lo = self._tuples.assign(get("src"), get("sport"), get("dst"), get("dport"))
         new_conversations = (len(self._tuples) - tuples_before
                              + int(np.count_nonzero((flags & (TH_SYN | TH_ACK)) == TH_SYN)))
-        arrays = (st.conv, st.dirs, st.holes, st.history)
-        st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=n_seqsp)
-        if any(x is not y for x, y in zip(arrays, (st.conv, st.dirs, st.holes, st.history))):
-            self._spill.forget_pages(st)  # larger copies: the evicted connections' pages are hand back again
+        if st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=n_seqsp):
+            self._spill.release(st)  # larger copies: hand the evicted connections' pages back again
         stream = np.empty(n, dtype=np.int64)
         # only segments that occupy sequence space get event rows; each refinement frees a waiting
         # retransmission: at most those waiting now plus this batch's rows
@@ -184,9 +183,11 @@ class Engine:
         live = live[st.conv[live, C_LAST_FRAME] < batch_first_frame]
         if len(live) < EVICT_AT:
             return
-        done = live[over(st, live, st.tuple_conv)]
-        if len(done) >= EVICT_AT:
-            self._spill.evict(st, done)
+        keep = np.empty(len(live), dtype=np.int64)
+        records_to_keep(st.conv, st.dirs, st.tuple_conv, live, keep)
+        over = keep < RECORD_WALK
+        if np.count_nonzero(over) >= EVICT_AT:
+            self._spill.evict(st, live[over], keep[over])
 
     def finish(self) -> TcpTables:
         """Build the final tables from the carried state."""

@@ -618,6 +618,29 @@ def _fin_acked(dirs, row, other):
             and dirs[other, D_LASTACK] >= dirs[row, D_NEXTSEQ])
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _records_to_keep(conv, dirs, tuple_conv, c):
+    """How many sent-segment records per direction connection ``c`` needs: none once a new connection took
+    its 4-tuple (no packet reaches it again), RECORD_KEEP_OVER once it is over (reset, or both FINs
+    acknowledged), else the RECORD_WALK that ``_original`` may search."""
+    a = 2 * c
+    b = a + 1
+    if tuple_conv[conv[c, C_TUPLE]] != c:
+        return 0
+    if (dirs[a, D_ZSTATE] == ZS_RESET or dirs[b, D_ZSTATE] == ZS_RESET
+            or (_fin_acked(dirs, a, b) and _fin_acked(dirs, b, a))):
+        return RECORD_KEEP_OVER
+    return RECORD_WALK
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def records_to_keep(conv, dirs, tuple_conv, cs, out):
+    """``_records_to_keep`` of each connection of ``cs``, into ``out``. The engine moves a connection out
+    of memory only when this is below RECORD_WALK (it is over), with that many records (``spill.py``)."""
+    for i in range(len(cs)):
+        out[i] = _records_to_keep(conv, dirs, tuple_conv, cs[i])
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def compact_records(conv, n_conv, dirs, tuple_conv, records, n_records, evicted, keep, moved):
     """Drop the sent-segment records no later packet can reach, in place; return how many were kept.
@@ -634,16 +657,8 @@ def compact_records(conv, n_conv, dirs, tuple_conv, records, n_records, evicted,
     for c in range(n_conv):
         if evicted[c] != 0:  # its records are in the spill file; its rows may be unmapped pages
             continue
-        a = 2 * c
-        b = a + 1
-        if tuple_conv[conv[c, C_TUPLE]] != c:
-            walk = 0
-        elif (dirs[a, D_ZSTATE] == ZS_RESET or dirs[b, D_ZSTATE] == ZS_RESET
-              or (_fin_acked(dirs, a, b) and _fin_acked(dirs, b, a))):
-            walk = RECORD_KEEP_OVER
-        else:
-            walk = RECORD_WALK
-        for row in (a, b):
+        walk = _records_to_keep(conv, dirs, tuple_conv, c)
+        for row in (2 * c, 2 * c + 1):
             r = dirs[row, D_REC_HEAD]
             k = 0
             while r >= 0 and k < walk:

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import mmap
 import tempfile
+import weakref
 
 import numpy as np
 
-from .connections import ZS_CLOSED, ZS_RESET
-from .state import (C_N, C_TUPLE, CT_PEND_FREE, CT_PEND_ROWS, D_LASTACK, D_LASTACK_SET, D_N, D_NEXTSEQ,
-                    D_NEXTSEQ_SET, D_PEND_ROW, D_REC_HEAD, D_ZSTATE, HISTORY_LEN, HOLES, NONE, P_N, P_START,
-                    PEND_SLOTS, R_N, R_PREV, RECORD_KEEP_OVER, FlowState, room)
+from .state import (C_N, CT_PEND_FREE, CT_PEND_ROWS, D_N, D_PEND_ROW, D_REC_HEAD, HISTORY_LEN, HOLES, NONE, P_N,
+                    P_START, PEND_SLOTS, R_N, R_PREV, RECORD_KEEP_OVER, FlowState, room)
 
 PAGE = mmap.PAGESIZE
 
@@ -51,19 +50,6 @@ def _mapping(a: np.ndarray) -> mmap.mmap | None:
     return base
 
 
-def over(st: FlowState, cs: np.ndarray, tuple_conv: np.ndarray) -> np.ndarray:
-    """Which connections of ``cs`` are over: reset, both FINs acknowledged, or replaced on their 4-tuple
-    (the rule ``sequence.compact_records`` uses to keep RECORD_KEEP_OVER records, or none)."""
-    d, a, b = st.dirs, 2 * cs, 2 * cs + 1
-
-    def fin_acked(x, y):
-        return ((d[x, D_ZSTATE] == ZS_CLOSED) & (d[x, D_NEXTSEQ_SET] == 1) & (d[y, D_LASTACK_SET] == 1)
-                & (d[y, D_LASTACK] >= d[x, D_NEXTSEQ]))
-    replaced = tuple_conv[st.conv[cs, C_TUPLE]] != cs
-    reset = (d[a, D_ZSTATE] == ZS_RESET) | (d[b, D_ZSTATE] == ZS_RESET)
-    return replaced | reset | (fin_acked(a, b) & fin_acked(b, a))
-
-
 class Spill:
     """The spill file of one engine and the bookkeeping of what is in it."""
 
@@ -71,13 +57,16 @@ class Spill:
         self._file = None
         self._records = 0  # records written so far
         self._position = np.empty(0, dtype=np.int64)  # record number of each evicted connection
-        self._released: dict[int, np.ndarray] = {}  # id(mapping) -> pages already handed back
+        # per state array: (its mapping, weakly, and which of its pages were handed back); a new mapping (the
+        # array was replaced by a larger copy) starts with none
+        self._released: dict[str, tuple[weakref.ref, np.ndarray]] = {}
         self.evictions = 0  # connections moved out (a connection may be moved out and back several times)
         self.restores = 0  # ... and put back because a packet of theirs came (not counting the end of the run)
 
     # ---- out ------------------------------------------------------------------------------------
-    def evict(self, st: FlowState, cs: np.ndarray) -> None:
-        """Move connections ``cs`` (over, not evicted) to the file and hand back pages left with none."""
+    def evict(self, st: FlowState, cs: np.ndarray, keep: np.ndarray) -> None:
+        """Move connections ``cs`` (over, not evicted) to the file with the newest ``keep[i]`` records of each
+        direction (``sequence.records_to_keep``), and hand back pages left with none."""
         if not len(cs):
             return
         n = len(cs)
@@ -88,13 +77,12 @@ class Spill:
         for side, rows in (("a", a), ("b", b)):
             out[:, F["dirs_" + side]] = st.dirs[rows]
             out[:, F["holes_" + side]] = st.holes[rows].reshape(n, HOLES * 2)
-            # the newest RECORD_KEEP_OVER records, newest first (what a compaction keeps for a finished
-            # connection; none for one replaced on its 4-tuple, whose chain the compaction dropped)
-            cur = np.where(st.tuple_conv[st.conv[cs, C_TUPLE]] == cs, st.dirs[rows, D_REC_HEAD], NONE)
+            # the newest records, newest first: what a compaction keeps for the connection
+            cur = st.dirs[rows, D_REC_HEAD]
             count = np.zeros(n, dtype=np.int64)
             first = F["records_" + side].start
             for k in range(RECORD_KEEP_OVER):
-                live = cur >= 0
+                live = (cur >= 0) & (k < keep)
                 out[live, first + k * R_N:first + (k + 1) * R_N] = st.records[cur[live]]
                 count += live
                 cur = np.where(live, st.records[np.maximum(cur, 0), R_PREV], NONE)
@@ -111,9 +99,7 @@ class Spill:
             self._file = tempfile.TemporaryFile(prefix="tcp-analyzer-spill-")
         self._file.seek(self._records * RECORD * 8)
         self._file.write(out.tobytes())
-        if len(self._position) < st.conversations:
-            self._position = np.concatenate([self._position, np.full(max(st.conversations, 2 * len(self._position))
-                                                                      - len(self._position), NONE, np.int64)])
+        self._position = room(self._position, len(self._position), st.conversations)  # (read for evicted only)
         self._position[cs] = np.arange(self._records, self._records + n)
         self._records += n
         st.evicted[cs] = 1
@@ -124,8 +110,8 @@ class Spill:
         """Hand back the pages of the per-connection arrays that hold evicted connections only."""
         n = st.conversations
         ev = st.evicted[:n] != 0
-        for arr, rows in ((st.conv, ev), (st.dirs, np.repeat(ev, 2)), (st.holes, np.repeat(ev, 2)),
-                          (st.history, ev)):
+        for name, rows in (("conv", ev), ("dirs", np.repeat(ev, 2)), ("holes", np.repeat(ev, 2)), ("history", ev)):
+            arr = getattr(st, name)
             mm = _mapping(arr)
             if mm is None or not hasattr(mm, "madvise"):
                 continue
@@ -137,23 +123,17 @@ class Spill:
             p = np.arange(pages)
             first, last = p * PAGE // rs, ((p + 1) * PAGE - 1) // rs
             free = (bad[np.minimum(last + 1, len(rows))] - bad[first]) == 0
-            done = self._released.get(id(mm))
-            if done is None or len(done) < pages:
-                done = np.concatenate([done if done is not None else np.zeros(0, bool),
-                                       np.zeros(pages - (0 if done is None else len(done)), bool)])
-            new = free & ~done[:pages]
+            was_mm, was = self._released.get(name, (lambda: None, None))
+            done = np.zeros(pages, dtype=bool)
+            if was_mm() is mm:
+                done[:len(was)] = was[:pages]
+            new = free & ~done
             if new.any():
                 edges = np.flatnonzero(np.diff(np.concatenate([[0], new.astype(np.int8), [0]])))
                 for s, e in zip(edges[::2].tolist(), edges[1::2].tolist()):
                     mm.madvise(mmap.MADV_DONTNEED, s * PAGE, (e - s) * PAGE)
-                done[:pages] |= new
-            self._released[id(mm)] = done
-
-    def forget_pages(self, st: FlowState) -> None:
-        """The arrays were replaced by larger copies (``FlowState.reserve``): release again in the new ones."""
-        self._released.clear()
-        if self.evictions:
-            self.release(st)
+                done |= new
+            self._released[name] = (weakref.ref(mm), done)
 
     # ---- back -------------------------------------------------------------------------------------
     def restore(self, st: FlowState, cs: np.ndarray) -> None:
@@ -218,5 +198,5 @@ class Spill:
             st.dirs[rows, D_PEND_ROW] = prow
         st.n_records[0] = nxt
         st.evicted[cs] = 0
-        for mm_id in list(self._released):  # pages written again are no longer handed back
-            self._released[mm_id][:] = False
+        for _, done in self._released.values():  # pages written again are no longer handed back
+            done[:] = False

@@ -103,17 +103,20 @@ class FlowState:
         self.counter[CT_PEND_FREE] = NONE
         self.evicted = np.zeros(capacity, dtype=np.uint8)  # 1: the connection's state is in the spill file
 
-    def reserve(self, conversations: int, tuples: int, records: int) -> None:
+    def reserve(self, conversations: int, tuples: int, records: int) -> bool:
         """Make room for ``conversations`` more connections, ``tuples`` 4-tuples and ``records`` records
-        (and as many ``pend`` rows: a batch takes at most one per retransmission, so one per record)."""
+        (and as many ``pend`` rows: a batch takes at most one per retransmission, so one per record).
+        Returns whether the per-connection arrays were replaced by larger copies."""
         need = int(self.counter[CT_CONVERSATIONS]) + conversations
-        if need > len(self.conv):
+        grown = need > len(self.conv)
+        if grown:
             cap = max(need, 2 * len(self.conv))
             used = self.conversations
             self.conv = grow(self.conv, cap, used)
             self.dirs = grow(self.dirs, 2 * cap, 2 * used)
             self.holes = grow(self.holes, 2 * cap, 2 * used)
-            self.evicted = np.concatenate([self.evicted[:used], np.zeros(cap - used, dtype=np.uint8)])
+            self.evicted = grow(self.evicted, cap, used)
+            self.evicted[used:] = 0
             self.history = grow(self.history, cap, used)
         if tuples > len(self.tuple_conv):
             old = len(self.tuple_conv)
@@ -122,6 +125,7 @@ class FlowState:
         self.records = room(self.records, int(self.n_records[0]), int(self.n_records[0]) + records)
         rows = int(self.counter[CT_PEND_ROWS])
         self.pend = room(self.pend, rows, rows + min(records, 2 * need))
+        return grown
 
     @property
     def conversations(self) -> int:
