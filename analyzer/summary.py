@@ -24,8 +24,7 @@ class Progress:
         self._bar: RichProgress | None = None
         self._task = None
         self._start = time.monotonic()
-        self._preloaded = False
-        self.summary = summary
+        self._preload = summary  # until the first update
 
     def __enter__(self) -> "Progress":
         return self
@@ -35,10 +34,9 @@ class Progress:
             self._bar.stop()
 
     def update(self, done: int, total: int) -> None:
-        if not self._preloaded:
-            self._preloaded = True
-            if self.summary:
-                preload()  # the summary's modules, imported while the reader decodes the next batch
+        if self._preload:
+            self._preload = False
+            preload()  # the summary's modules, imported while the reader decodes the next batch
         if not self.enabled:
             return
         if self._bar is None:
