@@ -21,7 +21,7 @@ if "NUMBA_CACHE_DIR" not in _os.environ and not _os.access(_os.path.dirname(__fi
         if _os.access(_os.path.expanduser("~"), _os.W_OK) else _tempfile.gettempdir(),
         "tcp-analyzer-numba")
 
-from .capture import PacketReader, iter_packets, read_packets
+from .decode import PacketReader, iter_packets, read_packets
 from .errors import AnalyzerError, CaptureError
 from .report import Report, analyze
 

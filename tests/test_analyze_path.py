@@ -18,8 +18,9 @@ import pytest
 
 import analyzer
 from analyzer import schema
-from analyzer.capture import PacketReader
-from analyzer.report import Report, _write_csv, summarise
+from analyzer.decode import PacketReader
+from analyzer.report import Report, summarise
+from analyzer.report.writers import _write_csv
 from analyzer.table import Masked, Table, _arrow_strings
 from analyzer.tcp import Engine
 from analyzer.tcp.state import CT_PEND_FREE, CT_PEND_ROWS, CT_PENDING
@@ -112,7 +113,7 @@ def _run(code: str, env_extra: dict | None = None) -> subprocess.CompletedProces
 
 def test_analyze_command_runs_without_pandas_and_without_numba_refresh(tmp_path):
     """The analyze path imports neither pandas nor numba's lowering tables (imported by its context refresh)."""
-    code = (f"import sys; from analyzer.cli import main; code = main(['analyze', {str(DEMO)!r}, '-o', {str(tmp_path)!r}]);"
+    code = (f"import sys; from analyzer.commands.cli import main; code = main(['analyze', {str(DEMO)!r}, '-o', {str(tmp_path)!r}]);"
             "print('pandas' in sys.modules, 'numba.cpython.unicode' in sys.modules, code)")
     out = _run(code)
     assert out.returncode == 0, out.stderr
@@ -125,7 +126,7 @@ def test_full_numba_load_gives_the_same_files(tmp_path):
     outs = {}
     for mode, env in (("quick", {}), ("full", {"TCP_ANALYZER_NUMBA_FULL_LOAD": "1"})):
         dest = tmp_path / mode
-        code = (f"import sys; from analyzer.cli import main; main(['analyze', '-q', {str(DEMO)!r}, '-o', {str(dest)!r}]);"
+        code = (f"import sys; from analyzer.commands.cli import main; main(['analyze', '-q', {str(DEMO)!r}, '-o', {str(dest)!r}]);"
                 "print('numba.cpython.unicode' in sys.modules)")
         out = _run(code, env)
         assert out.returncode == 0, out.stderr

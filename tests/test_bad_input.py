@@ -73,7 +73,7 @@ def test_impossible_block_length_pcapng():
 
 
 def test_cli_bad_input_exit_codes(tmp_path, capsys):
-    from analyzer.cli import main
+    from analyzer.commands.cli import main
     junk = tmp_path / "junk.pcap"
     junk.write_bytes(b"\x00" * 100)
     assert main(["analyze", str(junk), "-o", str(tmp_path / "o1"), "-q"]) == 1

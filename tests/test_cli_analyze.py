@@ -11,7 +11,7 @@ from scapy.utils import wrpcap
 
 import analyzer
 from analyzer import schema
-from analyzer.cli import main
+from analyzer.commands.cli import main
 from analyzer.report import read_table
 
 C, S = "10.1.0.1", "10.1.0.2"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from analyzer.cli import main
-from analyzer.compare import compare
+from analyzer.commands.cli import main
+from analyzer.report.compare import compare
 
 from .synthetic_tcp import lossy_upload, simultaneous_open
 
@@ -91,7 +91,7 @@ def test_compare_simultaneous_open_is_not_a_disagreement(tmp_path):
 @needs_tshark
 def test_compare_exits_1_and_lists_each_disagreement(tmp_path, capsys, monkeypatch):
     """An engine that forgets the out-of-order rows: each missed frame is listed, exit status 1."""
-    import analyzer.report as report_mod
+    import analyzer.report.pipeline as report_mod
 
     path = tmp_path / "lossy.pcap"
     lossy_upload(path)
@@ -170,7 +170,7 @@ def test_label_mapping(tshark, ours, flags, outcome, difference):
     """The design.md mapping, one frame at a time, without tshark."""
     import pandas as pd
 
-    from analyzer.compare import DOCUMENTED, join_labels
+    from analyzer.report.compare import DOCUMENTED, join_labels
 
     cls = "out_of_order" if tshark == "out_of_order" else "retransmission" if tshark else ""
     theirs = pd.DataFrame({"frame": [7], "stream": [0], "flags": [flags], "tshark": [tshark], "tshark_class": [cls]})

@@ -14,9 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from analyzer.capture.frames import LINKTYPE_ETHERNET
-from analyzer.capture.live import LiveCapture, PcapWriter
-from analyzer.capture.reader import frame_batches
+from analyzer.sources.frames import LINKTYPE_ETHERNET
+from analyzer.report.live import analyze_live
+from analyzer.sources.live import LiveCapture, PcapWriter
+from analyzer.sources.files import frame_batches
 from analyzer.errors import AnalyzerError, NeedsRoot
 
 IS_ROOT = os.geteuid() == 0
@@ -69,12 +70,18 @@ def tcp_traffic(port: int, rounds: int = 3, size: int = 300_000) -> None:
 
 
 class Capture(threading.Thread):
+    """A live capture in a thread; with ``on_batch``, analyzed as it comes (``analyze_live``)."""
+
     def __init__(self, cap: LiveCapture, on_batch=None):
         super().__init__(daemon=True)
-        self.cap, self.on_batch, self.result = cap.open(), on_batch, None
+        self.cap, self.on_batch, self.result, self.report = cap.open(), on_batch, None, None
 
     def run(self):
-        self.result = self.cap.run(on_batch=self.on_batch)
+        if self.on_batch is None:
+            self.result = self.cap.run()
+        else:
+            run = analyze_live(self.cap, self.on_batch)
+            self.result, self.report = run.capture, run.report
 
 
 def test_pcap_writer_roundtrip_keeps_nanoseconds(tmp_path):
@@ -163,7 +170,7 @@ def test_batches_reach_the_engine_with_file_frame_numbers(tmp_path):
     assert firsts[0] == 1 and all(a.first_frame + a.frames == b.first_frame for a, b in zip(batches, batches[1:]))
     hs = [row for b in batches if b.handshakes is not None for row in b.handshakes.itertuples()]
     assert [h.outcome for h in hs] == ["established", "established"]
-    report = cap.result.report()
+    report = cap.report
     assert len(report.handshakes) == 2 and len(report.retransmissions) == 0
     import analyzer.report
 
@@ -194,7 +201,7 @@ def test_stops_on_duration(tmp_path):
 def test_ctrl_c_ends_cleanly_with_the_capture_written(tmp_path):
     port = free_port()
     script = (
-        "import sys; from analyzer.capture.live import LiveCapture\n"
+        "import sys; from analyzer.sources.live import LiveCapture\n"
         f"c = LiveCapture('lo', 'tcp port {port}', pcap_path=sys.argv[1]).open()\n"
         "print('ready', flush=True)\n"
         "r = c.run(); print(r.stop_reason, r.frames, flush=True)\n"

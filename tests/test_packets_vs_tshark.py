@@ -72,7 +72,7 @@ def _read_pyshark(path: str) -> pd.DataFrame:
     except (TypeError, AnalyzerError) as exc:
         if "engine" not in str(exc):  # a real failure, not "this engine is not wired in yet"
             raise
-    from analyzer.capture.pyshark_engine import read_packets_pyshark
+    from analyzer.decode.tshark import read_packets_pyshark
 
     return read_packets_pyshark(path)
 
@@ -194,7 +194,7 @@ def test_table_has_declared_columns(engine):
 def test_pyshark_engine_names_the_fix_without_tshark(monkeypatch, tmp_path):
     import pyshark.tshark.tshark as pyshark_tshark
 
-    from analyzer.capture import pyshark_engine
+    from analyzer.decode import tshark as pyshark_engine
 
     def not_found(*args, **kwargs):
         raise pyshark_tshark.TSharkNotFoundException("TShark not found")

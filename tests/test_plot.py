@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analyzer.cli import main
-from analyzer.plot import COLOURS, marked_frames, plot_rtt, plot_stream
+from analyzer.commands.cli import main
+from analyzer.report.plot import COLOURS, marked_frames, plot_rtt, plot_stream
 from analyzer.report import analyze
 
 from .synthetic_tcp import lossy_upload
@@ -163,6 +163,6 @@ def test_plot_help_has_examples(capsys):
     ([0, 2**31 - 1, 2**32 - 2, 3], 2**32 - 1, [1, 2**31, 2**32 - 1, 2**32 + 4]),  # a whole lap, in steps
 ])
 def test_sequence_numbers_are_unwrapped_relative_to_the_isn(raw, base, want):
-    from analyzer.plot import _unwrapped
+    from analyzer.report.plot import _unwrapped
 
     assert list(_unwrapped(np.array(raw, dtype=np.int64), base)) == want

@@ -2,5 +2,5 @@
 
 Modules: ``certs`` (CA and certificates), ``server`` and ``client`` (the TLS exchange), ``loss``
 (nftables packet loss on lo), ``run`` (the whole demo), ``commands`` (the click commands).
-Live capture itself is ``analyzer.capture.live``.
+Live sniffing is ``analyzer.sources.live``; a live capture analyzed as it comes, ``analyzer.report.live``.
 """

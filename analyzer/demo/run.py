@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..capture.live import BatchResult, LiveCapture, LiveResult
 from ..errors import AnalyzerError, NeedsRoot
+from ..report.live import BatchResult, LiveRun, analyze_live
+from ..sources.live import LiveCapture, LiveResult
 from .certs import make_certs
 from .client import DemoClientError, FetchResult, fetch
 from .loss import dropped, packet_loss
@@ -104,7 +105,7 @@ def _live_demo(certs: Path, clients: int, loss: float | None, nbytes: int, port:
 
     def capture_thread() -> None:
         try:
-            holder["result"] = capture.run(on_batch=on_batch)
+            holder["run"] = analyze_live(capture, on_batch)
         except BaseException as exc:  # reported in the main thread
             holder["error"] = exc
 
@@ -135,12 +136,8 @@ def _live_demo(certs: Path, clients: int, loss: float | None, nbytes: int, port:
         thread.join()
     if "error" in holder:
         raise holder["error"]
-    live: LiveResult = holder["result"]
-    report = live.report()
-    if report is None:  # no engine: analyze the written file
-        from ..report import analyze
-
-        report = analyze(pcap_path)
+    run: LiveRun = holder["run"]
+    live, report = run.capture, run.report
     report.write(out)
     notes = list(live.notes)
     failed = [r for r in results if isinstance(r, str)]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from .errors import AnalyzerError
-from .report import FORMATS, Report, analyze, summarise, summary_json
+from ..errors import AnalyzerError
+from ..report import FORMATS, Report, analyze, summarise, summary_json
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
@@ -24,13 +24,13 @@ _quick_exit = False
 # Commands defined in other modules, loaded only when asked for: `analyze` then starts without
 # importing the TLS demo, scapy, matplotlib or the tshark comparison.
 LAZY_COMMANDS = {
-    "certs": ("analyzer.demo.commands", "certs_cmd", "Make the demo CA and the server and client certificates."),
-    "tls-server": ("analyzer.demo.commands", "tls_server_cmd", "Run the demo TLS server (mutual certificates)."),
-    "tls-client": ("analyzer.demo.commands", "tls_client_cmd", "Connect to the demo server, print what came back."),
-    "live": ("analyzer.demo.commands", "live_cmd", "Capture live; print each handshake and retransmission."),
-    "demo": ("analyzer.demo.commands", "demo_cmd", "The TLS demo: server, clients, live capture, reports."),
-    "compare": ("analyzer.extra_commands", "compare_cmd", "Compare our labels with tshark's, frame by frame."),
-    "plot": ("analyzer.extra_commands", "plot_cmd", "Time-sequence graph of a connection, or the RTT distribution."),
+    "certs": ("analyzer.commands.demo", "certs_cmd", "Make the demo CA and the server and client certificates."),
+    "tls-server": ("analyzer.commands.demo", "tls_server_cmd", "Run the demo TLS server (mutual certificates)."),
+    "tls-client": ("analyzer.commands.demo", "tls_client_cmd", "Connect to the demo server, print what came back."),
+    "live": ("analyzer.commands.live", "live_cmd", "Capture live; print each handshake and retransmission."),
+    "demo": ("analyzer.commands.demo", "demo_cmd", "The TLS demo: server, clients, live capture, reports."),
+    "compare": ("analyzer.commands.compare", "compare_cmd", "Compare our labels with tshark's, frame by frame."),
+    "plot": ("analyzer.commands.plot", "plot_cmd", "Time-sequence graph of a connection, or the RTT distribution."),
 }
 
 
@@ -87,7 +87,7 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json):
       tcp-analyzer analyze trace.pcap -o out/ --format parquet
       tcp-analyzer analyze a.pcap b.pcapng -o out/    # out/a.pcap/, out/b.pcapng/
     """
-    from .summary import Progress, print_summary
+    from .console import Progress, print_summary
 
     reports: list[Report] = []
     status = EXIT_OK

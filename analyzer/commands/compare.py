@@ -1,7 +1,6 @@
-"""The ``compare`` and ``plot`` commands (registered by ``analyzer.cli``): thin over compare.py and plot.py.
+"""The ``compare`` command: thin over ``analyzer.report.compare``.
 
-Exit codes as in ``analyzer.cli``: 0 done (compare: tshark and we agree), 1 input unreadable (compare:
-they disagree), 2 usage.
+Exit codes: 0 tshark and we agree, 1 they differ or the capture is unreadable, 2 usage.
 """
 from __future__ import annotations
 
@@ -10,14 +9,11 @@ import sys
 
 import click
 
-from .errors import AnalyzerError
+from ..errors import AnalyzerError
+from .console import fail
 
 EXIT_OK, EXIT_DIFFER = 0, 1  # usage errors (2) are raised as click.UsageError
 
-
-def _fail(exc: Exception) -> None:
-    click.echo(f"tcp-analyzer: {exc}", err=True)
-    sys.exit(1)
 
 
 @click.command("compare")
@@ -28,7 +24,7 @@ def _fail(exc: Exception) -> None:
 def compare_cmd(capture: str, as_json: bool, limit: int) -> None:
     """Compare our labels with tshark's, frame by frame; exit 0 when they agree.
 
-    Runs tshark 4.0 with pinned preferences (see analyzer/compare.py) and our engine on CAPTURE, prints
+    Runs tshark 4.0 with pinned preferences (see analyzer/report/compare.py) and our engine on CAPTURE, prints
     precision / recall against tshark's tcp.analysis.retransmission and tcp.analysis.out_of_order, and
     every frame where the labels differ with both labels and our reason. Documented differences
     (frames we call duplicate captures, SYN-ACKs of a simultaneous open) are listed but do not count.
@@ -39,12 +35,12 @@ def compare_cmd(capture: str, as_json: bool, limit: int) -> None:
       tcp-analyzer compare trace.pcapng
       tcp-analyzer compare trace.pcap --json > agreement.json
     """
-    from .compare import compare
+    from ..report.compare import compare
 
     try:
         result = compare(capture)
     except AnalyzerError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2, default=str))
     else:
@@ -90,58 +86,3 @@ def _print_comparison(result, limit: int) -> None:
             console.print(f"... {len(dis) - len(shown)} more (--limit 0 lists all)")
     verdict = "[green]agree[/green]" if result.agree else f"[red]disagree on {c['disagreements']} frames[/red]"
     console.print(f"verdict: {verdict}")
-
-
-@click.command("plot")
-@click.argument("capture", type=click.Path(dir_okay=False))
-@click.option("-s", "--stream", type=int, help="connection to draw (tcp.stream number)")
-@click.option("--rtt", is_flag=True, help="draw the handshake RTT distribution instead")
-@click.option("--reverse", is_flag=True, help="draw the server->client direction (default: client->server)")
-@click.option("--start", type=float, help="draw from this time (s since the connection's first packet)")
-@click.option("--end", type=float, help="draw up to this time (s since the connection's first packet)")
-@click.option("-o", "--out", type=click.Path(dir_okay=False), help="image file: .png, .svg or .pdf "
-              "[default: <capture>-stream<N>.png or <capture>-rtt.png]")
-def plot_cmd(capture: str, stream: int | None, rtt: bool, reverse: bool, start: float | None, end: float | None,
-             out: str | None) -> None:
-    """Draw a time-sequence (Stevens) graph of one connection, or the handshake RTT distribution.
-
-    The graph shows one direction's data segments as bars from seq to seq+len against time, the other
-    side's ACK line, ACK + window and SACK blocks, and each retransmission kind and out-of-order
-    segment in its own colour.
-
-    \b
-    Examples:
-      tcp-analyzer plot trace.pcap --stream 3 -o stream3.png
-      tcp-analyzer plot trace.pcap --stream 3 --reverse -o stream3-down.svg
-      tcp-analyzer plot trace.pcap --stream 3 --start 0.5 --end 2 -o zoom.png
-      tcp-analyzer plot trace.pcap --rtt -o rtt.png
-    """
-    from pathlib import Path
-
-    from .plot import StreamNotFound, plot_rtt, plot_stream
-    from .report import analyze
-
-    if rtt == (stream is not None):
-        raise click.UsageError("give exactly one of --stream N or --rtt")
-    name = Path(capture).name
-    out = out or (f"{name}-rtt.png" if rtt else f"{name}-stream{stream}.png")
-    if Path(out).suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise click.BadParameter(f"{out}: use a .png, .svg or .pdf file name", param_hint="--out")
-    try:
-        if rtt:
-            plot_rtt(analyze(capture), out)
-        else:
-            fig = plot_stream(capture, stream, out, direction="server->client" if reverse else "client->server",
-                              time_range=(start, end) if start is not None or end is not None else None)
-            sent = fig.tcp_stream["bytes"]
-            if sent["server->client" if reverse else "client->server"] < sent["client->server" if reverse
-                                                                              else "server->client"]:
-                other = "client->server (without --reverse)" if reverse else "server->client (--reverse)"
-                click.echo(f"note: stream {stream} carries more data {other}", err=True)
-    except (AnalyzerError, StreamNotFound) as exc:
-        _fail(exc)
-    click.echo(f"wrote {out}")
-    sys.exit(EXIT_OK)
-
-
-COMMANDS = [compare_cmd, plot_cmd]

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import AnalyzerError, EngineUnavailable
-from .schema import TH_ACK, TH_SYN
+from ..errors import AnalyzerError, EngineUnavailable
+from ..schema import TH_ACK, TH_SYN
 
 # Preferences pinned exactly as ../shared/tools/truth.py pins them (4.0.17 defaults, desegmentation off).
 TSHARK_PREFS = (
@@ -174,7 +174,7 @@ def compare(path: str | os.PathLike, report=None) -> Comparison:
     >>> compare("captures/demo.pcap").agree                          # doctest: +SKIP
     True
     """
-    from .report import analyze
+    from .pipeline import analyze
 
     path = os.fspath(path)
     exe = tshark_path()

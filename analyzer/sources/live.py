@@ -1,9 +1,10 @@
-"""Live capture: frames from an interface, in batches, through the decoder and the TCP engine.
+"""Live sniffing: frames from an interface, in batches, written to a pcap and handed to a callback.
 
 The socket is a Linux ``AF_PACKET`` raw socket; scapy (libpcap underneath) compiles the BPF filter
 and attaches it before the socket is bound, so no unfiltered frame slips in. Frames are read as raw
-bytes, never as scapy packet objects: every ``batch_interval`` seconds the new frames become one
-``FrameBatch`` for ``analyzer.decode`` and ``analyzer.tcp.Engine``, and are appended to the pcap.
+bytes, never as scapy packet objects: every ``batch_interval`` seconds the new frames are appended
+to the pcap and become one ``FrameBatch`` for the callback (``analyzer.report.live`` decodes and
+analyzes them as they come).
 
 Loopback: an ``AF_PACKET`` socket sees every ``lo`` packet twice, once leaving
 (``PACKET_OUTGOING``) and once arriving. Like libpcap (and so tcpdump), the outgoing copy is dropped
@@ -14,7 +15,7 @@ Timestamps are the kernel's (``SO_TIMESTAMPNS``), in nanoseconds, and the pcap i
 nanosecond resolution.
 
     >>> cap = LiveCapture("lo", "tcp port 15001", pcap_path="live.pcap", duration=5)  # doctest: +SKIP
-    >>> result = cap.run(on_batch=print)                                          # doctest: +SKIP
+    >>> result = cap.run(on_frames=lambda batch: print(len(batch)))               # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -29,9 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import pandas as pd
+from typing import BinaryIO
 
 from ..errors import AnalyzerError, EngineUnavailable, NeedsRoot
 from .frames import LINKTYPE_ETHERNET, LINKTYPE_RAW, FrameBatch
@@ -75,17 +74,6 @@ class PcapWriter:
 
 
 @dataclass
-class BatchResult:
-    """What one batch brought: frame numbers, TCP segments, and what the engine decided in it."""
-
-    first_frame: int
-    frames: int
-    segments: int
-    handshakes: pd.DataFrame | None = None
-    retransmissions: pd.DataFrame | None = None
-
-
-@dataclass
 class LiveResult:
     """The end of a live capture."""
 
@@ -94,45 +82,7 @@ class LiveResult:
     outgoing_copies_dropped: int
     kernel_drops: int
     stop_reason: str  # "duration", "count", "stopped", "interrupted"
-    tables: Any = None  # analyzer.tcp.TcpTables from Engine.finish() (None without an engine)
     notes: list[str] = field(default_factory=list)
-
-    def report(self) -> Any:
-        """The tables as an ``analyzer.report.Report`` for the written pcap (None without an engine).
-
-        Frame numbers are positions in the written pcap, so the report equals ``analyze(pcap)``.
-        """
-        if self.tables is None:
-            return None
-        from ..report import Report
-
-        stats = {"frames": self.frames, "engine": "live", **self.tables.stats}
-        return Report(capture=str(self.pcap_path or "live"), connections=self.tables.connections,
-                      handshakes=self.tables.handshakes, retransmissions=self.tables.retransmissions,
-                      stats=stats)
-
-
-def _default_pipeline() -> tuple[Callable[[FrameBatch], pd.DataFrame] | None, Any, list[str]]:
-    """The decoder and the TCP engine if they are importable; notes say what is missing."""
-    notes: list[str] = []
-    decode = engine = None
-    try:
-        from ..decode import Decoder, decode_batch
-
-        decoder = Decoder()
-
-        def decode(batch: FrameBatch) -> pd.DataFrame:
-            return decode_batch(batch, decoder)
-    except ImportError as exc:
-        notes.append(f"decoder unavailable ({exc}); frames are captured but not analyzed")
-        return None, None, notes
-    try:
-        from ..tcp import Engine
-
-        engine = Engine()
-    except ImportError as exc:
-        notes.append(f"TCP engine unavailable ({exc}); frames are decoded but not analyzed")
-    return decode, engine, notes
 
 
 class LiveCapture:
@@ -145,7 +95,7 @@ class LiveCapture:
 
     def __init__(self, iface: str = "lo", bpf: str | None = None, pcap_path: str | os.PathLike | None = None,
                  duration: float | None = None, count: int | None = None,
-                 batch_interval: float = BATCH_INTERVAL, snaplen: int = SNAPLEN, analyze: bool = True):
+                 batch_interval: float = BATCH_INTERVAL, snaplen: int = SNAPLEN):
         if duration is not None and duration <= 0:
             raise ValueError("duration must be positive")
         if count is not None and count <= 0:
@@ -153,11 +103,10 @@ class LiveCapture:
         self.iface, self.bpf = iface, bpf
         self.pcap_path = Path(pcap_path) if pcap_path is not None else None
         self.duration, self.count = duration, count
-        self.batch_interval, self.snaplen, self.analyze = batch_interval, snaplen, analyze
+        self.batch_interval, self.snaplen = batch_interval, snaplen
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
-        self._pipeline: tuple | None = None
         self.linktype = LINKTYPE_ETHERNET
         self._loopback = False
         self.frames = 0
@@ -194,8 +143,6 @@ class LiveCapture:
             sock.close()
             raise
         self._sock = sock
-        if self.analyze and self._pipeline is None:  # load the decoder and engine before traffic starts
-            self._pipeline = _default_pipeline()
         self.ready.set()
         return self
 
@@ -238,13 +185,15 @@ class LiveCapture:
         return False
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self, on_batch: Callable[[BatchResult], None] | None = None) -> LiveResult:
-        """Capture until a stop condition; returns a ``LiveResult``. Ctrl-C ends it cleanly."""
+    def run(self, on_frames: Callable[[FrameBatch], None] | None = None) -> LiveResult:
+        """Capture until a stop condition; returns a ``LiveResult``. Ctrl-C ends it cleanly.
+
+        Every ``batch_interval`` seconds the new frames are written to the pcap, then handed to
+        ``on_frames`` as one ``FrameBatch`` whose frame numbers are positions in that pcap."""
         if self._sock is None:
             self.open()
         assert self._sock is not None
-        decode, engine, notes = self._pipeline or (_default_pipeline() if self.analyze else (None, None, []))
-        self._pipeline = None
+        notes: list[str] = []
         out = open(self.pcap_path, "wb") if self.pcap_path is not None else None
         writer = PcapWriter(out, self.linktype, self.snaplen) if out is not None else None
         buf = bytearray(max(self.snaplen, 65_600))
@@ -267,17 +216,10 @@ class LiveCapture:
                     writer.write(fr, t, w)
                 out.flush()
             self.frames += len(frames)
-            result = BatchResult(first, len(frames), 0)
-            if decode is not None:
-                batch = FrameBatch.from_frames(frames, ts, self.linktype, wirelens=wire, first_frame=first)
-                df = decode(batch)
-                result.segments = len(df)
-                if engine is not None:
-                    events = engine.feed(df)
-                    result.handshakes, result.retransmissions = events.handshakes, events.retransmissions
+            batch = FrameBatch.from_frames(frames, ts, self.linktype, wirelens=wire, first_frame=first)
             frames.clear(), ts.clear(), wire.clear()
-            if on_batch is not None:
-                on_batch(result)
+            if on_frames is not None:
+                on_frames(batch)
 
         try:
             while True:
@@ -307,7 +249,6 @@ class LiveCapture:
                     while not self._read_available(buf, frames, ts, wire):
                         pass
                 flush()
-                tables = engine.finish() if engine is not None else None
             finally:
                 drops = self.kernel_drops()
                 self.close()
@@ -315,7 +256,7 @@ class LiveCapture:
                     out.close()
         if drops:
             notes.append(f"the kernel dropped {drops} frames (socket buffer full); the capture is incomplete")
-        return LiveResult(self.pcap_path, self.frames, self.outgoing_dropped, drops, reason, tables, notes)
+        return LiveResult(self.pcap_path, self.frames, self.outgoing_dropped, drops, reason, notes)
 
     def close(self) -> None:
         if self._sock is not None:

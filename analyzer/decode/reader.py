@@ -1,4 +1,4 @@
-"""Capture sources -> the packet table.
+"""A capture file as packet-table batches: ``PacketReader``, ``iter_packets``, ``read_packets``.
 
 >>> import analyzer
 >>> df = analyzer.read_packets("captures/demo.pcap")                  # doctest: +SKIP
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..errors import AnalyzerError
-from .frames import FrameBatch
+from ..sources.frames import FrameBatch
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,8 +35,8 @@ class PacketReader:
     """
 
     def __init__(self, path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False):
-        from ..decode import Decoder
-        from .reader import FrameSource
+        from ..sources.files import FrameSource
+        from .decoder import Decoder
 
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -65,7 +65,7 @@ class PacketReader:
         (the caller holds no reference to it by then): the same few stores' memory is used over and
         over, which saves a page fault per 4 KiB of rows (a third of ``analyze``'s time on some VMs).
         """
-        from ..decode import ColumnStore
+        from .store import ColumnStore
 
         ring: list[ColumnStore] = []
 
@@ -97,7 +97,7 @@ class PacketReader:
         return self._decoder.addresses
 
     def _frames(self) -> Iterator[pd.DataFrame]:
-        from ..decode import to_frame
+        from .store import to_frame
 
         for store in self.stores():
             df = to_frame(store)
@@ -111,7 +111,7 @@ class PacketReader:
         if not self.prefetch:
             yield from self._frames()
             return
-        yield from _prefetched(self._frames(), PREFETCH)
+        yield from prefetched(self._frames(), PREFETCH)
 
     def read_all(self) -> pd.DataFrame:
         """Decode the whole capture into one table.
@@ -119,7 +119,7 @@ class PacketReader:
         Rows go straight into one store sized from the file size and the first piece's frame size
         (it grows if the guess was short), so the table is built once, without a final copy.
         """
-        from ..decode import ColumnStore, to_frame
+        from .store import ColumnStore, to_frame
 
         store = None
         for batch in self._source.batches(self.batch_size):
@@ -141,7 +141,7 @@ class PacketReader:
         return int(size / max(stride, 1.0) * 1.5) + 1024  # over-estimating costs address space only
 
 
-def _prefetched(it: Iterator, depth: int) -> Iterator:
+def prefetched(it: Iterator, depth: int) -> Iterator:
     """Run iterator ``it`` in a background thread, ``depth`` items ahead; errors are re-raised here."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
@@ -195,12 +195,10 @@ def read_packets(path, engine: str = "native") -> pd.DataFrame:
     >>> df[["frame", "src", "sport", "dst", "dport", "flags"]].head()    # doctest: +SKIP
     """
     if engine == "pyshark":
-        from .pyshark_engine import read_packets_pyshark
+        from .tshark import read_packets_pyshark
 
         return read_packets_pyshark(os.fspath(path))
     if engine != "native":
         raise AnalyzerError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     return PacketReader(path).read_all()
 
-
-__all__ = ["FrameBatch", "PacketReader", "iter_packets", "read_packets", "ENGINES", "DEFAULT_BATCH", "ANALYZE_BATCH"]

@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from .schema import TH_ACK, TH_FIN, TH_SYN
+from ..schema import TH_ACK, TH_FIN, TH_SYN
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 DIRECTIONS = ("client->server", "server->client")
@@ -94,9 +94,9 @@ def _load(source, packets: pd.DataFrame | None):
     tables, and its packets (or ``packets``, or the capture re-read) go through a fresh engine only to
     number their streams.
     """
-    from .capture import read_packets
+    from ..decode import read_packets
+    from ..tcp import Engine
     from .report import Report
-    from .tcp import Engine
 
     engine = Engine()
     if isinstance(source, (str, os.PathLike)):

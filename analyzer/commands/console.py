@@ -1,17 +1,32 @@
-"""What ``analyze`` prints: a progress bar on stderr (terminals only) and a readable summary on stdout."""
+"""What the commands print: ``analyze``'s progress bar and summary; live events and the demo's tables.
+
+rich (and pandas, for the live tables) are imported when something is shown, not when this module is:
+``analyze`` starts without them.
+"""
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:  # rich is imported when something is shown (not on the analyze path's start-up)
     from rich.console import Console
     from rich.progress import Progress as RichProgress
     from rich.table import Table
 
+EXIT_ERROR = 1  # some input could not be read, or the command failed (the codes are listed in cli.py)
 PROGRESS_AFTER_S = 1.0  # show the bar only for work that takes longer than this
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """End a command with the one-line message of ``exc`` on stderr and exit code 1."""
+    import click
+
+    click.echo(f"tcp-analyzer: {exc}", err=True)
+    sys.exit(EXIT_ERROR)
 
 
 class Progress:
@@ -59,8 +74,25 @@ def preload() -> None:
     import rich.table  # noqa: F401
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.3f} ms"
+def _rtt(seconds) -> str:
+    """Milliseconds with 3 decimals, or '-' when missing."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if math.isnan(value) else f"{value * 1000:.3f}"
+
+
+def _ms(seconds) -> str:
+    text = _rtt(seconds)
+    return text if text == "-" else text + " ms"
+
+
+def _frame(v) -> str:
+    try:
+        return "-" if v is None or math.isnan(float(v)) else str(int(v))
+    except TypeError:  # pandas' NA
+        return "-"
 
 
 def _counts(title: str, label: str, counts: dict) -> Table:
@@ -106,3 +138,73 @@ def print_summary(s: dict, dest: Path | None = None, console: Console | None = N
         con.print(f"[red]Problem:[/red] {p}")
     if dest is not None:
         con.print(f"Tables written to {dest}/")
+
+
+# -- live events and the demo's tables ---------------------------------------------------------------
+_out: Console | None = None
+
+
+def out() -> Console:
+    """The console for live events and tables; piped output gets 120 columns, not rich's 80, so the
+    handshake table is never squeezed."""
+    global _out
+    if _out is None:
+        from rich.console import Console
+
+        _out = Console(highlight=False, soft_wrap=True,
+                       width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120)
+    return _out
+
+
+def print_handshake(row) -> None:
+    out().print(f"handshake  stream {row.stream}  {row.client}:{row.client_port} -> {row.server}:{row.server_port}  "
+                f"{row.outcome}  rtt {_ms(row.handshake_rtt)}  (SYN #{_frame(row.syn_frame)}, "
+                f"SYN-ACK #{_frame(row.synack_frame)}, ACK #{_frame(row.ack_frame)})")
+
+
+def print_retransmission(row) -> None:
+    out().print(f"{row.kind:<24} frame {row.frame}  stream {row.stream}  {row.src}:{row.sport} -> "
+                f"{row.dst}:{row.dport}  seq {row.seq} len {row.len}  ({row.reason})")
+
+
+def print_batch(batch, each_retransmission: bool = True) -> None:
+    """Print a live batch's new handshakes, and its retransmissions (one line each, or a count)."""
+    if batch.handshakes is not None:
+        for row in batch.handshakes.itertuples(index=False):
+            print_handshake(row)
+    rx = batch.retransmissions
+    if rx is not None and len(rx):
+        if each_retransmission:
+            for row in rx.itertuples(index=False):
+                print_retransmission(row)
+        else:
+            kinds = ", ".join(f"{n} {k}" for k, n in rx["kind"].value_counts().items())
+            out().print(f"frames {batch.first_frame}-{batch.first_frame + batch.frames - 1}: {kinds}")
+
+
+def print_handshake_table(hs) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Handshakes (client port; frames; SYN retries; RTTs in ms)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("stream", "port", "outcome", "SYN", "SYN-ACK", "ACK", "retries", "server", "client", "total"):
+        table.add_column(col, justify="left" if col == "outcome" else "right", no_wrap=col == "outcome")
+    for r in hs.itertuples(index=False):
+        table.add_row(str(r.stream), str(r.client_port), r.outcome, _frame(r.syn_frame), _frame(r.synack_frame),
+                      _frame(r.ack_frame), str(r.syn_retries), _rtt(r.server_rtt), _rtt(r.client_rtt),
+                      _rtt(r.handshake_rtt))
+    out().print(table)
+
+
+def print_retransmission_summary(rx, show: int = 10) -> None:
+    if not len(rx):
+        out().print("Retransmissions: none")
+        return
+    kinds = ", ".join(f"{n} {k}" for k, n in rx["kind"].value_counts().items())
+    per_stream = ", ".join(f"stream {s}: {n}" for s, n in rx["stream"].value_counts().sort_index().items())
+    out().print(f"Retransmissions: {len(rx)} ({kinds}); {per_stream}")
+    for row in rx.head(show).itertuples(index=False):
+        print_retransmission(row)
+    if len(rx) > show:
+        out().print(f"... {len(rx) - show} more in retransmissions.csv")

@@ -1,4 +1,4 @@
-"""Reports: run the pipeline on a capture, hold the three tables, write them, summarise them.
+"""The ``Report`` of one capture: its tables (DataFrames or raw numpy tables), stats, writing and summary.
 
 >>> import analyzer
 >>> report = analyzer.analyze("captures/demo.pcap")                  # doctest: +SKIP
@@ -9,28 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from . import schema
-from .capture import ANALYZE_BATCH, PREFETCH, PacketReader, _prefetched, read_packets
-from .table import Table
+from ..table import Table
+from .writers import FORMATS, _in_threads, write_table
 
 if TYPE_CHECKING:
     import pandas as pd
 
     AnyTable = Union[pd.DataFrame, Table]
 
-FORMATS = ("csv", "parquet", "json")
 TABLES = ("connections", "handshakes", "retransmissions")
-
-
-def table_columns(name: str) -> tuple[schema.Column, ...]:
-    return {"connections": schema.CONNECTION_COLUMNS, "handshakes": schema.HANDSHAKE_COLUMNS,
-            "retransmissions": schema.RETRANSMISSION_COLUMNS, "packets": schema.PACKET_COLUMNS}[name]
 
 
 class Report:
@@ -104,135 +96,6 @@ class Report:
     def summary(self) -> dict:
         """A machine-readable summary (what ``analyze --json`` prints)."""
         return summarise(self)
-
-
-def _in_threads(calls: list[Callable[[], None]]) -> None:
-    """Run ``calls`` at once, one thread each (Arrow's CSV writer releases the GIL); re-raise the first error."""
-    import threading
-
-    errors: list[BaseException] = []
-
-    def guard(call):
-        try:
-            call()
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guard, args=(c,)) for c in calls[1:]]
-    for t in threads:
-        t.start()
-    guard(calls[0])
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
-def write_table(table: AnyTable, path: Path, format: str) -> None:
-    """Write one table (a DataFrame, or a raw ``Table`` for CSV)."""
-    if format == "csv":
-        _write_csv(table, path)
-    elif isinstance(table, Table):
-        write_table(table.to_pandas(), path, format)
-    elif format == "parquet":
-        table.to_parquet(path, index=False)
-    else:
-        table.to_json(path, orient="records", lines=True, date_format="iso", double_precision=15)
-
-
-def _write_csv(table: AnyTable, path: Path) -> None:
-    """CSV through Arrow's writer (about ten times faster than ``DataFrame.to_csv``).
-
-    Missing values are empty fields, booleans ``true``/``false``, floats in shortest round-trip form.
-    """
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    if isinstance(table, Table):
-        arrow, names = table.to_arrow(), [c.name for c in table.columns]
-    else:
-        arrow, names = pa.Table.from_pandas(table, preserve_index=False), list(table.columns)
-        arrow = arrow.cast(pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
-                                      for f in arrow.schema]))
-    with open(path, "wb") as f:
-        f.write((",".join(names) + "\n").encode())
-        pacsv.write_csv(arrow, f, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-
-
-def read_table(path: str | os.PathLike, name: str) -> pd.DataFrame:
-    """Read a written table back with its declared dtypes (tests and notebooks use this)."""
-    import pandas as pd
-
-    path = Path(path)
-    cols = table_columns(name)
-    if path.suffix == ".parquet":
-        df = pd.read_parquet(path)
-    elif path.suffix == ".jsonl":
-        df = pd.read_json(path, orient="records", lines=True, dtype=False)
-    else:
-        df = pd.read_csv(path, dtype={c.name: object for c in cols if c.dtype in ("str", "string", "category")},
-                         keep_default_na=False, na_values={c.name: [""] for c in cols
-                                                          if c.dtype not in ("str", "string", "category")})
-    return schema.conform(df, cols) if len(df.columns) else schema.empty_frame(cols)
-
-
-def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_size: int = ANALYZE_BATCH,
-            progress: Callable[[int, int], None] | None = None) -> Report | list[Report]:
-    """Analyze one capture (returns a ``Report``) or several (returns a list, one per capture).
-
-    With the native engine, a thread reads and decodes the capture batch by batch, ``PREFETCH`` batches
-    ahead, while this one runs the TCP engine on them (the compiled passes of both release the GIL)."""
-    if isinstance(path_or_paths, (list, tuple)):
-        return [analyze(p, engine, packets, batch_size, progress) for p in path_or_paths]
-    path = os.fspath(path_or_paths)
-    kept: list = []
-    if engine == "native":
-        reader = PacketReader(path, batch_size)
-        # decoding starts now, while the engine loads. Without the packet table, the engine keeps no
-        # reference to a store once it asks for the next one: PREFETCH + 2 stores are enough, reused
-        stores = _prefetched(reader.stores(recycle=0 if packets else PREFETCH + 2), PREFETCH)
-        from .tcp import analyze_batches
-
-        import pyarrow.csv  # noqa: F401  (for write(); imported while the first batch is decoded)
-
-        size = _size(path)
-
-        def batches() -> Iterable:
-            for store in stores:
-                if packets:
-                    from .decode import to_frame
-
-                    kept.append(to_frame(store))
-                if progress:
-                    progress(reader._source.bytes_read, size)
-                yield store
-
-        tables = analyze_batches(batches())
-        stats = reader.stats
-    else:
-        from .tcp import analyze_batches
-
-        df = read_packets(path, engine=engine)
-        kept = [df] if packets else []
-        tables = analyze_batches([df])
-        stats = dict(df.attrs.get("stats", {}))
-    stats["engine"] = engine
-    stats.update(tables.stats)
-    table = None
-    if packets:
-        import pandas as pd
-
-        table = pd.concat(kept, ignore_index=True) if len(kept) > 1 else \
-            (kept[0] if kept else schema.empty_frame(schema.PACKET_COLUMNS))
-        table = schema.conform(table, schema.PACKET_COLUMNS)
-    return Report(path, stats=stats, packets=table, **tables.raw)
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
 
 
 def _percentiles(values: np.ndarray) -> dict:

@@ -1,0 +1,49 @@
+"""The ``live`` command: capture on an interface, print what the engine decides as it comes, write reports."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import AnalyzerError
+from .console import fail, print_batch
+
+EXIT_INTERRUPTED = 130
+
+
+
+@click.command("live")
+@click.option("-i", "--interface", "iface", default="lo", show_default=True)
+@click.option("-f", "--filter", "bpf", default=None, help="BPF filter, as tcpdump takes it")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="stop after S seconds")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="stop after N frames")
+@click.option("-w", "--write", "pcap", type=click.Path(dir_okay=False), default="live.pcap", show_default=True)
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="live-report", show_default=True)
+def live_cmd(iface, bpf, duration, count, pcap, out_dir):
+    """Capture live, print each handshake and retransmission as it is seen, write pcap and reports.
+
+    Stops after --duration, --count or Ctrl-C. Needs root (or CAP_NET_RAW).
+
+    \b
+    Example:
+      sudo tcp-analyzer live -i lo -f 'tcp port 15001' --duration 30 -w demo.pcap -o out/
+    """
+    from ..report.live import analyze_live
+    from ..sources.live import LiveCapture
+
+    try:
+        capture = LiveCapture(iface, bpf, pcap_path=pcap, duration=duration, count=count)
+        capture.open()
+        click.echo(f"capturing on {iface}{' (' + bpf + ')' if bpf else ''}; Ctrl-C stops", err=True)
+        run = analyze_live(capture, on_batch=print_batch)  # Ctrl-C inside ends the capture cleanly
+        result, report = run.capture, run.report
+        report.write(out_dir)
+    except AnalyzerError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        click.echo("tcp-analyzer: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"stopped ({result.stop_reason}): {result.frames} frames written to {pcap}"
+               + f"; reports in {out_dir}/", err=True)
