@@ -23,7 +23,6 @@ from analyzer.report import Report, summarise
 from analyzer.report.writers import _write_csv
 from analyzer.table import Masked, Table, _arrow_strings
 from analyzer.tcp import Engine
-from analyzer.tcp.state import CT_PEND_FREE, CT_PEND_ROWS, CT_PENDING
 
 from .synthetic_tcp import lossy_upload
 from .tcpbuild import MS, Capture
@@ -201,10 +200,10 @@ def test_pend_pool_rows_go_back_to_the_pool_and_are_lent_again(tmp_path):
         engine = Engine()
         for i in range(0, len(df), size):
             engine.feed(df.iloc[i:i + size])
-        counter = engine._state.counter
+        count = engine._state.count
         # rows lent: 0 (flow 1, returned), 0 again (flow 2, returned), 0 (flow 3, kept), 1 (flow 4, returned)
-        assert int(counter[CT_PEND_ROWS]) == 2
-        assert int(counter[CT_PEND_FREE]) == 1 and int(counter[CT_PENDING]) == 1
+        assert int(count["pend_rows"]) == 2
+        assert int(count["pend_free"]) == 1 and int(count["pending"]) == 1
         kinds = engine.finish().retransmissions.set_index("stream")["kind"].to_dict()
         assert kinds == {0: "spurious_retransmission", 1: "spurious_retransmission", 2: "retransmission",
                          3: "spurious_retransmission"}

@@ -11,7 +11,7 @@ import analyzer
 from analyzer.tcp import Engine
 from analyzer.tcp import engine as engine_module
 from analyzer.tcp.sequence import compact_records
-from analyzer.tcp.state import D_REC_HEAD, R_PREV, RECORD_KEEP_OVER, RECORD_WALK
+from analyzer.tcp.state import RECORD_KEEP_OVER, RECORD_WALK
 from tests.tcpbuild import MS, Capture, rows
 from tests.test_engine_scenarios import RX, SCENARIOS
 
@@ -152,7 +152,7 @@ def test_compacting_the_record_pool_changes_nothing(tmp_path, monkeypatch, sourc
     calls = []
 
     def spy(*args):
-        before = int(args[5][0])  # n_records
+        before = int(args[5][0]["records"])  # the counters' records in use
         kept = compact_records(*args)
         calls.append((before, kept))
         return kept
@@ -168,9 +168,9 @@ def test_compacting_the_record_pool_changes_nothing(tmp_path, monkeypatch, sourc
     conns = whole.connections
     for c in range(st.conversations):
         for row in (2 * c, 2 * c + 1):
-            n, r = 0, st.dirs[row, D_REC_HEAD]
+            n, r = 0, st.dirs[row]["rec_head"]
             while r >= 0:
-                n, r = n + 1, st.records[r, R_PREV]
+                n, r = n + 1, st.records[r]["prev"]
             assert n <= RECORD_WALK
             if conns.conn_state[c] in ("SF", "RSTO", "RSTR", "RSTOS0", "RSTRH") and source == "generated":
                 assert n <= RECORD_KEEP_OVER, (c, conns.conn_state[c], n)

@@ -15,7 +15,7 @@ import analyzer
 from analyzer.tcp import Engine
 from analyzer.tcp import engine as engine_module
 from analyzer.tcp.spill import PAGE
-from analyzer.tcp.state import C_N, FlowState
+from analyzer.tcp.state import CONVERSATION, FlowState
 from tests.tcpbuild import MS, Capture
 from tests.test_engine_batches import all_scenarios, tables_equal
 
@@ -100,16 +100,16 @@ def test_pages_of_evicted_connections_are_handed_back(tmp_path, monkeypatch):
     keep.handshake(dt=MS)
     df = cap.packets(tmp_path)
     whole, _ = _run(df, len(df), 10**9, monkeypatch)
-    state = FlowState(capacity=4096)  # conv: 4096 x 47 x 8 bytes, a mapping of its own
+    state = FlowState(capacity=4096)  # conv: 4096 records of ~400 bytes, a mapping of its own
     monkeypatch.setattr(engine_module, "EVICT_AT", 1)
     engine = Engine()
     engine._state = state
     for i in range(0, len(df), 6):
         engine.feed(df.iloc[i:i + 6])
-    rows_per_page = PAGE // (C_N * 8)
+    rows_per_page = PAGE // CONVERSATION.itemsize
     evicted = np.flatnonzero(state.evicted[:state.conversations])
     assert len(evicted) >= 2 * rows_per_page + 1
     first_page = state.conv[:rows_per_page]  # connections 0.. on the first page, all evicted
-    assert not first_page.any()
-    assert state.conv[40].any()  # the open connection's row is intact
+    assert not np.frombuffer(first_page.tobytes(), np.uint8).any()
+    assert np.frombuffer(state.conv[40:41].tobytes(), np.uint8).any()  # the open connection's record is intact
     tables_equal(engine.finish(), whole)

@@ -15,37 +15,48 @@ Zeek (reference section C) is followed with these simplifications, each a docume
 from __future__ import annotations
 
 import re
+from enum import IntEnum, auto
 
 import numpy as np
 
 from ..jit import njit
 from ..schema import TH_ACK, TH_FIN, TH_RST, TH_SYN
-from .state import (C_COMPLETENESS, C_HIST_LEN, D_Z_FIN_SEQ, D_Z_RST_SEQ, D_Z_RXMIT, D_Z_SYN_SEQ, D_Z_ZWIN,
-                    D_ZONCE, D_ZSTATE, HISTORY_LEN, NONE)
+from .state import HISTORY_LEN, NONE
 
 # Wireshark tcp.completeness bits (reference B.4)
 COMPLETE_SYN, COMPLETE_SYNACK, COMPLETE_ACK, COMPLETE_DATA, COMPLETE_FIN, COMPLETE_RST = 1, 2, 4, 8, 16, 32
 
-# Zeek endpoint states (TCP_Endpoint.h)
-ZS_INACTIVE, ZS_SYN_SENT, ZS_SYN_ACK_SENT, ZS_PARTIAL, ZS_ESTABLISHED, ZS_CLOSED, ZS_RESET = range(7)
 
-# history letters recorded at most once per direction (bit in D_ZONCE)
+
+class ZS(IntEnum):
+    """Zeek endpoint states (``TCP_Endpoint.h``), ``DIRECTION.zstate``."""
+
+    INACTIVE = 0
+    SYN_SENT = auto()  # sent a SYN
+    SYN_ACK_SENT = auto()  # sent a SYN-ACK
+    PARTIAL = auto()  # its first packet had no SYN
+    ESTABLISHED = auto()  # the SYN sender acknowledged the SYN-ACK
+    CLOSED = auto()  # sent a FIN
+    RESET = auto()  # sent a RST
+
+
+# history letters recorded at most once per direction (bits of ``DIRECTION.zonce``)
 _ONCE_A, _ONCE_D, _ONCE_I, _ONCE_Q = 1, 2, 4, 8
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _add_letter(conv, history, c, d, upper):
-    n = conv[c, C_HIST_LEN]
+def _add_letter(cv, di, upper):
+    n = cv.hist_len
     if n < HISTORY_LEN:
-        history[c, n] = upper if d == 0 else upper + 32  # lowercase for direction 1; swapped later if needed
-        conv[c, C_HIST_LEN] = n + 1
+        cv.history[n] = upper if di == 0 else upper + 32  # lowercase for direction 1; swapped later if needed
+        cv.hist_len = n + 1
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _once(conv, dirs, history, c, d, fw, bit, upper):
-    if (dirs[fw, D_ZONCE] & bit) == 0:
-        dirs[fw, D_ZONCE] |= bit
-        _add_letter(conv, history, c, d, upper)
+def _once(cv, d, di, bit, upper):
+    if (d.zonce & bit) == 0:
+        d.zonce |= bit
+        _add_letter(cv, di, upper)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -56,10 +67,9 @@ def _power_of_ten(n):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def track_connection(conv, dirs, history, c, d, flags, seq, seglen, window, rexmit):
-    """Zeek history/state and Wireshark completeness for one packet (``rexmit``: Zeek's T rule)."""
-    fw = 2 * c + d
-    rv = 2 * c + 1 - d
+def track_connection(cv, d, r, di, flags, seq, seglen, window, rexmit):
+    """Zeek history/state and Wireshark completeness for one packet of connection ``cv``, sent in direction
+    ``d`` (number ``di``; ``r`` is the reverse direction); ``rexmit``: Zeek's T rule."""
     syn = (flags & TH_SYN) != 0
     fin = (flags & TH_FIN) != 0
     rst = (flags & TH_RST) != 0
@@ -76,61 +86,61 @@ def track_connection(conv, dirs, history, c, d, flags, seq, seglen, window, rexm
         bits |= COMPLETE_FIN
     if rst:
         bits |= COMPLETE_RST
-    conv[c, C_COMPLETENESS] |= bits
+    cv.completeness |= bits
     # endpoint states
-    e = dirs[fw, D_ZSTATE]
-    p = dirs[rv, D_ZSTATE]
+    e = d.zstate
+    p = r.zstate
     if rst:
-        e = ZS_RESET
+        e = ZS.RESET
     elif fin:
-        if e != ZS_RESET:
-            e = ZS_CLOSED
+        if e != ZS.RESET:
+            e = ZS.CLOSED
     elif syn and not ackf:
-        if e == ZS_INACTIVE:
-            e = ZS_SYN_SENT
+        if e == ZS.INACTIVE:
+            e = ZS.SYN_SENT
     elif syn:
-        if e == ZS_INACTIVE or e == ZS_SYN_SENT:
-            e = ZS_SYN_ACK_SENT
+        if e == ZS.INACTIVE or e == ZS.SYN_SENT:
+            e = ZS.SYN_ACK_SENT
     else:
-        if e == ZS_INACTIVE:
-            e = ZS_PARTIAL
-        elif (e == ZS_SYN_SENT or e == ZS_SYN_ACK_SENT) and ackf:
-            e = ZS_ESTABLISHED
-            if p == ZS_SYN_SENT or p == ZS_SYN_ACK_SENT:
-                dirs[rv, D_ZSTATE] = ZS_ESTABLISHED
-    dirs[fw, D_ZSTATE] = e
+        if e == ZS.INACTIVE:
+            e = ZS.PARTIAL
+        elif (e == ZS.SYN_SENT or e == ZS.SYN_ACK_SENT) and ackf:
+            e = ZS.ESTABLISHED
+            if p == ZS.SYN_SENT or p == ZS.SYN_ACK_SENT:
+                r.zstate = ZS.ESTABLISHED
+    d.zstate = e
     # history letters
     n_special = int(syn) + int(fin) + int(rst)
     if n_special > 1:
         if fin and rst:
-            _once(conv, dirs, history, c, d, fw, _ONCE_I, 73)  # 'I'
+            _once(cv, d, di, _ONCE_I, 73)  # 'I'
         else:
-            _once(conv, dirs, history, c, d, fw, _ONCE_Q, 81)  # 'Q'
+            _once(cv, d, di, _ONCE_Q, 81)  # 'Q'
     elif syn:
-        if dirs[fw, D_Z_SYN_SEQ] == NONE or dirs[fw, D_Z_SYN_SEQ] != seq:
-            _add_letter(conv, history, c, d, 72 if ackf else 83)  # 'H' / 'S'
-        dirs[fw, D_Z_SYN_SEQ] = seq
+        if d.z_syn_seq == NONE or d.z_syn_seq != seq:
+            _add_letter(cv, di, 72 if ackf else 83)  # 'H' / 'S'
+        d.z_syn_seq = seq
     elif fin:
         end = (seq + seglen) & 0xFFFFFFFF
-        if dirs[fw, D_Z_FIN_SEQ] == NONE or dirs[fw, D_Z_FIN_SEQ] != end:
-            _add_letter(conv, history, c, d, 70)  # 'F'
-        dirs[fw, D_Z_FIN_SEQ] = end
+        if d.z_fin_seq == NONE or d.z_fin_seq != end:
+            _add_letter(cv, di, 70)  # 'F'
+        d.z_fin_seq = end
     elif rst:
-        if dirs[fw, D_Z_RST_SEQ] == NONE or dirs[fw, D_Z_RST_SEQ] != seq:
-            _add_letter(conv, history, c, d, 82)  # 'R'
-        dirs[fw, D_Z_RST_SEQ] = seq
+        if d.z_rst_seq == NONE or d.z_rst_seq != seq:
+            _add_letter(cv, di, 82)  # 'R'
+        d.z_rst_seq = seq
     elif seglen > 0:
-        _once(conv, dirs, history, c, d, fw, _ONCE_D, 68)  # 'D'
+        _once(cv, d, di, _ONCE_D, 68)  # 'D'
     elif ackf:
-        _once(conv, dirs, history, c, d, fw, _ONCE_A, 65)  # 'A'
+        _once(cv, d, di, _ONCE_A, 65)  # 'A'
     if rexmit:
-        dirs[fw, D_Z_RXMIT] += 1
-        if _power_of_ten(dirs[fw, D_Z_RXMIT]):
-            _add_letter(conv, history, c, d, 84)  # 'T'
+        d.z_rxmit += 1
+        if _power_of_ten(d.z_rxmit):
+            _add_letter(cv, di, 84)  # 'T'
     if window == 0 and not syn and not rst:
-        dirs[fw, D_Z_ZWIN] += 1
-        if _power_of_ten(dirs[fw, D_Z_ZWIN]):
-            _add_letter(conv, history, c, d, 87)  # 'W'
+        d.z_zwin += 1
+        if _power_of_ten(d.z_zwin):
+            _add_letter(cv, di, 87)  # 'W'
 
 
 def histories(history: np.ndarray, lengths: np.ndarray, client_dir: np.ndarray) -> np.ndarray:
@@ -157,26 +167,26 @@ _RSTOS0 = re.compile(r"\^?S[^HAFGIQ]*R")  # Zeek's RSTOS0 history pattern
 def conn_states(orig: np.ndarray, resp: np.ndarray, orig_bytes: np.ndarray, resp_bytes: np.ndarray,
                 history: np.ndarray) -> np.ndarray:
     """Zeek conn_state from the two endpoint states (reference C.5, evaluated in its order)."""
-    inactive_or_partial = lambda s: (s == ZS_INACTIVE) | (s == ZS_PARTIAL)  # noqa: E731
+    inactive_or_partial = lambda s: (s == ZS.INACTIVE) | (s == ZS.PARTIAL)  # noqa: E731
     rstos0 = np.zeros(len(history), dtype=bool)
-    maybe = np.flatnonzero(orig == ZS_RESET)  # the pattern is only looked at for these
+    maybe = np.flatnonzero(orig == ZS.RESET)  # the pattern is only looked at for these
     if len(maybe):
         rstos0[maybe] = [_RSTOS0.match(h) is not None for h in history[maybe].tolist()]
     conditions = [
-        (resp == ZS_RESET) & ((orig == ZS_SYN_SENT) | (orig == ZS_SYN_ACK_SENT)
-                              | ((orig == ZS_RESET) & (orig_bytes == 0) & (resp_bytes == 0))),
-        (resp == ZS_RESET) & inactive_or_partial(orig),
-        resp == ZS_RESET,
-        (orig == ZS_RESET) & inactive_or_partial(resp) & rstos0,
-        (orig == ZS_RESET) & inactive_or_partial(resp),
-        orig == ZS_RESET,
-        (orig == ZS_CLOSED) & (resp == ZS_CLOSED),
-        (orig == ZS_CLOSED) & (resp == ZS_INACTIVE),
-        orig == ZS_CLOSED,
-        (resp == ZS_CLOSED) & (orig == ZS_INACTIVE),
-        resp == ZS_CLOSED,
-        (orig == ZS_SYN_SENT) & (resp == ZS_INACTIVE),
-        (orig == ZS_ESTABLISHED) & (resp == ZS_ESTABLISHED),
+        (resp == ZS.RESET) & ((orig == ZS.SYN_SENT) | (orig == ZS.SYN_ACK_SENT)
+                              | ((orig == ZS.RESET) & (orig_bytes == 0) & (resp_bytes == 0))),
+        (resp == ZS.RESET) & inactive_or_partial(orig),
+        resp == ZS.RESET,
+        (orig == ZS.RESET) & inactive_or_partial(resp) & rstos0,
+        (orig == ZS.RESET) & inactive_or_partial(resp),
+        orig == ZS.RESET,
+        (orig == ZS.CLOSED) & (resp == ZS.CLOSED),
+        (orig == ZS.CLOSED) & (resp == ZS.INACTIVE),
+        orig == ZS.CLOSED,
+        (resp == ZS.CLOSED) & (orig == ZS.INACTIVE),
+        resp == ZS.CLOSED,
+        (orig == ZS.SYN_SENT) & (resp == ZS.INACTIVE),
+        (orig == ZS.ESTABLISHED) & (resp == ZS.ESTABLISHED),
     ]
     labels = ["REJ", "RSTRH", "RSTR", "RSTOS0", "OTH", "RSTO", "SF", "SH", "S2", "SHR", "S3", "S0", "S1"]
     return np.select(conditions, labels, default="OTH").astype(object)

@@ -32,15 +32,9 @@ from .connections import completeness, conn_states, histories
 from .flows import TupleTable, column_getter, readonly
 from .handshake import handshake_columns, outcomes
 from .retransmit import KIND_NAMES, event_rows
-from .sequence import (E_CONV, E_N, E_SENDER_LO, E_SPUR, E_SPUR_A, E_SPUR_B, E_SPUR_C, E_SPUR_FRAME, RF_A, RF_B,
-                       RF_C, RF_EV, RF_FRAME, RF_HOW, RF_N, analyze_batch, compact_records,
-                       records_to_keep)
+from .sequence import analyze_batch, compact_records, records_to_keep
 from .spill import Spill
-from .state import (C_CLIENT_DIR, C_COMPLETENESS, C_FIRST_FRAME, C_FIRST_LO, C_FIRST_TS, C_HIST_LEN, C_HS_DECIDED,
-                    C_LAST_FRAME, C_LAST_TS, C_REUSED, C_TUPLE, C_VLAN, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED,
-                    CT_RESTORE, CT_STOP, NONE,
-                    D_BYTES, D_DUPS, D_KA, D_OOO, D_PKTS, D_RETX, D_RETX_BYTES, D_ZSTATE, D_ZWP, RECORD_WALK,
-                    FlowState, grow, room)
+from .state import EVENT, NONE, RECORD_WALK, REFINE, FlowState, grow, room
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,7 +93,7 @@ class BatchEvents:
     @cached_property
     def handshakes(self) -> pd.DataFrame:
         st = self._engine._state
-        decided = np.flatnonzero((st.conv[: st.conversations, C_HS_DECIDED] == self._batch)
+        decided = np.flatnonzero((st.conv["hs_decided"][: st.conversations] == self._batch)
                                  & (st.evicted[: st.conversations] == 0))
         return self._engine._handshakes(decided).to_pandas()
 
@@ -116,8 +110,8 @@ class Engine:
         self._state = FlowState()
         # every event row so far (row = global event index), with its packet's fields; the compiled pass
         # writes a batch's rows straight after the earlier ones. Grown by doubling, in pages of its own.
-        self._events = np.empty((0, E_N), dtype=np.int64)
-        self._refines = np.empty((0, RF_N), dtype=np.int64)  # work array for a batch's refinement rows
+        self._events = np.empty(0, dtype=EVENT)
+        self._refines = np.empty(0, dtype=REFINE)  # work array for a batch's refinement rows
         self._packets = 0
         self._records_kept = 0  # records left by the last compaction of the sent-segment pool
         self._spill = Spill()  # finished connections' state, out of memory until needed
@@ -126,6 +120,7 @@ class Engine:
         """Analyze one batch (rows in frame order): a ``ColumnStore`` from the reader, or a packet-table
         DataFrame. Per-flow state carries over to the next batch."""
         st = self._state
+        count = st.count
         n = len(packets)
         if n == 0:
             return BatchEvents(self, -1, None, np.empty(0, dtype=np.int64))
@@ -143,9 +138,9 @@ class Engine:
         stream = np.empty(n, dtype=np.int64)
         # only segments that occupy sequence space get event rows; each refinement frees a waiting
         # retransmission: at most those waiting now plus this batch's rows
-        first = int(st.counter[CT_EVENTS])
+        first = int(count["events"])
         self._events = room(self._events, first, first + n_seqsp)
-        self._refines = room(self._refines, 0, int(st.counter[CT_PENDING]) + n_seqsp)
+        self._refines = room(self._refines, 0, int(count["pending"]) + n_seqsp)
         refine = self._refines
         frame = col("frame")
         args = (tid, is_lo, frame, col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
@@ -154,23 +149,23 @@ class Engine:
                 col("tfo_cookie_len"), col("vlan"))
         start, n_ev = 0, 0
         while True:
-            got = analyze_batch(*args, st.conv, st.dirs, st.holes, st.pend, st.history, st.tuple_conv,
-                                st.records, st.n_records, st.counter, st.evicted, start, stream,
-                                self._events[first + n_ev:first + n_seqsp], refine)
+            got = analyze_batch(*args, st.conv, st.dirs, st.pend, st.tuple_conv, st.records, st.counter,
+                                st.evicted, start, stream, self._events[first + n_ev:first + n_seqsp], refine)
+            count = st.count  # (the compiled pass updated the array)
             n_ev += got
-            st.counter[CT_EVENTS] += got
-            if st.counter[CT_STOP] == NONE:
+            count["events"] += got
+            if count["stop"] == NONE:
                 break
             # a packet of an evicted connection: put its state back and go on from that packet
-            start = int(st.counter[CT_STOP])
-            self._spill.restore(st, np.array([st.counter[CT_RESTORE]], dtype=np.int64))
-        batch = int(st.counter[CT_BATCH])
-        st.counter[CT_BATCH] += 1
+            start = int(count["stop"])
+            self._spill.restore(st, np.array([count["restore"]], dtype=np.int64))
+        batch = int(count["batch"])
+        count["batch"] += 1
         self._packets += n
         chunk = self._events[first:first + n_ev]
-        if st.counter[CT_REFINED]:
-            self._refine(refine[: int(st.counter[CT_REFINED])])
-        if int(st.n_records[0]) > self._records_kept + max(COMPACT_RECORDS_AT, self._records_kept // 2):
+        if count["refined"]:
+            self._refine(refine[: int(count["refined"])])
+        if int(count["records"]) > self._records_kept + max(COMPACT_RECORDS_AT, self._records_kept // 2):
             self._compact()
         self._evict(int(frame[0]))
         return BatchEvents(self, batch, chunk, stream)
@@ -180,7 +175,7 @@ class Engine:
         EVICT_AT of them (``spill.py``)."""
         st = self._state
         live = np.flatnonzero(st.evicted[:st.conversations] == 0)
-        live = live[st.conv[live, C_LAST_FRAME] < batch_first_frame]
+        live = live[st.conv["last_frame"][live] < batch_first_frame]
         if len(live) < EVICT_AT:
             return
         keep = np.empty(len(live), dtype=np.int64)
@@ -194,7 +189,7 @@ class Engine:
         self._spill.restore_all(self._state)
         conns = self._connections()
         hs = self._handshakes(np.arange(self._state.conversations))
-        rx = self._retransmissions([self._events[: int(self._state.counter[CT_EVENTS])]])
+        rx = self._retransmissions([self._events[: int(self._state.count["events"])]])
         kinds = _counts(rx.values("kind"))
         stats = {
             "packets": self._packets,
@@ -209,19 +204,17 @@ class Engine:
 
     def _refine(self, rf: np.ndarray) -> None:
         """Mark event rows (of this or an earlier batch) shown unnecessary by later evidence."""
-        rows, ev = rf[:, RF_EV], self._events
-        ev[rows, E_SPUR] = rf[:, RF_HOW]
-        ev[rows, E_SPUR_FRAME] = rf[:, RF_FRAME]
-        ev[rows, E_SPUR_A] = rf[:, RF_A]
-        ev[rows, E_SPUR_B] = rf[:, RF_B]
-        ev[rows, E_SPUR_C] = rf[:, RF_C]
+        rows, ev = rf["ev"], self._events
+        for field, source in (("spur", "how"), ("spur_frame", "frame"), ("spur_a", "a"), ("spur_b", "b"),
+                              ("spur_c", "c")):
+            ev[field][rows] = rf[source]
 
     # ---- table builders ----------------------------------------------------------------------
     def _compact(self) -> None:
         """Compact the sent-segment record pool in place; give memory back if it is far larger than needed."""
         st = self._state
-        n = int(st.n_records[0])
-        kept = compact_records(st.conv, st.conversations, st.dirs, st.tuple_conv, st.records, st.n_records,
+        n = int(st.count["records"])
+        kept = compact_records(st.conv, st.conversations, st.dirs, st.tuple_conv, st.records, st.counter,
                                st.evicted, np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.int64))
         self._records_kept = kept
         size = 2 * (kept + max(COMPACT_RECORDS_AT, kept // 2))
@@ -231,25 +224,25 @@ class Engine:
     def _sides(self, idx: np.ndarray):
         """(client addr, client port, server addr, server port, client direction) per connection."""
         conv = self._state.conv[idx]
-        lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv[:, C_TUPLE])
-        client_is_lo = (conv[:, C_FIRST_LO] == 1) == (conv[:, C_CLIENT_DIR] == 0)
+        lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv["tuple"])
+        client_is_lo = (conv["first_lo"] == 1) == (conv["client_dir"] == 0)
         client = np.where(client_is_lo, lo_a, hi_a)
         cport = np.where(client_is_lo, lo_p, hi_p)
         server = np.where(client_is_lo, hi_a, lo_a)
         sport = np.where(client_is_lo, hi_p, lo_p)
-        return client, cport, server, sport, conv[:, C_CLIENT_DIR]
+        return client, cport, server, sport, conv["client_dir"]
 
-    def _per_side(self, idx: np.ndarray, column: int) -> tuple[np.ndarray, np.ndarray]:
-        """(client value, server value) of a direction column for connections ``idx``."""
-        d = self._state.dirs
-        cd = self._state.conv[idx, C_CLIENT_DIR]
-        return d[2 * idx + cd, column], d[2 * idx + 1 - cd, column]
+    def _per_side(self, idx: np.ndarray, field: str) -> tuple[np.ndarray, np.ndarray]:
+        """(client value, server value) of a direction field for connections ``idx``."""
+        d = self._state.dirs[field]
+        cd = self._state.conv["client_dir"][idx]
+        return d[2 * idx + cd], d[2 * idx + 1 - cd]
 
     def _handshakes(self, idx: np.ndarray) -> Table:
         if len(idx) == 0:
             return Table.empty(HANDSHAKE_COLUMNS)
         client, cport, server, sport, _ = self._sides(idx)
-        _, server_pkts = self._per_side(idx, D_PKTS)
+        _, server_pkts = self._per_side(idx, "pkts")
         cols = {"stream": idx, "client": client, "client_port": cport, "server": server, "server_port": sport}
         cols.update(handshake_columns(self._state.conv[idx], server_pkts))
         return _table(cols, HANDSHAKE_COLUMNS)
@@ -260,11 +253,11 @@ class Engine:
         if not chunks:
             return Table.empty(RETRANSMISSION_COLUMNS)
         ev = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-        conv = self._state.conv[ev[:, E_CONV]]
-        lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv[:, C_TUPLE])
-        sender_lo = ev[:, E_SENDER_LO] == 1
+        conv = self._state.conv[ev["conv"]]
+        lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv["tuple"])
+        sender_lo = ev["sender_lo"] == 1
         cols = event_rows(ev, np.where(sender_lo, lo_a, hi_a), np.where(sender_lo, lo_p, hi_p),
-                          np.where(sender_lo, hi_a, lo_a), np.where(sender_lo, hi_p, lo_p), conv[:, C_CLIENT_DIR])
+                          np.where(sender_lo, hi_a, lo_a), np.where(sender_lo, hi_p, lo_p), conv["client_dir"])
         return _table(cols, RETRANSMISSION_COLUMNS)
 
     def _connections(self) -> Table:
@@ -274,27 +267,27 @@ class Engine:
             return Table.empty(CONNECTION_COLUMNS)
         conv = st.conv[idx]
         client, cport, server, sport, cd = self._sides(idx)
-        side = {name: self._per_side(idx, c) for name, c in
-                [("pkts", D_PKTS), ("bytes", D_BYTES), ("retx", D_RETX), ("retx_bytes", D_RETX_BYTES),
-                 ("ooo", D_OOO), ("ka", D_KA), ("zwp", D_ZWP), ("dups", D_DUPS), ("z", D_ZSTATE)]}
-        hist = histories(st.history[idx], conv[:, C_HIST_LEN], cd)
+        side = {name: self._per_side(idx, name)
+                for name in ("pkts", "bytes", "retx", "retx_bytes", "ooo", "ka", "zwp", "dups", "zstate")}
+        hist = histories(conv["history"], conv["hist_len"], cd)
         total = lambda name: side[name][0] + side[name][1]  # noqa: E731
         return _table({
             "stream": idx, "client": client, "client_port": cport, "server": server, "server_port": sport,
-            "vlan": Masked(conv[:, C_VLAN].copy(), conv[:, C_VLAN] < 0),
-            "first_frame": conv[:, C_FIRST_FRAME], "last_frame": conv[:, C_LAST_FRAME],
-            "first_ts": conv[:, C_FIRST_TS] / 1e9, "last_ts": conv[:, C_LAST_TS] / 1e9,
-            "duration": (conv[:, C_LAST_TS] - conv[:, C_FIRST_TS]) / 1e9,
+            "vlan": Masked(conv["vlan"].copy(), conv["vlan"] < 0),
+            "first_frame": conv["first_frame"], "last_frame": conv["last_frame"],
+            "first_ts": conv["first_ts"] / 1e9, "last_ts": conv["last_ts"] / 1e9,
+            "duration": (conv["last_ts"] - conv["first_ts"]) / 1e9,
             "client_pkts": side["pkts"][0], "server_pkts": side["pkts"][1],
             "client_bytes": side["bytes"][0], "server_bytes": side["bytes"][1],
             "handshake": outcomes(conv, side["pkts"][1]),
             "retransmissions": total("retx"), "retransmitted_bytes": total("retx_bytes"),
             "out_of_order": total("ooo"), "duplicates": total("dups"),
             "keep_alives": total("ka"), "zero_window_probes": total("zwp"),
-            "conn_state": conn_states(side["z"][0], side["z"][1], side["bytes"][0], side["bytes"][1], hist),
+            "conn_state": conn_states(side["zstate"][0], side["zstate"][1], side["bytes"][0], side["bytes"][1],
+                                      hist),
             "history": hist,
-            "completeness": completeness(conv[:, C_COMPLETENESS], side["pkts"][0] + side["pkts"][1]),
-            "reused_ports": conv[:, C_REUSED] == 1,
+            "completeness": completeness(conv["completeness"], side["pkts"][0] + side["pkts"][1]),
+            "reused_ports": conv["reused"] == 1,
         }, CONNECTION_COLUMNS)
 
 

@@ -18,111 +18,124 @@ Rules (the outcome vocabulary itself is documented in ``analyzer.schema.HANDSHAK
 """
 from __future__ import annotations
 
+from enum import IntEnum, auto
+
 import numpy as np
 
 from ..jit import njit
 from ..schema import TH_ACK, TH_RST, TH_SYN
 from ..table import Masked
-from .state import (C_ACK_FRAME, C_ACK_TS, C_CLIENT_DIR, C_CLIENT_ISN, C_END_FRAME, C_END_TS, C_HS_DECIDED,
-                    C_HS_END, C_HS_SIMOPEN, C_HS_STATE, C_IRTT, C_LASTSA_FRAME, C_LASTSA_SYN_FRAME,
-                    C_LASTSA_SYN_TS, C_LASTSA_TS, C_LASTSYN_FRAME, C_LASTSYN_TS, C_MRU_SYN_TS, C_MSS_C, C_MSS_S,
-                    C_SA_FRAME, C_SA_N, C_SA_TS, C_SACK_C, C_SACK_S, C_SERVER_ISN, C_SYN1_FRAME, C_SYN1_TS,
-                    C_SYN_DATA, C_SYN_FRAME, C_SYN_N, C_SYN_TS, C_TFO, C_TS_C, C_TS_S, C_WS_C, C_WS_S, NONE)
+from .state import NONE
 
-# handshake progress (C_HS_STATE) and how it ended early (C_HS_END)
-HS_NONE, HS_SYN, HS_SYNACK, HS_DONE = 0, 1, 2, 3
-HS_END_NONE, HS_END_REFUSED, HS_END_RESET = 0, 1, 2
+
+class HS(IntEnum):
+    """Handshake progress (``CONVERSATION.hs_state``)."""
+
+    NONE = 0
+    SYN = auto()  # the client's SYN seen
+    SYNACK = auto()  # a SYN-ACK answering it seen
+    DONE = auto()  # the client's ACK of the SYN-ACK seen
+
+
+class HSEnd(IntEnum):
+    """How an attempt ended before completing (``CONVERSATION.hs_end``)."""
+
+    NONE = 0
+    REFUSED = auto()  # RST from the server answering the SYN
+    RESET = auto()  # RST from either side after the SYN-ACK
+
+
 SEQ_MASK = 0xFFFFFFFF
 
 
 @njit(cache=True, nogil=True, inline="always")
-def track_handshake(conv, c, d, flags, seq, ack, frame, ts, plen, mss, wscale, sackp, tsval, tfo, batch):
-    """Update connection ``c``'s handshake with one packet sent in direction ``d`` (0 or 1)."""
+def track_handshake(cv, d, flags, seq, ack, frame, ts, plen, mss, wscale, sackp, tsval, tfo, batch):
+    """Update connection ``cv``'s handshake with one packet sent in direction ``d`` (0 or 1)."""
     syn = (flags & TH_SYN) != 0
     ackf = (flags & TH_ACK) != 0
     if syn and not ackf:
-        conv[c, C_MRU_SYN_TS] = ts
-        if conv[c, C_SYN_N] == 0:
-            conv[c, C_CLIENT_DIR] = d
-            conv[c, C_SYN_N] = 1
-            conv[c, C_SYN1_FRAME] = frame
-            conv[c, C_SYN1_TS] = ts
-            conv[c, C_LASTSYN_FRAME] = frame
-            conv[c, C_LASTSYN_TS] = ts
-            conv[c, C_CLIENT_ISN] = seq
-            if conv[c, C_HS_STATE] < HS_SYN:
-                conv[c, C_HS_STATE] = HS_SYN
-            conv[c, C_MSS_C] = mss
-            conv[c, C_WS_C] = wscale
-            conv[c, C_SACK_C] = sackp
-            conv[c, C_TS_C] = 1 if tsval >= 0 else 0
-            conv[c, C_TFO] = tfo
-            conv[c, C_SYN_DATA] = plen
-        elif d == conv[c, C_CLIENT_DIR]:
-            conv[c, C_SYN_N] += 1
-            conv[c, C_LASTSYN_FRAME] = frame
-            conv[c, C_LASTSYN_TS] = ts
+        cv.mru_syn_ts = ts
+        if cv.syn_n == 0:
+            cv.client_dir = d
+            cv.syn_n = 1
+            cv.syn1_frame = frame
+            cv.syn1_ts = ts
+            cv.lastsyn_frame = frame
+            cv.lastsyn_ts = ts
+            cv.client_isn = seq
+            if cv.hs_state < HS.SYN:
+                cv.hs_state = HS.SYN
+            cv.mss_c = mss
+            cv.ws_c = wscale
+            cv.sack_c = sackp
+            cv.ts_c = 1 if tsval >= 0 else 0
+            cv.tfo = tfo
+            cv.syn_data = plen
+        elif d == cv.client_dir:
+            cv.syn_n += 1
+            cv.lastsyn_frame = frame
+            cv.lastsyn_ts = ts
         else:
-            conv[c, C_HS_SIMOPEN] = 1
+            cv.hs_simopen = 1
     elif syn and ackf:
         # it answers the SYN when it ACKs ISN+1, or ISN+1+data when a TFO server accepted the SYN's data
-        isn = conv[c, C_CLIENT_ISN]
-        answers = conv[c, C_SYN_N] > 0 and d != conv[c, C_CLIENT_DIR] and (
-            ack == ((isn + 1) & SEQ_MASK) or ack == ((isn + 1 + conv[c, C_SYN_DATA]) & SEQ_MASK))
-        unseen_syn = conv[c, C_SYN_N] == 0 and conv[c, C_SA_N] == 0
+        isn = cv.client_isn
+        answers = cv.syn_n > 0 and d != cv.client_dir and (
+            ack == ((isn + 1) & SEQ_MASK) or ack == ((isn + 1 + cv.syn_data) & SEQ_MASK))
+        unseen_syn = cv.syn_n == 0 and cv.sa_n == 0
         if answers or unseen_syn:
             other_isn = False
-            if conv[c, C_SA_N] == 0:
-                conv[c, C_SERVER_ISN] = seq
-                conv[c, C_MSS_S] = mss
-                conv[c, C_WS_S] = wscale
-                conv[c, C_SACK_S] = sackp
-                conv[c, C_TS_S] = 1 if tsval >= 0 else 0
-            elif seq != conv[c, C_SERVER_ISN]:
+            if cv.sa_n == 0:
+                cv.server_isn = seq
+                cv.mss_s = mss
+                cv.ws_s = wscale
+                cv.sack_s = sackp
+                cv.ts_s = 1 if tsval >= 0 else 0
+            elif seq != cv.server_isn:
                 other_isn = True  # a SYN-ACK with another ISN is not a retry of this one
             if not other_isn:
-                conv[c, C_SA_N] += 1
-                conv[c, C_LASTSA_FRAME] = frame
-                conv[c, C_LASTSA_TS] = ts
-                conv[c, C_LASTSA_SYN_FRAME] = conv[c, C_LASTSYN_FRAME]
-                conv[c, C_LASTSA_SYN_TS] = conv[c, C_LASTSYN_TS]
-                if answers and conv[c, C_HS_STATE] < HS_SYNACK:
-                    conv[c, C_HS_STATE] = HS_SYNACK
+                cv.sa_n += 1
+                cv.lastsa_frame = frame
+                cv.lastsa_ts = ts
+                cv.lastsa_syn_frame = cv.lastsyn_frame
+                cv.lastsa_syn_ts = cv.lastsyn_ts
+                if answers and cv.hs_state < HS.SYNACK:
+                    cv.hs_state = HS.SYNACK
     elif ackf:
-        if (conv[c, C_HS_STATE] == HS_SYNACK and conv[c, C_HS_END] == HS_END_NONE and d == conv[c, C_CLIENT_DIR]
-                and ack == ((conv[c, C_SERVER_ISN] + 1) & SEQ_MASK)):
-            conv[c, C_HS_STATE] = HS_DONE
-            conv[c, C_ACK_FRAME] = frame
-            conv[c, C_ACK_TS] = ts
-            conv[c, C_SYN_FRAME] = conv[c, C_LASTSA_SYN_FRAME]
-            conv[c, C_SYN_TS] = conv[c, C_LASTSA_SYN_TS]
-            conv[c, C_SA_FRAME] = conv[c, C_LASTSA_FRAME]
-            conv[c, C_SA_TS] = conv[c, C_LASTSA_TS]
-            if conv[c, C_HS_DECIDED] == NONE:
-                conv[c, C_HS_DECIDED] = batch
-    if (flags & TH_RST) != 0 and conv[c, C_HS_END] == HS_END_NONE:
-        state = conv[c, C_HS_STATE]
-        if (state == HS_SYN and d != conv[c, C_CLIENT_DIR]) or state == HS_SYNACK:
-            conv[c, C_HS_END] = HS_END_REFUSED if state == HS_SYN else HS_END_RESET
-            conv[c, C_END_FRAME] = frame
-            conv[c, C_END_TS] = ts
-            if conv[c, C_HS_DECIDED] == NONE:
-                conv[c, C_HS_DECIDED] = batch
+        if (cv.hs_state == HS.SYNACK and cv.hs_end == HSEnd.NONE and d == cv.client_dir
+                and ack == ((cv.server_isn + 1) & SEQ_MASK)):
+            cv.hs_state = HS.DONE
+            cv.ack_frame = frame
+            cv.ack_ts = ts
+            cv.syn_frame = cv.lastsa_syn_frame
+            cv.syn_ts = cv.lastsa_syn_ts
+            cv.sa_frame = cv.lastsa_frame
+            cv.sa_ts = cv.lastsa_ts
+            if cv.hs_decided == NONE:
+                cv.hs_decided = batch
+    if (flags & TH_RST) != 0 and cv.hs_end == HSEnd.NONE:
+        state = cv.hs_state
+        if (state == HS.SYN and d != cv.client_dir) or state == HS.SYNACK:
+            cv.hs_end = HSEnd.REFUSED if state == HS.SYN else HSEnd.RESET
+            cv.end_frame = frame
+            cv.end_ts = ts
+            if cv.hs_decided == NONE:
+                cv.hs_decided = batch
     # Wireshark's iRTT (reference B.3), stored once; 0 means "not known yet", as in Wireshark
-    if ackf and not syn and conv[c, C_MRU_SYN_TS] != NONE and conv[c, C_IRTT] == 0:
-        conv[c, C_IRTT] = ts - conv[c, C_MRU_SYN_TS]
+    if ackf and not syn and cv.mru_syn_ts != NONE and cv.irtt == 0:
+        cv.irtt = ts - cv.mru_syn_ts
 
 
 def outcomes(conv: np.ndarray, server_pkts: np.ndarray) -> np.ndarray:
     """The outcome label of every connection row of ``conv`` (vectorized)."""
-    state, end = conv[:, C_HS_STATE], conv[:, C_HS_END]
+    state, end = conv["hs_state"], conv["hs_end"]
     conditions = [
-        conv[:, C_SYN_N] == 0,
-        conv[:, C_HS_SIMOPEN] == 1,
-        end == HS_END_REFUSED,
-        state == HS_DONE,
-        end == HS_END_RESET,
-        state == HS_SYNACK,
+        conv["syn_n"] == 0,
+        conv["hs_simopen"] == 1,
+        end == HSEnd.REFUSED,
+        state == HS.DONE,
+        end == HSEnd.RESET,
+        state == HS.SYNACK,
         server_pkts == 0,
     ]
     labels = ["midstream", "simultaneous_open", "refused", "established", "reset", "incomplete", "no_reply"]
@@ -149,33 +162,33 @@ def _delta(a: np.ndarray, b: np.ndarray):
 def handshake_columns(conv: np.ndarray, server_pkts: np.ndarray) -> dict:
     """The handshake-specific columns for rows of ``conv`` (addresses are added by the caller): object
     arrays, and ``Masked`` pairs for the nullable columns."""
-    done = conv[:, C_HS_STATE] == HS_DONE
-    syn_ts = np.where(done, conv[:, C_SYN_TS], conv[:, C_LASTSA_SYN_TS])
-    syn_frame = np.where(done, conv[:, C_SYN_FRAME], conv[:, C_LASTSA_SYN_FRAME])
-    syn_ts = np.where(syn_ts == NONE, conv[:, C_SYN1_TS], syn_ts)
-    syn_frame = np.where(syn_frame == NONE, conv[:, C_SYN1_FRAME], syn_frame)
-    sa_ts = np.where(done, conv[:, C_SA_TS], conv[:, C_LASTSA_TS])
-    sa_frame = np.where(done, conv[:, C_SA_FRAME], conv[:, C_LASTSA_FRAME])
-    ack_ts = conv[:, C_ACK_TS]
+    done = conv["hs_state"] == HS.DONE
+    syn_ts = np.where(done, conv["syn_ts"], conv["lastsa_syn_ts"])
+    syn_frame = np.where(done, conv["syn_frame"], conv["lastsa_syn_frame"])
+    syn_ts = np.where(syn_ts == NONE, conv["syn1_ts"], syn_ts)
+    syn_frame = np.where(syn_frame == NONE, conv["syn1_frame"], syn_frame)
+    sa_ts = np.where(done, conv["sa_ts"], conv["lastsa_ts"])
+    sa_frame = np.where(done, conv["sa_frame"], conv["lastsa_frame"])
+    ack_ts = conv["ack_ts"]
     opt = lambda v: Masked(v.astype(np.int64), v < 0)  # noqa: E731
     both = lambda a, b: Masked((a == 1) & (b == 1), (a == NONE) | (b == NONE))  # noqa: E731
-    irtt = conv[:, C_IRTT]
+    irtt = conv["irtt"]
     return {
         "outcome": outcomes(conv, server_pkts),
-        "syn_frame": _frame(syn_frame), "synack_frame": _frame(sa_frame), "ack_frame": _frame(conv[:, C_ACK_FRAME]),
+        "syn_frame": _frame(syn_frame), "synack_frame": _frame(sa_frame), "ack_frame": _frame(conv["ack_frame"]),
         "syn_ts": _ts(syn_ts), "synack_ts": _ts(sa_ts), "ack_ts": _ts(ack_ts),
-        "syn_retries": opt(np.maximum(conv[:, C_SYN_N] - 1, 0)),
-        "synack_retries": opt(np.maximum(conv[:, C_SA_N] - 1, 0)),
+        "syn_retries": opt(np.maximum(conv["syn_n"] - 1, 0)),
+        "synack_retries": opt(np.maximum(conv["sa_n"] - 1, 0)),
         "server_rtt": _delta(sa_ts, syn_ts), "client_rtt": _delta(ack_ts, sa_ts),
         "handshake_rtt": _delta(ack_ts, syn_ts),
-        "first_syn_frame": _frame(conv[:, C_SYN1_FRAME]), "first_syn_ts": _ts(conv[:, C_SYN1_TS]),
-        "setup_time": _delta(ack_ts, conv[:, C_SYN1_TS]),
-        "rst_frame": _frame(conv[:, C_END_FRAME]),
+        "first_syn_frame": _frame(conv["syn1_frame"]), "first_syn_ts": _ts(conv["syn1_ts"]),
+        "setup_time": _delta(ack_ts, conv["syn1_ts"]),
+        "rst_frame": _frame(conv["end_frame"]),
         "wireshark_irtt": _float(irtt / 1e9, irtt == 0),
-        "mss_client": opt(conv[:, C_MSS_C]), "mss_server": opt(conv[:, C_MSS_S]),
-        "wscale_client": opt(conv[:, C_WS_C]), "wscale_server": opt(conv[:, C_WS_S]),
-        "sack_permitted": both(conv[:, C_SACK_C], conv[:, C_SACK_S]),
-        "timestamps": both(conv[:, C_TS_C], conv[:, C_TS_S]),
-        "tfo": Masked((conv[:, C_TFO] >= 0) | (conv[:, C_SYN_DATA] > 0), conv[:, C_SYN_N] == 0),
-        "syn_data_bytes": opt(np.where(conv[:, C_SYN_N] > 0, conv[:, C_SYN_DATA], NONE)),
+        "mss_client": opt(conv["mss_c"]), "mss_server": opt(conv["mss_s"]),
+        "wscale_client": opt(conv["ws_c"]), "wscale_server": opt(conv["ws_s"]),
+        "sack_permitted": both(conv["sack_c"], conv["sack_s"]),
+        "timestamps": both(conv["ts_c"], conv["ts_s"]),
+        "tfo": Masked((conv["tfo"] >= 0) | (conv["syn_data"] > 0), conv["syn_n"] == 0),
+        "syn_data_bytes": opt(np.where(conv["syn_n"] > 0, conv["syn_data"], NONE)),
     }

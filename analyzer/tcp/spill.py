@@ -1,17 +1,16 @@
 """Finished connections' state moved out of memory, to a temporary file, and back when needed.
 
 The engine keeps every connection's state until the end, since the connections and handshakes tables are
-built from it: about 2 KB per connection, so memory would grow with the number of connections in the
+built from it: about 1 KB per connection, so memory would grow with the number of connections in the
 capture. Once a connection is over (both FINs acknowledged, or reset, or replaced on its 4-tuple by a
-new one) and has had no packet for a whole batch, ``Spill.evict`` writes its rows (conversation, both
-directions, holes, history, the sent-segment records a compaction keeps for it, its pending
-retransmissions) to the file and hands back the memory pages that held only such connections
-(``madvise(MADV_DONTNEED)``). Nothing is lost: a later packet of that connection makes the compiled pass
-stop, ``restore`` puts the rows back exactly, and the pass goes on; ``restore_all`` puts everything back
-before the tables are built.
+new one) and has had no packet for a whole batch, ``Spill.evict`` writes its records (the connection,
+both directions, the sent-segment records a compaction keeps for it, its pending retransmissions) to the
+file and hands back the memory pages that held only such connections (``madvise(MADV_DONTNEED)``).
+Nothing is lost: a later packet of that connection makes the compiled pass stop, ``restore`` puts the
+records back exactly, and the pass goes on; ``restore_all`` puts everything back before the tables are
+built.
 
-Each connection takes one fixed-size record of int64 values in the file (``RECORD``); ``_position[c]``
-is its record number.
+Each connection takes one ``SPILLED`` record in the file; ``_position[c]`` is its record number.
 """
 from __future__ import annotations
 
@@ -21,25 +20,23 @@ import weakref
 
 import numpy as np
 
-from .state import (C_N, CT_PEND_FREE, CT_PEND_ROWS, D_N, D_PEND_ROW, D_REC_HEAD, HISTORY_LEN, HOLES, NONE, P_N,
-                    P_START, PEND_SLOTS, R_N, R_PREV, RECORD_KEEP_OVER, FlowState, room)
+from .state import (CONVERSATION, DIRECTION, NONE, PEND_SLOTS, PENDING, RECORD_KEEP_OVER, SENT, FlowState,
+                    record, room)
 
 PAGE = mmap.PAGESIZE
 
-# One connection's record in the spill file: int64 values, in these fields (sizes per side where there are two).
-_SIZES = {
-    "conv": C_N,
-    "dirs_a": D_N, "dirs_b": D_N,  # the direction rows 2c and 2c+1
-    "holes_a": HOLES * 2, "holes_b": HOLES * 2,
-    "history": HISTORY_LEN // 8,
-    "n_records": 2,  # records kept per side (<= RECORD_KEEP_OVER), newest first:
-    "records_a": RECORD_KEEP_OVER * R_N, "records_b": RECORD_KEEP_OVER * R_N,
-    "has_pend": 2,  # 1 when the side had a ``pend`` row lent:
-    "pend_a": PEND_SLOTS * P_N, "pend_b": PEND_SLOTS * P_N,
-}
-_AT = dict(zip(_SIZES, np.cumsum([0, *_SIZES.values()]).tolist()))
-F = {name: slice(_AT[name], _AT[name] + size) for name, size in _SIZES.items()}
-RECORD = sum(_SIZES.values())
+# One connection in the spill file (``a``/``b``: its directions 2c and 2c+1)
+SPILLED, _ = record(
+    ("conv", CONVERSATION, 0, "the connection"),
+    ("dir_a", DIRECTION, 0, "direction 2c"),
+    ("dir_b", DIRECTION, 0, "direction 2c+1"),
+    ("n_records", ("i8", 2), 0, "sent-segment records kept per direction (<= RECORD_KEEP_OVER)"),
+    ("records_a", (SENT, RECORD_KEEP_OVER), 0, "direction a's newest records, newest first"),
+    ("records_b", (SENT, RECORD_KEEP_OVER), 0, "direction b's"),
+    ("has_pend", ("i8", 2), 0, "1 when the direction had a ``pend`` row lent"),
+    ("pend_a", (PENDING, PEND_SLOTS), 0, "that row's slots"),
+    ("pend_b", (PENDING, PEND_SLOTS), 0, "that row's slots"),
+)
 
 
 def _mapping(a: np.ndarray) -> mmap.mmap | None:
@@ -70,34 +67,32 @@ class Spill:
         if not len(cs):
             return
         n = len(cs)
-        a, b = 2 * cs, 2 * cs + 1
-        out = np.zeros((n, RECORD), dtype=np.int64)
-        out[:, F["conv"]] = st.conv[cs]
-        out[:, F["history"]] = np.ascontiguousarray(st.history[cs]).view(np.int64)
-        for side, rows in (("a", a), ("b", b)):
-            out[:, F["dirs_" + side]] = st.dirs[rows]
-            out[:, F["holes_" + side]] = st.holes[rows].reshape(n, HOLES * 2)
+        out = np.zeros(n, dtype=SPILLED)
+        out["conv"] = st.conv[cs]
+        count = st.count
+        for i, side in enumerate("ab"):
+            rows = 2 * cs + i
+            out["dir_" + side] = st.dirs[rows]
             # the newest records, newest first: what a compaction keeps for the connection
-            cur = st.dirs[rows, D_REC_HEAD]
-            count = np.zeros(n, dtype=np.int64)
-            first = F["records_" + side].start
+            cur = st.dirs["rec_head"][rows]
+            kept = np.zeros(n, dtype=np.int64)
             for k in range(RECORD_KEEP_OVER):
                 live = (cur >= 0) & (k < keep)
-                out[live, first + k * R_N:first + (k + 1) * R_N] = st.records[cur[live]]
-                count += live
-                cur = np.where(live, st.records[np.maximum(cur, 0), R_PREV], NONE)
-            out[:, F["n_records"].start + (side == "b")] = count
-            st.dirs[rows, D_REC_HEAD] = NONE  # (the rows are about to be dropped; a compaction skips them)
-            prow = st.dirs[rows, D_PEND_ROW]
+                out["records_" + side][live, k] = st.records[cur[live]]
+                kept += live
+                cur = np.where(live, st.records["prev"][np.maximum(cur, 0)], NONE)
+            out["n_records"][:, i] = kept
+            st.dirs["rec_head"][rows] = NONE  # (the records are about to be dropped; a compaction skips them)
+            prow = st.dirs["pend_row"][rows]
             lent = prow >= 0
-            out[:, F["has_pend"].start + (side == "b")] = lent
-            out[lent, F["pend_" + side]] = st.pend[prow[lent]].reshape(-1, PEND_SLOTS * P_N)
-            for p in prow[lent].tolist():  # pool rows go back to the pool
-                st.pend[p, 0, P_START] = st.counter[CT_PEND_FREE]  # (as sequence._free_slot does)
-                st.counter[CT_PEND_FREE] = p
+            out["has_pend"][:, i] = lent
+            out["pend_" + side][lent] = st.pend[prow[lent]]
+            for p in prow[lent].tolist():  # pool rows go back to the pool (as sequence._free_slot does)
+                st.pend[p, 0]["start"] = count["pend_free"]
+                count["pend_free"] = p
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="tcp-analyzer-spill-")
-        self._file.seek(self._records * RECORD * 8)
+        self._file.seek(self._records * SPILLED.itemsize)
         self._file.write(out.tobytes())
         self._position = room(self._position, len(self._position), st.conversations)  # (read for evicted only)
         self._position[cs] = np.arange(self._records, self._records + n)
@@ -110,7 +105,7 @@ class Spill:
         """Hand back the pages of the per-connection arrays that hold evicted connections only."""
         n = st.conversations
         ev = st.evicted[:n] != 0
-        for name, rows in (("conv", ev), ("dirs", np.repeat(ev, 2)), ("holes", np.repeat(ev, 2)), ("history", ev)):
+        for name, rows in (("conv", ev), ("dirs", np.repeat(ev, 2))):
             arr = getattr(st, name)
             mm = _mapping(arr)
             if mm is None or not hasattr(mm, "madvise"):
@@ -140,16 +135,14 @@ class Spill:
         """Put connections ``cs`` (evicted) back, exactly as they were."""
         if not len(cs):
             return
-        n = len(cs)
         order = np.argsort(self._position[cs])
         cs = cs[order]
-        pos = self._position[cs]
-        data = np.empty((n, RECORD), dtype=np.int64)
-        for i, p in enumerate(pos.tolist()):
-            self._file.seek(p * RECORD * 8)
-            data[i] = np.frombuffer(self._file.read(RECORD * 8), dtype=np.int64)
+        data = np.empty(len(cs), dtype=SPILLED)
+        for i, p in enumerate(self._position[cs].tolist()):
+            self._file.seek(p * SPILLED.itemsize)
+            data[i] = np.frombuffer(self._file.read(SPILLED.itemsize), dtype=SPILLED)[0]
         self._put_back(st, cs, data)
-        self.restores += n
+        self.restores += len(cs)
 
     def restore_all(self, st: FlowState) -> None:
         """Put every evicted connection back (before the tables are built)."""
@@ -157,46 +150,44 @@ class Spill:
         if not len(cs):
             return
         self._file.seek(0)
-        everything = np.frombuffer(self._file.read(self._records * RECORD * 8), dtype=np.int64).reshape(-1, RECORD)
+        everything = np.frombuffer(self._file.read(self._records * SPILLED.itemsize), dtype=SPILLED)
         self._put_back(st, cs, everything[self._position[cs]])
 
     def _put_back(self, st: FlowState, cs: np.ndarray, data: np.ndarray) -> None:
         n = len(cs)
-        st.conv[cs] = data[:, F["conv"]]
-        st.history[cs] = np.ascontiguousarray(data[:, F["history"]]).view(np.uint8).reshape(n, HISTORY_LEN)
-        counts = data[:, F["n_records"]]
-        used = int(st.n_records[0])
+        st.conv[cs] = data["conv"]
+        counts = data["n_records"]
+        used = int(st.count["records"])
         st.records = room(st.records, used, used + int(counts.sum()))
         nxt = used
-        for i, (side, rows) in enumerate((("a", 2 * cs), ("b", 2 * cs + 1))):
-            st.dirs[rows] = data[:, F["dirs_" + side]]
-            st.holes[rows] = data[:, F["holes_" + side]].reshape(n, HOLES, 2)
-            # oldest first, so that each record's R_PREV points to a lower index (the pool's order)
+        for i, side in enumerate("ab"):
+            rows = 2 * cs + i
+            st.dirs[rows] = data["dir_" + side]
+            # oldest first, so that each record's ``prev`` points to a lower index (the pool's order)
             head = np.full(n, NONE, dtype=np.int64)
-            first = F["records_" + side].start
             for k in reversed(range(RECORD_KEEP_OVER)):
                 has = counts[:, i] > k
                 m = int(has.sum())
                 if not m:
                     continue
                 idx = np.arange(nxt, nxt + m)
-                st.records[idx] = data[has, first + k * R_N:first + (k + 1) * R_N]
-                st.records[idx, R_PREV] = head[has]
+                st.records[idx] = data["records_" + side][has, k]
+                st.records["prev"][idx] = head[has]
                 head[has] = idx
                 nxt += m
-            st.dirs[rows, D_REC_HEAD] = head
-            lent = data[:, F["has_pend"].start + i] == 1
+            st.dirs["rec_head"][rows] = head
+            lent = data["has_pend"][:, i] == 1
             prow = np.full(n, NONE, dtype=np.int64)
             m = int(lent.sum())
             if m:
-                taken = int(st.counter[CT_PEND_ROWS])
+                taken = int(st.count["pend_rows"])
                 st.pend = room(st.pend, taken, taken + m)
                 new = np.arange(taken, taken + m)
-                st.counter[CT_PEND_ROWS] = taken + m
-                st.pend[new] = data[lent, F["pend_" + side]].reshape(m, PEND_SLOTS, P_N)
+                st.count["pend_rows"] = taken + m
+                st.pend[new] = data["pend_" + side][lent]
                 prow[lent] = new
-            st.dirs[rows, D_PEND_ROW] = prow
-        st.n_records[0] = nxt
+            st.dirs["pend_row"][rows] = prow
+        st.count["records"] = nxt
         st.evicted[cs] = 0
         for _, done in self._released.values():  # pages written again are no longer handed back
             done[:] = False

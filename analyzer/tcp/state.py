@@ -1,64 +1,36 @@
-"""Per-flow state carried from one batch to the next, held in plain numpy arrays.
+"""Per-flow state carried from one batch to the next: numpy record arrays with named fields.
 
 The sequential part of the engine (``sequence.analyze_batch``, compiled with numba) reads and writes
-these arrays; nothing else is kept between batches. Three arrays hold almost everything:
+these arrays; nothing else is kept between batches. Each kind of record is declared once below, a
+comment per field, in the manner of Wireshark's ``tcp_flow_t``/``struct tcp_analysis``
+(``packet-tcp.h``) and Zeek's ``TCP_Endpoint``; numba compiles ``d.nextseq`` to a plain load.
 
-- ``conv``  int64 ``[conversations, C_N]``: one row per connection (``stream`` = row index).
-- ``dirs``  int64 ``[2 * conversations, D_N]``: one row per direction; row ``2*c`` is the direction of
-  the connection's first packet, row ``2*c+1`` the opposite one (the client may be either).
-- ``holes`` int64 ``[2 * conversations, HOLES, 2]``: sequence ranges below the highest byte sent that
-  were never seen, so that retransmitted bytes are counted exactly.
+- ``conv``  ``CONVERSATION`` ``[conversations]``: one record per connection (``stream`` = its index).
+- ``dirs``  ``DIRECTION`` ``[2 * conversations]``: one per direction; record ``2*c`` is the direction of
+  the connection's first packet, ``2*c+1`` the opposite one (the client may be either).
+- ``records`` ``SENT`` pool: recent transmissions per direction (a linked list through ``prev``), used
+  to find a retransmission's original frame; compacted by the engine (``sequence.compact_records``).
+- ``pend`` ``PENDING`` ``[rows, PEND_SLOTS]``: retransmissions still waiting for the receiver's D-SACK
+  or timestamp echo: a pool whose rows are lent to a direction while it has some (most directions never
+  do, so memory follows the directions with pending ones, not all of them).
+- ``counter`` ``COUNTERS`` ``[1]``: engine-wide counts and the pools' bookkeeping.
+- events ``EVENT``: one row per labelled segment, kept by the engine (not per flow) until the tables are
+  built; refinements ``REFINE``: later evidence that an earlier row's retransmission was not needed.
+- ``tuple_conv``: the current connection of each 4-tuple (port reuse), ``evicted``: 1 for a connection
+  whose state was moved out to the engine's spill file (``spill.py``; its records' pages may have been
+  handed back, and read as zeros until it is put back).
 
-Plus ``history`` (uint8 ``[conversations, HISTORY_LEN]``, Zeek history letters), ``tuple_conv`` (the
-current connection of each 4-tuple, for port reuse), a pool of sent-segment records used to find a
-retransmission's original frame (compacted by the engine, ``sequence.compact_records``), and ``pend``
-(int64 ``[rows, PEND_SLOTS, P_N]``), the recent retransmissions still waiting for the receiver's D-SACK or
-timestamp echo: a pool whose rows are lent to a direction while it has such retransmissions (most
-directions never have one, so memory follows the connections with pending ones, not all connections).
-Column indices are module constants so the numba code can use them.
-
-A connection that is over may be moved out to the engine's spill file (``spill.py``); ``evicted`` marks
-it, and its rows' pages may have been handed back (they read as zeros until it is put back).
+Adding a field: add one line to its record below (name, initial value, comment). Everything that
+copies records (creation, growth, the spill file) copies whole records, so nothing else changes.
 """
 from __future__ import annotations
 
 import mmap
+from enum import IntEnum, auto
 
 import numpy as np
 
 NONE = -1  # "not set" for frames, times and options
-
-# --- conversation columns -------------------------------------------------------------------
-(C_TUPLE, C_FIRST_LO, C_CLIENT_DIR, C_FIRST_FRAME, C_FIRST_TS, C_LAST_FRAME, C_LAST_TS, C_VLAN,
- C_IRTT, C_MRU_SYN_TS, C_COMPLETENESS, C_REUSED,
- # handshake progress (see handshake.py)
- C_HS_STATE, C_HS_END, C_HS_SIMOPEN, C_HS_DECIDED, C_CLIENT_ISN, C_SERVER_ISN,
- C_SYN_N, C_SYN1_FRAME, C_SYN1_TS, C_LASTSYN_FRAME, C_LASTSYN_TS,
- C_SA_N, C_LASTSA_FRAME, C_LASTSA_TS, C_LASTSA_SYN_FRAME, C_LASTSA_SYN_TS,
- C_SYN_FRAME, C_SYN_TS, C_SA_FRAME, C_SA_TS, C_ACK_FRAME, C_ACK_TS, C_END_FRAME, C_END_TS,
- C_MSS_C, C_MSS_S, C_WS_C, C_WS_S, C_SACK_C, C_SACK_S, C_TS_C, C_TS_S, C_TFO, C_SYN_DATA,
- C_HIST_LEN,
- C_N) = range(48)
-
-# --- direction columns ----------------------------------------------------------------------
-(D_BASE, D_BASE_SET, D_UREF,
- # Wireshark's tcp_analyze_sequence_number state (reference B.5)
- D_NEXTSEQ, D_NEXTSEQ_SET, D_NEXTSEQ_TS, D_NEXTSEQ_FRAME,
- D_LASTACK_RAW, D_LASTACK, D_LASTACK_SET, D_LASTACK_TS, D_LASTACK_FRAME,
- D_WINDOW, D_WSCALE, D_DUPACKS, D_LASTNONDUPACK, D_LASTSEGFLAGS,
- # exact byte accounting (our own)
- D_SEEN, D_LO, D_TOP, D_REC_HEAD,
- # the previous packet, to recognise the same packet captured twice
- D_PREV_FRAME, D_PREV_TS, D_PREV_SEQ, D_PREV_ACK, D_PREV_LEN, D_PREV_FLAGS, D_PREV_WIN, D_PREV_IPID,
- D_PREV_TSVAL,
- # counters
- D_PKTS, D_BYTES, D_RETX, D_RETX_BYTES, D_OOO, D_DUPS, D_KA, D_ZWP, D_SYN_PKTS, D_FIN_PKTS, D_RST_PKTS,
- # Zeek endpoint state and history bookkeeping (connections.py)
- D_ZSTATE, D_ZONCE, D_Z_SYN_SEQ, D_Z_FIN_SEQ, D_Z_RST_SEQ, D_Z_RXMIT, D_Z_ZWIN,
- # retransmissions waiting for D-SACK / Eifel evidence: live slots, slots awaiting an ACK, and the
- # ``pend`` pool row holding this direction's slots (NONE while it has none)
- D_PEND_LIVE, D_PEND_EIFEL, D_PEND_ROW,
- D_N) = range(52)
 
 HOLES = 4  # gaps remembered per direction; when full the lowest one is forgotten (its bytes count as seen)
 HISTORY_LEN = 32  # Zeek history letters kept per connection
@@ -66,81 +38,294 @@ RECORD_WALK = 64  # sent-segment records searched back for a retransmission's or
 # records a compaction keeps per direction of a connection that is over (both FINs acknowledged, or reset):
 # enough for a late repeat of its last segments (the FIN), whose original is then still found
 RECORD_KEEP_OVER = 4
-
-# record pool columns (R_TSVAL: the TCP TSval of that transmission, -1 without timestamps)
-R_START, R_END, R_FRAME, R_TS, R_PREV, R_TSVAL, R_N = range(7)
-
-# Retransmissions kept per direction until the receiver shows whether they were needed (when all
-# slots are taken, the oldest is forgotten). Columns of ``pend``: the event's global index (NONE = free slot), the
-# unwrapped range [start, end) it covered, TSval of the original and of the retransmission, and whether
-# it still waits for the first ACK that covers it (the Eifel check, RFC 3522).
+# Retransmissions kept per direction until the receiver shows whether they were needed (when all slots
+# are taken, the oldest is forgotten)
 PEND_SLOTS = 8
-P_EV, P_START, P_END, P_TSV_ORIG, P_TSV_RETX, P_EIFEL, P_N = range(7)
 
-# counter array: conversations, batch number, event rows so far (the next event's global index),
-# live pending slots over all directions, refinements written by the current batch, ``pend`` pool rows
-# handed out so far, and the first free pool row (a free row's slot 0 P_START links to the next; NONE ends)
-CT_CONVERSATIONS, CT_BATCH, CT_EVENTS, CT_PENDING, CT_REFINED, CT_PEND_ROWS, CT_PEND_FREE, CT_N = range(8)
-# set by ``analyze_batch`` when it stops before the end of a batch: the packet it stopped at and the
-# connection it needs back (its state was moved out to the engine's spill file); NONE when it did not stop
-CT_STOP, CT_RESTORE = CT_N, CT_N + 1
-CT_N += 2
+
+def record(*fields: tuple) -> tuple[np.dtype, np.ndarray]:
+    """A record dtype from ``(name, initial value, comment)`` or ``(name, dtype, initial value, comment)``
+    lines (int64 when no dtype is given), and one record holding every field's initial value."""
+    spec, init = [], {}
+    for f in fields:
+        name, kind, value = (f[0], "i8", f[1]) if len(f) == 3 else f[:3]
+        spec.append((name, kind))
+        init[name] = value
+    dtype = np.dtype(spec, align=True)
+    first = np.zeros(1, dtype=dtype)
+    for name, value in init.items():
+        first[name] = value
+    first.flags.writeable = False
+    return dtype, first
+
+
+# --- one connection ------------------------------------------------------------------------------
+CONVERSATION, NEW_CONVERSATION = record(
+    ("tuple", NONE, "its 4-tuple (flows.TupleTable id)"),
+    ("first_lo", NONE, "1 when its first packet came from the 4-tuple's lower endpoint"),
+    ("client_dir", 0, "direction (0: of the first packet, 1: the other) of the client, the first SYN's sender"),
+    ("first_frame", NONE, "its first frame"),
+    ("first_ts", NONE, "time of its first frame, ns"),
+    ("last_frame", NONE, "its latest frame"),
+    ("last_ts", NONE, "time of its latest frame, ns"),
+    ("vlan", NONE, "outer VLAN id of its first packet (-1 untagged)"),
+    ("reused", 0, "1 when a SYN with a new ISN on a known 4-tuple started it (Wireshark reused_ports)"),
+    ("completeness", 0, "Wireshark tcp.completeness bits seen so far (connections.COMPLETE_*)"),
+    # Wireshark's initial RTT (reference B.3)
+    ("irtt", 0, "Wireshark's iRTT, ns; 0 = not known yet, as in Wireshark"),
+    ("mru_syn_ts", NONE, "time of the most recent SYN without ACK (Wireshark ts_mru_syn), ns"),
+    # handshake progress (handshake.py)
+    ("hs_state", 0, "handshake progress: handshake.HS_*"),
+    ("hs_end", 0, "how it ended before completing: handshake.HS_END_*"),
+    ("hs_simopen", 0, "1 when both sides sent a SYN without ACK (simultaneous open)"),
+    ("hs_decided", NONE, "batch in which the handshake reached an outcome (for live display)"),
+    ("client_isn", NONE, "sequence number of the client's first SYN"),
+    ("server_isn", NONE, "sequence number of the server's first SYN-ACK answering it"),
+    ("syn_n", 0, "client SYNs seen (same ISN)"),
+    ("syn1_frame", NONE, "the first SYN"),
+    ("syn1_ts", NONE, "its time"),
+    ("lastsyn_frame", NONE, "the latest SYN"),
+    ("lastsyn_ts", NONE, "its time"),
+    ("sa_n", 0, "SYN-ACKs seen answering the SYN, same ISN"),
+    ("lastsa_frame", NONE, "the latest such SYN-ACK"),
+    ("lastsa_ts", NONE, "its time"),
+    ("lastsa_syn_frame", NONE, "the latest SYN before that SYN-ACK (the one it is taken to answer)"),
+    ("lastsa_syn_ts", NONE, "its time"),
+    ("syn_frame", NONE, "when completed: the SYN the RTT is measured from"),
+    ("syn_ts", NONE, "its time"),
+    ("sa_frame", NONE, "when completed: the SYN-ACK used"),
+    ("sa_ts", NONE, "its time"),
+    ("ack_frame", NONE, "the client's ACK completing the handshake"),
+    ("ack_ts", NONE, "its time"),
+    ("end_frame", NONE, "the RST that refused or reset the attempt"),
+    ("end_ts", NONE, "its time"),
+    ("mss_c", NONE, "MSS option of the client's SYN (-1 absent)"),
+    ("mss_s", NONE, "MSS option of the server's SYN-ACK"),
+    ("ws_c", NONE, "window scale option of the client's SYN"),
+    ("ws_s", NONE, "window scale option of the server's SYN-ACK"),
+    ("sack_c", NONE, "1 when the client's SYN carried SACK-permitted"),
+    ("sack_s", NONE, "1 when the server's SYN-ACK did"),
+    ("ts_c", NONE, "1 when the client's SYN carried timestamps"),
+    ("ts_s", NONE, "1 when the server's SYN-ACK did"),
+    ("tfo", NONE, "TCP Fast Open cookie length in the SYN (-1 no TFO option)"),
+    ("syn_data", NONE, "payload bytes of the client's first SYN"),
+    # Zeek history (connections.py)
+    ("hist_len", 0, "letters in ``history``"),
+    ("history", ("u1", HISTORY_LEN), 0, "Zeek history letters, ASCII; direction 1 lowercase until the table swaps"),
+)
+
+# --- one direction of a connection ---------------------------------------------------------------
+DIRECTION, NEW_DIRECTION = record(
+    # relative sequence numbers (reference B.2) and 64-bit unwrapping
+    ("base", NONE, "ISN of this direction (raw; first seq - 1 without a SYN)"),
+    ("base_set", 0, "1 once ``base`` is known"),
+    ("uref", 0, "highest unwrapped relative seq seen, the reference that unwraps the next one"),
+    # Wireshark's tcp_analyze_sequence_number state (reference B.5)
+    ("nextseq", NONE, "highest seq + len seen (SYN/FIN count 1), unwrapped"),
+    ("nextseq_set", 0, "1 once ``nextseq`` is set"),
+    ("nextseq_ts", NONE, "time of the segment that set ``nextseq``, ns"),
+    ("nextseq_frame", NONE, "that segment's frame"),
+    ("lastack_raw", NONE, "ACK number of this direction's last packet, raw (0 without the ACK flag)"),
+    ("lastack", NONE, "the same, unwrapped in the other direction's sequence space"),
+    ("lastack_set", 0, "1 when the last packet carried an ACK"),
+    ("lastack_ts", NONE, "time of the last packet, ns"),
+    ("lastack_frame", NONE, "its frame"),
+    ("window", NONE, "advertised window of the last packet, scaled when scaling is on"),
+    ("wscale", NONE, "window scale shift; -1 unknown, -2 scaling off (one side did not offer it)"),
+    ("dupacks", 0, "duplicate ACKs sent in a row (Wireshark dupacknum)"),
+    ("lastnondupack", NONE, "frame of the last ACK that was not a duplicate"),
+    ("lastsegflags", 0, "analysis flags of the last segment (sequence.A_*)"),
+    # exact byte accounting (our own)
+    ("seen", 0, "1 once a segment occupying sequence space was seen"),
+    ("lo", NONE, "lowest unwrapped seq seen"),
+    ("top", NONE, "highest unwrapped seq + len seen"),
+    ("holes", ("i8", (HOLES, 2)), 0, "ranges [lo, hi) below ``top`` never seen (empty when hi <= lo)"),
+    ("rec_head", NONE, "newest record of this direction in the sent-segment pool"),
+    # the previous packet, to recognise the same packet captured twice
+    ("prev_frame", NONE, "frame of this direction's previous packet"),
+    ("prev_ts", NONE, "its time, ns"),
+    ("prev_seq", NONE, "its raw seq"),
+    ("prev_ack", NONE, "its raw ack"),
+    ("prev_len", NONE, "its payload length"),
+    ("prev_flags", NONE, "its TCP flags"),
+    ("prev_win", NONE, "its raw window"),
+    ("prev_ipid", NONE, "its IPv4 ID (-1 none)"),
+    ("prev_tsval", NONE, "its TSval (-1 none)"),
+    # counters for the connections table
+    ("pkts", 0, "packets sent (duplicates included)"),
+    ("bytes", 0, "payload bytes sent (duplicates excluded)"),
+    ("retx", 0, "retransmission rows (all kinds but out_of_order and duplicate)"),
+    ("retx_bytes", 0, "their repeated payload bytes"),
+    ("ooo", 0, "out_of_order rows"),
+    ("dups", 0, "duplicate rows (captured twice)"),
+    ("ka", 0, "keep-alives"),
+    ("zwp", 0, "zero-window probes"),
+    ("syn_pkts", 0, "packets with SYN"),
+    ("fin_pkts", 0, "packets with FIN"),
+    ("rst_pkts", 0, "packets with RST"),
+    # Zeek endpoint state and history bookkeeping (connections.py)
+    ("zstate", 0, "Zeek endpoint state (connections.ZS_*)"),
+    ("zonce", 0, "history letters recorded once already (connections._ONCE_* bits)"),
+    ("z_syn_seq", NONE, "seq of the last SYN (a new letter only when it changes)"),
+    ("z_fin_seq", NONE, "seq + len of the last FIN"),
+    ("z_rst_seq", NONE, "seq of the last RST"),
+    ("z_rxmit", 0, "Zeek's retransmission count (for the log-scaled T letter)"),
+    ("z_zwin", 0, "zero windows advertised (for the log-scaled W letter)"),
+    # retransmissions waiting for D-SACK / Eifel evidence (the ``pend`` pool)
+    ("pend_live", 0, "live slots in its ``pend`` row"),
+    ("pend_eifel", 0, "of which waiting for their first covering ACK (the Eifel check)"),
+    ("pend_row", NONE, "the ``pend`` row lent to this direction (NONE while it has no waiting retransmission)"),
+)
+
+# --- one transmission in the sent-segment pool ---------------------------------------------------
+SENT, _ = record(
+    ("start", NONE, "unwrapped relative seq of its first byte"),
+    ("end", NONE, "seq after its last byte (SYN/FIN count 1)"),
+    ("frame", NONE, "its frame"),
+    ("ts", NONE, "its time, ns"),
+    ("prev", NONE, "the direction's previous record (NONE: the oldest kept)"),
+    ("tsval", NONE, "TCP TSval of this transmission (-1 without timestamps)"),
+)
+
+# --- a retransmission waiting for the receiver's verdict -----------------------------------------
+PENDING, _ = record(
+    ("ev", NONE, "the event row's global index (NONE: free slot); in a free row's slot 0, ``start`` links the free list"),
+    ("start", NONE, "the unwrapped range [start, end) it covered"),
+    ("end", NONE, "end of that range"),
+    ("tsv_orig", NONE, "TSval of the original transmission"),
+    ("tsv_retx", NONE, "TSval of the retransmission"),
+    ("eifel", 0, "1 while it waits for the first ACK covering it (the Eifel check, RFC 3522)"),
+)
+
+# --- engine-wide counts ---------------------------------------------------------------------------
+COUNTERS, NEW_COUNTERS = record(
+    ("conversations", 0, "connections so far"),
+    ("batch", 0, "batches analyzed so far (the current batch's number)"),
+    ("events", 0, "event rows so far (the next event's global index)"),
+    ("records", 0, "records in use in the sent-segment pool"),
+    ("pending", 0, "live ``pend`` slots over all directions"),
+    ("refined", 0, "refinement rows written by the current batch"),
+    ("pend_rows", 0, "``pend`` pool rows handed out so far"),
+    ("pend_free", NONE, "first free ``pend`` row (a free row's slot 0 ``start`` links to the next)"),
+    ("stop", NONE, "set when ``analyze_batch`` stops early: the packet it stopped at ..."),
+    ("restore", NONE, "... and the evicted connection it needs back"),
+)
+
+
+# --- the decisions: one event row per labelled segment ----------------------------------------------
+class Kind(IntEnum):
+    """Retransmission-table kinds (documented in ``analyzer.schema.RETRANSMISSION_KINDS``); 0 = none."""
+
+    RETRANSMISSION = 1
+    FAST_RETRANSMISSION = auto()
+    SPURIOUS_RETRANSMISSION = auto()
+    SYN_RETRANSMISSION = auto()
+    OUT_OF_ORDER = auto()
+    DUPLICATE = auto()
+
+
+class Evidence(IntEnum):
+    """How the receiver later showed a retransmission was not needed (``EVENT.spur``); 0 = it did not."""
+
+    DSACK = 1  # a D-SACK covering it (RFC 2883)
+    EIFEL = auto()  # the first ACK covering it echoed the original's TSval (RFC 3522)
+
+
+NOTE_FIN_REPEATED = 1  # ``EVENT.note`` bit: the segment's FIN repeats a FIN sent before at the same sequence number
+
+EVENT, NEW_EVENT = record(
+    ("kind", 0, "Kind"),
+    ("conv", NONE, "the connection (stream id)"),
+    ("dir", NONE, "its direction (0: of the connection's first packet)"),
+    ("seq", NONE, "unwrapped relative seq (NONE when the direction's base is unknown)"),
+    ("len", 0, "payload bytes"),
+    ("overlap", 0, "payload bytes already seen in this direction"),
+    ("orig_frame", NONE, "frame that first sent (some of) these bytes"),
+    ("orig_ts", NONE, "its time, ns"),
+    ("count", 0, "the rule's count: dup ACKs (fast), 1 when the iRTT set the limit (out-of-order), IP ID (duplicate)"),
+    ("gap", 0, "the time the rule measured, ns"),
+    ("limit", 0, "the threshold it was compared with, ns"),
+    ("ref_frame", NONE, "the frame the rule looked at (evidence_frame)"),
+    ("note", 0, "NOTE_* bits"),
+    # the packet's own fields, for the table (no packet column is kept)
+    ("frame", NONE, "its frame"),
+    ("ts", NONE, "its time, ns"),
+    ("seq_raw", NONE, "seq on the wire"),
+    ("flags", 0, "TCP flags"),
+    ("sender_lo", 0, "1 when the sender is the 4-tuple's lower endpoint"),
+    # later evidence that the retransmission was unnecessary (copied from a REFINE row)
+    ("spur", 0, "Evidence (0: none)"),
+    ("spur_frame", NONE, "the D-SACK or Eifel ACK"),
+    ("spur_a", 0, "D-SACK: left edge (relative); Eifel: the echoed TSecr"),
+    ("spur_b", 0, "D-SACK: right edge; Eifel: the retransmission's TSval"),
+    ("spur_c", 0, "Eifel: the original's TSval"),
+)
+
+REFINE, _ = record(
+    ("ev", NONE, "global index of the event row it refines (possibly of an earlier batch)"),
+    ("how", 0, "Evidence"),
+    ("frame", NONE, "the evidence frame"),
+    ("a", 0, "EVENT.spur_a"),
+    ("b", 0, "EVENT.spur_b"),
+    ("c", 0, "EVENT.spur_c"),
+)
 
 
 class FlowState:
     """All arrays the sequential engine carries between batches, grown as connections appear."""
 
     def __init__(self, capacity: int = 1024, records: int = 4096):
-        self.conv = new_array((capacity, C_N))
-        self.dirs = new_array((2 * capacity, D_N))
-        self.holes = new_array((2 * capacity, HOLES, 2))
-        self.history = new_array((capacity, HISTORY_LEN), np.uint8)
+        self.conv = new_array(capacity, CONVERSATION)
+        self.dirs = new_array(2 * capacity, DIRECTION)
         self.tuple_conv = np.full(1024, NONE, dtype=np.int64)
-        self.pend = np.empty((64, PEND_SLOTS, P_N), dtype=np.int64)
-        self.records = np.zeros((records, R_N), dtype=np.int64)
-        self.n_records = np.zeros(1, dtype=np.int64)  # array so the compiled code can update it
-        self.counter = np.zeros(CT_N, dtype=np.int64)  # CT_* entries
-        self.counter[CT_PEND_FREE] = NONE
+        self.pend = np.empty((64, PEND_SLOTS), dtype=PENDING)
+        self.records = np.zeros(records, dtype=SENT)
+        self.counter = NEW_COUNTERS.copy()  # one record, an array so the compiled code can update it
         self.evicted = np.zeros(capacity, dtype=np.uint8)  # 1: the connection's state is in the spill file
+
+    @property
+    def count(self):
+        """The counters record (``count.conversations`` ...)."""
+        return self.counter[0]
 
     def reserve(self, conversations: int, tuples: int, records: int) -> bool:
         """Make room for ``conversations`` more connections, ``tuples`` 4-tuples and ``records`` records
         (and as many ``pend`` rows: a batch takes at most one per retransmission, so one per record).
         Returns whether the per-connection arrays were replaced by larger copies."""
-        need = int(self.counter[CT_CONVERSATIONS]) + conversations
+        need = self.conversations + conversations
         grown = need > len(self.conv)
         if grown:
             cap = max(need, 2 * len(self.conv))
             used = self.conversations
             self.conv = grow(self.conv, cap, used)
             self.dirs = grow(self.dirs, 2 * cap, 2 * used)
-            self.holes = grow(self.holes, 2 * cap, 2 * used)
             self.evicted = grow(self.evicted, cap, used)
             self.evicted[used:] = 0
-            self.history = grow(self.history, cap, used)
         if tuples > len(self.tuple_conv):
             old = len(self.tuple_conv)
             self.tuple_conv = grow(self.tuple_conv, max(tuples, 2 * old), old)
             self.tuple_conv[old:] = NONE
-        self.records = room(self.records, int(self.n_records[0]), int(self.n_records[0]) + records)
-        rows = int(self.counter[CT_PEND_ROWS])
+        used = int(self.count["records"])
+        self.records = room(self.records, used, used + records)
+        rows = int(self.count["pend_rows"])
         self.pend = room(self.pend, rows, rows + min(records, 2 * need))
         return grown
 
     @property
     def conversations(self) -> int:
-        return int(self.counter[CT_CONVERSATIONS])
+        return int(self.count["conversations"])
 
 
 _MAPPED_FROM = 1 << 20  # arrays of this many bytes or more get pages of their own (``new_array``)
 
 
-def new_array(shape: tuple, dtype=np.int64) -> np.ndarray:
+def new_array(shape, dtype=np.int64) -> np.ndarray:
     """An uninitialised array; from 1 MiB on, in an anonymous memory mapping of its own, whose pages the
     system provides when first written and takes back as soon as the array is freed. Through malloc, the
     engine's growing and batch-long arrays would raise glibc's dynamic mmap threshold and leave its heap
     fragmented around the long-lived ones: RSS would creep up batch after batch."""
     dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
     nbytes = int(np.prod(shape)) * dtype.itemsize
     if nbytes < _MAPPED_FROM or not hasattr(mmap, "MAP_PRIVATE"):  # (no MAP_PRIVATE on Windows)
         return np.empty(shape, dtype=dtype)
@@ -149,7 +334,7 @@ def new_array(shape: tuple, dtype=np.int64) -> np.ndarray:
 
 def grow(a: np.ndarray, rows: int, used: int) -> np.ndarray:
     """A larger copy of ``a`` keeping its first ``used`` rows. New rows are left uninitialised: the
-    compiled code initialises a row when it creates the connection, so untouched memory stays free."""
+    compiled code initialises a record when it creates the connection, so untouched memory stays free."""
     out = new_array((rows,) + a.shape[1:], a.dtype)
     out[:used] = a[:used]
     return out
