@@ -170,7 +170,7 @@ class Decoder:
             self.addresses.append(_address_text(int(ver), int(hi), int(lo)))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _address_slot(ver, hi, lo, mask):
     h = (hi * np.uint64(0x9E3779B97F4A7C15)) ^ (lo * np.uint64(0xC2B2AE3D27D4EB4F)) ^ ver
     h ^= h >> np.uint64(29)

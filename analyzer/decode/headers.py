@@ -67,12 +67,12 @@ TCPOPT_TFO, TCPOPT_EXP, TFO_EXP_MAGIC = 34, 254, 0xF989  # RFC 7413 (and its exp
 KNOWN_LINKTYPES = np.array([0, 1, 12, 14, 101, 108, 113, 228, 229, 276], dtype=np.int32)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _be16(d, p):
     return (np.int64(d[p]) << 8) | np.int64(d[p + 1])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _be32(d, p):
     return (np.int64(d[p]) << 24) | (np.int64(d[p + 1]) << 16) | (np.int64(d[p + 2]) << 8) | np.int64(d[p + 3])
 
@@ -141,7 +141,7 @@ def _decode_tcp(d, t, tcp_len, end, j, i64, i32, u32, u16, i16, i8, b):
     return ST_TCP
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _gre_inner(d, g, end):
     """IP version carried by a GRE header at ``g`` (RFC 2784/2890), and the inner offset; 0 if none."""
     if g + 4 > end:

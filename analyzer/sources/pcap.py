@@ -51,14 +51,14 @@ def parse_pcap_header(head: bytes) -> PcapHeader | None:
     return None
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def u16(buf, pos, big):
     if big:
         return (np.int64(buf[pos]) << 8) | np.int64(buf[pos + 1])
     return (np.int64(buf[pos + 1]) << 8) | np.int64(buf[pos])
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def u32(buf, pos, big):
     if big:
         return ((np.int64(buf[pos]) << 24) | (np.int64(buf[pos + 1]) << 16)

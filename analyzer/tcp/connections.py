@@ -44,7 +44,7 @@ class ZS(IntEnum):
 _ONCE_A, _ONCE_D, _ONCE_I, _ONCE_Q = 1, 2, 4, 8
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _add_letter(cv, di, upper):
     n = cv.hist_len
     if n < HISTORY_LEN:
@@ -52,14 +52,14 @@ def _add_letter(cv, di, upper):
         cv.hist_len = n + 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _once(cv, d, di, bit, upper):
     if (d.zonce & bit) == 0:
         d.zonce |= bit
         _add_letter(cv, di, upper)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _power_of_ten(n):
     while n >= 10 and n % 10 == 0:
         n //= 10

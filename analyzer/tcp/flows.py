@@ -21,7 +21,7 @@ _MUL_LO = np.uint64(0x9E3779B97F4A7C15)
 _MUL_HI = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _slot(lo, hi, bits):
     h = (np.uint64(lo) * _MUL_LO) ^ (np.uint64(hi) * _MUL_HI)
     return np.int64((h ^ (h >> np.uint64(29))) >> np.uint64(64 - bits))

@@ -43,7 +43,7 @@ DUPLICATE_GAP_NS = 5_000_000  # same packet captured twice: at most 5 ms apart
 _M32 = 0xFFFFFFFF
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _unwrap(d, raw):
     """Unwrapped 64-bit sequence number of direction ``d``, relative to its base, nearest to its reference."""
     rel = (raw - d.base) & _M32
@@ -91,7 +91,7 @@ def _seen_bytes(d, s, e):
     return n
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _add_hole(holes, lo, hi):
     slot = 0
     for k in range(HOLES):  # an empty slot, else the lowest gap (the oldest, least likely to be filled)
@@ -187,13 +187,13 @@ def _is_duplicate(d, r, ts, seq, ack, plen, flags, win, ipid, tsval):
             and (r.prev_frame == NONE or r.prev_frame < d.prev_frame))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _serial_le(a, b):
     """a <= b for 32-bit TCP timestamps (RFC 7323 serial arithmetic)."""
     return ((b - a) & _M32) < 0x80000000
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _refine(refine, ct, slot, how, frame, x, y, z):
     """Write a refinement row for the waiting retransmission in ``slot`` (the caller frees the slot)."""
     rf = refine[ct.refined]
@@ -206,7 +206,7 @@ def _refine(refine, ct, slot, how, frame, x, y, z):
     rf.c = z
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _pend_row(d, pend, ct):
     """The ``pend`` pool row of direction ``d``, lent from the pool (all slots free) if it has none."""
     p = d.pend_row
@@ -223,7 +223,7 @@ def _pend_row(d, pend, ct):
     return p
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _free_slot(d, pend, ct, k):
     """Free slot ``k`` of direction ``d``; its pool row goes back to the pool with its last live slot."""
     p = d.pend_row
