@@ -143,46 +143,42 @@ HANDSHAKE_OUTCOMES = {
 }
 
 RETRANSMISSION_KINDS = {
-    "retransmission": "Wireshark's generic rule: the segment starts below the highest sequence number sent "
-                      "in its direction and none of the rules below matched (typically a timeout "
-                      "retransmission). A FIN sent again at the same sequence number says 'FIN repeated' "
-                      "with its original frame (a FIN occupies one sequence number but no payload, so "
-                      "overlap_bytes stays 0); otherwise overlap_bytes 0 means the original was never captured",
-    "fast_retransmission": "starts below the highest sequence sent, the receiver sent 2+ duplicate ACKs for "
-                           "exactly this sequence number, and it comes less than 20 ms after the last of them",
-    "spurious_retransmission": "not needed: either every byte of it had already been acknowledged by the "
-                               "receiver (seq + len <= the receiver's last ACK), checked first as Wireshark 4.0 "
-                               "does; or a retransmission / fast_retransmission that the receiver later showed "
-                               "it did not need: a D-SACK (RFC 2883: its first SACK block starts below its "
-                               "cumulative ACK, or lies inside the second block) covering the segment's whole "
-                               "sequence range (the latest such retransmission still waiting, of the last 8 per "
-                               "direction), or the first ACK covering the segment echoing a TSecr at or after "
-                               "the original's TSval and before the retransmission's (Eifel, RFC 3522: the ACK "
-                               "answered the original; needs both TSvals, different, and a non-zero TSecr). "
-                               "evidence_frame is then that D-SACK or ACK",
-    "syn_retransmission": "a SYN or SYN-ACK repeated with the same ISN (a new ISN starts a new connection)",
-    "out_of_order": "starts below the highest sequence sent, does not end exactly at it, and arrives less than "
-                    "the handshake RTT (3 ms when unknown) after the highest segment: reordering, or a "
-                    "retransmission that followed its original very closely (Wireshark's rule, kept for "
-                    "agreement)",
-    "duplicate": "the same packet captured twice, not a retransmission: identical seq, ack, length, flags "
-                 "and window to the previous packet of its direction, at most 5 ms later, with the same "
-                 "non-zero IPv4 ID; or, without a usable ID (IPv6, or ID 0 as Linux sends with DF), the same "
-                 "TCP TSval and no packet of the opposite direction in between (a resend triggered by the "
-                 "peer, such as a SYN-ACK answering a repeated SYN within the same TSval tick, always "
-                 "follows a peer packet). Wireshark calls it a retransmission. It is left out of every "
-                 "other count and state",
+    "retransmission": "needed, sent after a timeout: bytes sent before (captured, or lost before the capture "
+                      "point) sent again with no duplicate ACK or SACK asking for them, or only long after the "
+                      "receiver asked (later than a fast retransmission comes: 2 RTT, at least 20 ms; 200 ms "
+                      "without an RTT estimate), or a second time after such a signal. Linux's tail-loss probe "
+                      "reads as one too",
+    "fast_retransmission": "needed, triggered by the receiver: it was sending 2+ duplicate ACKs for exactly this "
+                           "sequence number, SACK blocks showing data above it received, or a partial ACK during "
+                           "fast recovery asked for it (RFC 5681, 6675, 6582), and it was resent within 2 RTT (at "
+                           "least 20 ms) of that signal",
+    "spurious_retransmission": "not needed, the receiver already had every byte: acknowledged or SACKed before it "
+                               "was sent; or shown afterwards: a D-SACK (RFC 2883) covering it, the first ACK "
+                               "covering it echoing the original's TSval (Eifel, RFC 3522), or its original arriving "
+                               "after it (delayed, not lost). evidence_frame is then that frame",
+    "syn_retransmission": "a SYN or SYN-ACK repeated with the same ISN (a SYN with a new ISN starts a new "
+                          "connection; a SYN-ACK with a new ISN restarts the server's sequence numbers)",
+    "out_of_order": "network reordering: a segment sent once, arriving after higher data. Told from a "
+                    "retransmission whose original was lost by its IPv4 ID (the sender's counter: below the "
+                    "highest sent means sent earlier) or its TCP TSval (older), and, when a copy of its bytes "
+                    "was captured first, by the same comparison with that copy (which is then the spurious "
+                    "retransmission). Without either, timing decides (it came within the RTT of the highest "
+                    "segment) and the reason says it was ambiguous",
+    "duplicate": "the same packet captured twice (a SPAN port, two interfaces), any length, pure ACKs too: "
+                 "identical seq, ack, length, flags, window, TSval and first SACK block to the previous packet of "
+                 "its direction, at most 5 ms later, with the same non-zero IPv4 ID; or, without a usable ID "
+                 "(IPv6, ID 0), with no packet of the opposite direction in between (a resend or a genuine "
+                 "duplicate ACK answers a packet of the peer). Not a retransmission; left out of every other count "
+                 "and state",
 }
-"""Retransmission-table kinds. Wireshark's tcp_analyze_sequence_number (4.0) decides all kinds but
-``duplicate``, in this order: keep-alives (0/1 byte at next-1) and zero-window probes (1 byte at next
-while the peer's window is 0) are never retransmissions and are counted per connection instead; then
-spurious, fast, out-of-order, retransmission. Bytes are compared on unwrapped 64-bit sequence
-numbers; ``overlap_bytes`` counts only payload bytes seen before in that direction (a repacketised
-segment carrying old and new bytes counts only the old ones; a repeated SYN or FIN adds nothing for
-its flag, the reason names it). A retransmission or fast retransmission becomes spurious when the
-receiver's later D-SACK or timestamp echo shows it was not needed: that evidence may come in a later
-batch, so the rows an ``Engine.feed`` call returns for live display keep the label known then, while
-the final tables (``Engine.finish``) have it whatever the batch sizes."""
+"""Retransmission-table kinds: the cause the capture's evidence supports (tcp-analysis-reference.md (h));
+``wireshark_kind`` keeps the label tshark 4.0 gives the same frame, whose rules decide from timing alone.
+Keep-alives and zero-window probes are never retransmissions (Wireshark's rules, counted per connection
+instead). A row's ``kind`` may be empty when only Wireshark flags the frame and nothing of it was sent
+before (a SYN-ACK of a simultaneous open, for instance): the reason says so. A retransmission becomes
+spurious when later evidence shows it was not needed: that evidence may come in a later batch, so the rows
+an ``Engine.feed`` call returns for live display keep the label known then, while the final tables
+(``Engine.finish``) have it whatever the batch sizes."""
 
 CONN_STATES = {
     "S0": "connection attempt seen, no reply",
@@ -248,14 +244,19 @@ RETRANSMISSION_COLUMNS = _table(
     ("seq", "Int64", "sequence number relative to the direction's ISN, unwrapped (as Wireshark shows it)"),
     ("seq_raw", "int64", "sequence number on the wire"),
     ("len", "int64", "payload bytes"),
-    ("kind", "str", "one of RETRANSMISSION_KINDS"),
-    ("original_frame", "Int64", "frame that first sent (some of) these bytes, among the last 64 records"),
+    ("kind", "str", "the cause, one of RETRANSMISSION_KINDS (empty: only Wireshark flags the frame)"),
+    ("wireshark_kind", "str", "the label tshark 4.0 gives this frame: retransmission, fast_retransmission, "
+                              "spurious_retransmission, out_of_order, or empty when it flags none"),
+    ("original_captured", "boolean", "the first transmission of these bytes is in the capture (false: lost "
+                                     "before the capture point); empty when kind is empty"),
+    ("original_frame", "Int64", "frame that first sent (some of) these bytes, among the last 64 records; for a "
+                                "retransmission whose original arrived after it, that original"),
     ("since_original", "Float64", "seconds since original_frame"),
     ("overlap_bytes", "int64", "payload bytes of this segment already seen in this direction"),
-    ("evidence_frame", "Int64", "the frame the rule looked at: last dup ACK (fast), covering ACK (spurious), "
-                                "D-SACK or Eifel ACK (spurious shown later), highest segment (out_of_order, "
-                                "retransmission), first copy (duplicate)"),
-    ("reason", "str", "the rule that fired, in words"),
+    ("evidence_frame", "Int64", "the frame the evidence came from: the receiver's signal (fast), the D-SACK, "
+                                "Eifel ACK or late original (spurious shown later), the highest segment or the other "
+                                "copy (out_of_order), the first copy (duplicate)"),
+    ("reason", "str", "the evidence that decided the kind, in words"),
     ("wireshark_filter", "str", "display filter that shows this frame in Wireshark"),
 )
 
@@ -277,7 +278,8 @@ CONNECTION_COLUMNS = _table(
     ("server_bytes", "int64", "payload bytes sent by the server"),
     ("handshake", "str", "handshake outcome (HANDSHAKE_OUTCOMES)"),
     ("retransmissions", "int64", "rows of kind retransmission, fast, spurious or syn_retransmission"),
-    ("retransmitted_bytes", "int64", "sum of their overlap_bytes"),
+    ("retransmitted_bytes", "int64", "payload bytes those rows sent again: seen before, or below the highest byte "
+                                     "and lost before the capture point"),
     ("out_of_order", "int64", "rows of kind out_of_order"),
     ("duplicates", "int64", "rows of kind duplicate (captured twice)"),
     ("keep_alives", "int64", "keep-alive segments (0 or 1 byte at next-1), not retransmissions"),

@@ -6,7 +6,7 @@ frame by frame, is::
      1  0.000  C SYN                     9  0.600  C seq 101 len 100  <- retransmission (timeout, 350 ms)
      2  0.050  S SYN-ACK                10  0.650  S ACK 301
      3  0.100  C ACK                    11  0.700  C seq 401 len 100
-     4  0.200  C seq   1 len 100        12  0.7005 C seq 301 len 100  <- out_of_order (0.5 ms < RTT 100 ms)
+     4  0.200  C seq   1 len 100        12  0.7005 C seq 301 len 100  <- out_of_order (sent before frame 11: lower IP ID)
      5  0.201  C seq 101 len 100 (lost) 13  0.750  S ACK 501
      6  0.202  C seq 201 len 100        14  0.800  C FIN
      7  0.250  S ACK 101                15  0.850  S FIN-ACK
@@ -53,20 +53,23 @@ def _timeline() -> list[tuple[float, bool, str, int, int, int, list]]:
 
 
 LOST_FRAME = 5            # frame 5 never reached the server
+REORDERED = 12            # frame 12 was sent before frame 11 (a lower IP ID) and delayed in the network
 EXPECTED = {9: "retransmission", 12: "out_of_order"}   # our kinds, frame numbers of one connection
 
 
 def _packets(cport: int, offset: float, ipid: list[int]):
     out = []
-    for t, from_client, flags, seq, ack, n, sack in _timeline():
+    for k, (t, from_client, flags, seq, ack, n, sack) in enumerate(_timeline(), 1):
         src, dst, sport, dport = (CLIENT, SERVER, cport, 443) if from_client else (SERVER, CLIENT, 443, cport)
         isn, peer = (C_ISN, S_ISN) if from_client else (S_ISN, C_ISN)
         opts = [("MSS", 1460), ("SAckOK", b"")] if "S" in flags else []
         if sack:
             opts = [("NOP", None), ("NOP", None), ("SAck", tuple((peer + x) % 2**32 for blk in sack for x in blk))]
         ipid[0] += 1
+        # frame 12 (seq 301) was sent before frame 11 (seq 401) and delayed: it carries the earlier IP ID
+        ident = ipid[0] + {REORDERED: -1, REORDERED - 1: 1}.get(k, 0)
         pkt = (Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") /
-               IP(src=src, dst=dst, id=ipid[0]) /
+               IP(src=src, dst=dst, id=ident) /
                TCP(sport=sport, dport=dport, flags=flags, seq=(isn + seq) % 2**32,
                    ack=(peer + ack) % 2**32 if "A" in flags else 0, window=65535, options=opts))
         if n:

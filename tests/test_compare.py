@@ -33,23 +33,26 @@ def real(name: str) -> Path:
 
 @pytest.mark.tshark
 @needs_tshark
-@pytest.mark.parametrize("name, flagged, documented", [
-    ("ndpi_google_ssl.pcap", 5, 0),       # 2 retransmissions whose originals were not captured, 3 spurious
-    ("zeek_206_example_b.pcap", 108, 0),  # 56 retransmissions, 52 out of order
-    ("tcpdump_pptp.pcap", 4, 4),          # frames captured twice: tshark says retransmission, we say duplicate
+@pytest.mark.parametrize("name, flagged, overruled", [
+    ("ndpi_google_ssl.pcap", 5, 2),       # 2 late originals (their IP IDs are the missing ones): out_of_order
+    ("zeek_206_example_b.pcap", 108, None),
+    ("tcpdump_pptp.pcap", 4, 8),          # 4 data and 4 pure ACKs captured twice: kind says duplicate
+    ("zeek_reassembly.pcap", 20, None),   # tshark's fast retransmissions of a FIN, and more
 ])
-def test_compare_real_capture_agrees(capsys, name, flagged, documented):
+def test_compare_real_capture_agrees(capsys, name, flagged, overruled):
+    """wireshark_kind is tshark's label on every frame, to the finest kind; where kind says another cause,
+    the frame is listed apart with the evidence, and the verdict stays agree."""
     path = real(name)
     assert main(["compare", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "verdict: agree" in out
+    assert "verdict: agree" in capsys.readouterr().out
     result = compare(path)
-    assert result.agree
-    assert result.counts["tshark_flagged"] == flagged
-    assert result.counts["documented"] == documented
-    assert result.counts["tp"] == flagged - documented
-    assert result.counts["f1"] == 1.0 and result.counts["class_agreement"] == 1.0
-    assert (result.disagreements["difference"] == "duplicate").sum() == documented
+    assert result.agree and result.disagreements.empty
+    c = result.counts
+    assert c["tshark_flagged"] == c["ours_flagged"] == c["tp"] == flagged
+    assert c["f1"] == c["class_agreement"] == c["exact_kind"] == 1.0
+    assert c["overruled"] == len(result.overruled) and (overruled is None or c["overruled"] == overruled)
+    assert (result.overruled["kind"] != result.overruled["tshark"]).all()
+    assert (result.overruled["reason"] != "").all()
 
 
 @pytest.mark.tshark
@@ -62,35 +65,33 @@ def test_compare_synthetic_retransmission(tmp_path, capsys, captured_twice):
     assert "verdict: agree" in capsys.readouterr().out
     result = compare(path)
     labels = result.labels.set_index("frame")
-    assert dict(labels["ours"]) == expected
+    assert dict(labels["kind"]) == expected
     for frame, kind in expected.items():
         want = "retransmission" if kind == "duplicate" else kind  # tshark calls a duplicate a retransmission
-        assert labels.loc[frame, "tshark"] == want, frame
-    dups = [f for f, k in expected.items() if k == "duplicate"]
-    assert sorted(result.disagreements["frame"]) == dups
-    assert result.disagreements["documented"].all()
-    assert result.counts["tp"] == len(expected) - len(dups)
-    assert result.counts["fp"] == result.counts["fn"] == 0
+        assert labels.loc[frame, "tshark"] == labels.loc[frame, "wireshark_kind"] == want, frame
+    assert result.disagreements.empty
+    assert sorted(result.overruled["frame"]) == [f for f, k in expected.items() if k == "duplicate"]
+    assert result.counts["tp"] == len(expected) and result.counts["fp"] == result.counts["fn"] == 0
 
 
 @pytest.mark.tshark
 @needs_tshark
-def test_compare_simultaneous_open_is_not_a_disagreement(tmp_path):
-    """tshark flags both SYN-ACKs of a simultaneous open as retransmissions: we either agree or the
-    difference is the documented one."""
+def test_compare_simultaneous_open_agrees(tmp_path):
+    """tshark flags both SYN-ACKs of a simultaneous open as retransmissions: so does wireshark_kind, while
+    kind says they are no retransmission."""
     path = tmp_path / "simultaneous.pcap"
     simultaneous_open(path)
     result = compare(path)
     assert result.agree
     labels = result.labels.set_index("frame")
-    assert list(labels.index) == [3, 4] and set(labels["tshark"]) == {"retransmission"}
-    assert set(labels["difference"]) <= {"", "simultaneous_open"}
+    assert list(labels.index) == [3, 4] and set(labels["tshark"]) == set(labels["wireshark_kind"]) == {"retransmission"}
+    assert set(labels["kind"]) == {""} and list(result.overruled["frame"]) == [3, 4]
 
 
 @pytest.mark.tshark
 @needs_tshark
 def test_compare_exits_1_and_lists_each_disagreement(tmp_path, capsys, monkeypatch):
-    """An engine that forgets the out-of-order rows: each missed frame is listed, exit status 1."""
+    """An engine that forgets Wireshark's out-of-order label: each missed frame is listed, exit status 1."""
     import analyzer.report.pipeline as report_mod
 
     path = tmp_path / "lossy.pcap"
@@ -100,7 +101,7 @@ def test_compare_exits_1_and_lists_each_disagreement(tmp_path, capsys, monkeypat
     def forgetful(*args, **kwargs):
         rep = real_analyze(*args, **kwargs)
         rx = rep.retransmissions
-        rep.retransmissions = rx[rx["kind"] != "out_of_order"].reset_index(drop=True)
+        rep.retransmissions = rx[rx["wireshark_kind"] != "out_of_order"].reset_index(drop=True)
         return rep
 
     monkeypatch.setattr(report_mod, "analyze", forgetful)
@@ -111,7 +112,7 @@ def test_compare_exits_1_and_lists_each_disagreement(tmp_path, capsys, monkeypat
     summary = json.loads(capsys.readouterr().out)
     assert not summary["agree"] and summary["fn"] == 1 and summary["recall"] == 0.5
     [row] = summary["disagreements"]
-    assert (row["frame"], row["stream"], row["tshark"], row["ours"], row["difference"]) == \
+    assert (row["frame"], row["stream"], row["tshark"], row["wireshark_kind"], row["difference"]) == \
         (12, 0, "out_of_order", "", "missed")
     assert row["wireshark_filter"] == "tcp.stream eq 0 && frame.number == 12"
 
@@ -123,7 +124,7 @@ def test_compare_json_reports_counts(tmp_path, capsys):
     lossy_upload(path)
     assert main(["compare", "--json", str(path)]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["agree"] and summary["tp"] == 2 and summary["disagreements"] == []
+    assert summary["agree"] and summary["tp"] == 2 and summary["disagreements"] == [] and summary["overruled"] == []
     assert {r["class"]: r["tp"] for r in summary["per_class"]} == {"retransmission": 1, "out_of_order": 1}
 
 
@@ -151,38 +152,37 @@ def test_compare_help_has_an_example(capsys):
     assert "tcp-analyzer compare trace.pcapng" in out and "Exit status" in out
 
 
-@pytest.mark.parametrize("tshark, ours, flags, outcome, difference", [
-    ("retransmission", "retransmission", 0x18, "established", ""),
-    ("fast_retransmission", "fast_retransmission", 0x18, "established", ""),
-    ("spurious_retransmission", "spurious_retransmission", 0x18, "established", ""),
-    ("retransmission", "syn_retransmission", 0x02, "no_reply", ""),
-    ("out_of_order", "out_of_order", 0x18, "established", ""),
-    ("retransmission", "", 0x18, "established", "missed"),
-    ("", "fast_retransmission", 0x18, "established", "extra"),
-    ("out_of_order", "retransmission", 0x18, "established", "class"),
-    ("retransmission", "duplicate", 0x18, "established", "duplicate"),
-    ("out_of_order", "duplicate", 0x18, "established", "missed"),     # only tshark's retransmission is documented
-    ("", "duplicate", 0x18, "established", ""),
-    ("retransmission", "", 0x12, "simultaneous_open", "simultaneous_open"),
-    ("retransmission", "", 0x12, "established", "missed"),
+@pytest.mark.parametrize("tshark, ws, kind, difference", [
+    ("retransmission", "retransmission", "retransmission", ""),
+    ("fast_retransmission", "fast_retransmission", "retransmission", ""),
+    ("spurious_retransmission", "spurious_retransmission", "spurious_retransmission", ""),
+    ("retransmission", "retransmission", "syn_retransmission", ""),
+    ("out_of_order", "out_of_order", "fast_retransmission", ""),
+    ("retransmission", "retransmission", "duplicate", ""),
+    ("retransmission", "", "", "missed"),
+    ("", "fast_retransmission", "fast_retransmission", "extra"),
+    ("", "", "duplicate", ""),
+    ("out_of_order", "retransmission", "retransmission", "kind"),
+    ("fast_retransmission", "retransmission", "retransmission", "kind"),
 ])
-def test_label_mapping(tshark, ours, flags, outcome, difference):
-    """The design.md mapping, one frame at a time, without tshark."""
+def test_label_mapping(tshark, ws, kind, difference):
+    """One frame at a time, without tshark: the difference is between tshark's label and wireshark_kind;
+    kind only decides whether the frame is overruled."""
     import pandas as pd
 
-    from analyzer.report.compare import DOCUMENTED, join_labels
+    from analyzer.report.compare import _overruled, join_labels
 
-    cls = "out_of_order" if tshark == "out_of_order" else "retransmission" if tshark else ""
-    theirs = pd.DataFrame({"frame": [7], "stream": [0], "flags": [flags], "tshark": [tshark], "tshark_class": [cls]})
-    rx = pd.DataFrame({"frame": [7] if ours else [], "stream": [0] if ours else [], "kind": [ours] if ours else [],
-                       "reason": ["because"] if ours else [],
-                       "wireshark_filter": ["tcp.stream eq 0 && frame.number == 7"] if ours else []})
-    hs = pd.DataFrame({"stream": [0], "outcome": [outcome]})
-    labels = join_labels(theirs, rx, hs)
-    if not tshark and not ours:
+    theirs = pd.DataFrame({"frame": [7], "stream": [0], "flags": [0x18], "tshark": [tshark]})
+    mine = bool(ws or kind)
+    rx = pd.DataFrame({"frame": [7] if mine else [], "stream": [0] if mine else [],
+                       "wireshark_kind": [ws] if mine else [], "kind": [kind] if mine else [],
+                       "reason": ["because"] if mine else [],
+                       "wireshark_filter": ["tcp.stream eq 0 && frame.number == 7"] if mine else []})
+    labels = join_labels(theirs, rx)
+    if not tshark and not mine:
         assert labels.empty
         return
     [row] = labels.to_dict(orient="records")
     assert row["difference"] == difference
     assert row["wireshark_filter"] == "tcp.stream eq 0 && frame.number == 7"
-    assert (difference in DOCUMENTED) == (difference in ("duplicate", "simultaneous_open"))
+    assert len(_overruled(labels)) == (kind != tshark)

@@ -15,15 +15,6 @@ from analyzer.tcp.state import RECORD_KEEP_OVER, RECORD_WALK
 from tests.tcpbuild import MS, Capture, rows
 from tests.test_engine_scenarios import RX, SCENARIOS
 
-RETRANSMISSION_LIKE = {"retransmission", "fast_retransmission", "spurious_retransmission", "syn_retransmission"}
-
-# Deliberate differences from tshark 4.0.17 on the scenarios: frame -> (tshark's flag, our kind, why)
-TSHARK_DIFFERENCES = {
-    "s14_simultaneous_open": {3: ("retransmission", None, "a side's first SYN-ACK repeats its own SYN by design"),
-                              4: ("retransmission", None, "a side's first SYN-ACK repeats its own SYN by design")},
-    "s15_duplicate": {5: ("retransmission", "duplicate", "the same IP datagram captured twice, not resent")},
-}
-
 
 def all_scenarios() -> Capture:
     """Every scenario's packets in one capture, each on its own client port, one after another."""
@@ -95,35 +86,36 @@ def test_vlan_is_not_part_of_the_connection_key(tmp_path):
     assert len(t.connections) == 1 and t.connections.vlan[0] == 10
 
 
-def tshark_flags(path) -> dict[int, str]:
-    out = subprocess.run(["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "frame.number",
-                          "-e", "tcp.analysis.retransmission", "-e", "tcp.analysis.out_of_order"],
-                         capture_output=True, text=True, check=True).stdout
-    flags = {}
+TSHARK_LABELS = ("spurious_retransmission", "fast_retransmission", "retransmission", "out_of_order")  # finest first
+
+
+def tshark_labels(path) -> dict[int, str]:
+    """frame -> tshark 4.0's finest retransmission label (spurious > fast > retransmission > out-of-order)."""
+    cmd = ["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "frame.number"]
+    for label in TSHARK_LABELS:
+        cmd += ["-e", f"tcp.analysis.{label}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    labels = {}
     for line in out.splitlines():
-        frame, retrans, ooo = (line.split("\t") + ["", ""])[:3]
-        if retrans:
-            flags[int(frame)] = "retransmission"
-        elif ooo:
-            flags[int(frame)] = "out_of_order"
-    return flags
+        frame, *flags = (line.split("\t") + [""] * 4)[:5]
+        for label, flag in zip(TSHARK_LABELS, flags):
+            if flag:
+                labels[int(frame)] = label
+                break
+    return labels
 
 
 @pytest.mark.tshark
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (apt-get install tshark)")
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_scenario_agrees_with_tshark(tmp_path, name):
+def test_wireshark_kind_is_tsharks_label(tmp_path, name):
+    """``wireshark_kind`` says exactly what tshark 4.0 says, frame by frame, on every scenario (captured twice,
+    simultaneous open and all)."""
     cap = SCENARIOS[name]()
     path = cap.write(tmp_path / f"{name}.pcap")
-    theirs = tshark_flags(path)
     t = cap.analyze(tmp_path)
-    ours = {int(f): ("retransmission" if k in RETRANSMISSION_LIKE else k)
-            for f, k in zip(t.retransmissions.frame, t.retransmissions.kind)}
-    diffs = TSHARK_DIFFERENCES.get(name, {})
-    for frame, (their_flag, our_kind, _why) in diffs.items():
-        assert theirs.pop(frame) == their_flag
-        assert ours.pop(frame, None) == our_kind
-    assert ours == theirs
+    ours = {int(f): k for f, k in zip(t.retransmissions.frame, t.retransmissions.wireshark_kind) if k}
+    assert ours == tshark_labels(path)
 
 
 def _generated_packets(tmp_path) -> pd.DataFrame:

@@ -60,8 +60,8 @@ def s04_spurious():
 def s05_out_of_order():
     cap = Capture(); f = cap.flow()
     f.handshake()
-    f.c("PA", 1000, dt=MS, seq=1001)                 # 4: seg 2 first
-    f.c("PA", 1000, dt=0.5 * MS, seq=1)              # 5: seg 1, 0.5 ms later
+    f.c("PA", 1000, dt=MS, seq=1001, ipid=103)       # 4: seg 2 first
+    f.c("PA", 1000, dt=0.5 * MS, seq=1, ipid=102)    # 5: seg 1, 0.5 ms later: sent first (lower IP ID)
     f.s("A", dt=MS); f.close()
     return cap
 
@@ -305,19 +305,24 @@ def test_timeout_retransmission(tmp_path):
 def test_fast_retransmission_after_dup_acks(tmp_path):
     t = analyzed(tmp_path, "s03_fast")
     # the resent segment's original (seq 1001) was never captured: no original, no repeated bytes
-    assert rows(t.retransmissions, *RX) == [(10, "fast_retransmission", None, 0)]
-    assert t.retransmissions.reason[0].startswith("2 dup ACKs before (last in frame 9)")
+    assert rows(t.retransmissions, *RX, "original_captured", "wireshark_kind") == [
+        (10, "fast_retransmission", None, 0, False, "fast_retransmission")]
+    reason = t.retransmissions.reason[0]
+    assert reason.startswith("its 1000 bytes lie below the highest byte sent but were never captured: the original "
+                             "was lost before the capture point; IP ID 105 > 104 of the highest sent: sent after it")
+    assert "SACK blocks showing data above it received (frame 7), resent 900 µs later" in reason
 
 
 def test_spurious_retransmission(tmp_path):
     t = analyzed(tmp_path, "s04_spurious")
     assert rows(t.retransmissions, *RX) == [(6, "spurious_retransmission", 4, 1000)]
-    assert "already ACKed by the receiver (frame 5)" in t.retransmissions.reason[0]
+    assert t.retransmissions.reason[0].endswith("the receiver had already acknowledged every byte of it")
 
 
 def test_out_of_order(tmp_path):
     t = analyzed(tmp_path, "s05_out_of_order")
-    assert rows(t.retransmissions, *RX) == [(5, "out_of_order", None, 0)]
+    assert rows(t.retransmissions, *RX, "wireshark_kind") == [(5, "out_of_order", None, 0, "out_of_order")]
+    assert "IP ID 102 < 103 of the highest sent: sent before it" in t.retransmissions.reason[0]
     assert t.connections.out_of_order[0] == 1 and t.connections.retransmissions[0] == 0
 
 
@@ -383,7 +388,11 @@ def test_tcp_fast_open(tmp_path):
 def test_simultaneous_open_is_labelled_not_retransmitted(tmp_path):
     t = analyzed(tmp_path, "s14_simultaneous_open")
     assert t.handshakes.outcome[0] == "simultaneous_open"
-    assert t.retransmissions.empty  # deliberate difference: Wireshark flags both SYN-ACKs
+    # Wireshark flags both SYN-ACKs as retransmissions; they repeat their own SYN's ISN by design
+    assert rows(t.retransmissions, "frame", "kind", "wireshark_kind") == [(3, "", "retransmission"),
+                                                                          (4, "", "retransmission")]
+    assert t.retransmissions.reason[0].startswith("a SYN-ACK of a simultaneous open repeats its own SYN's ISN")
+    assert t.connections.retransmissions[0] == 0
 
 
 def test_duplicated_frame_is_its_own_kind(tmp_path):
@@ -437,7 +446,7 @@ def test_repeated_fin_names_its_original(tmp_path):
     t = analyzed(tmp_path, "s21_fin_retransmission")
     assert rows(t.retransmissions, *RX) == [(7, "retransmission", 6, 0)]  # overlap_bytes: payload only
     reason = t.retransmissions.reason[0]
-    assert reason.startswith("FIN repeated (first sent in frame 6, 200 ms earlier); ") and "never captured" not in reason
+    assert reason.startswith("FIN repeated, first sent in frame 6, 200 ms earlier; ") and "never captured" not in reason
     assert t.connections.retransmissions[0] == 1 and t.connections.retransmitted_bytes[0] == 0
 
 
@@ -466,7 +475,7 @@ def test_dsack_marks_a_repeated_fin_spurious(tmp_path):
     t = analyzed(tmp_path, "s23_dsack_fin")
     assert rows(t.retransmissions, *RX, "evidence_frame") == [(7, "spurious_retransmission", 6, 0, 8)]
     reason = t.retransmissions.reason[0]
-    assert reason.startswith("FIN repeated (first sent in frame 6, 20 ms earlier); ")
+    assert reason.startswith("FIN repeated, first sent in frame 6, 20 ms earlier; ")
     assert reason.endswith("but the D-SACK in frame 8 (SLE=101 SRE=102) shows the original had arrived: "
                            "not needed (RFC 2883)")
     assert t.stats["retransmissions"]["spurious_retransmission"] == 1
@@ -495,7 +504,7 @@ def test_live_rows_keep_the_label_known_then(tmp_path):
 def test_eifel_marks_a_resend_spurious_when_the_ack_echoes_the_original(tmp_path):
     t = analyzed(tmp_path, "s25_eifel")
     assert rows(t.retransmissions, *RX, "evidence_frame") == [(5, "spurious_retransmission", 4, 1000, 6),
-                                                              (8, "retransmission", 7, 1000, 7)]
+                                                              (8, "retransmission", 7, 1000, None)]
     assert t.retransmissions.reason[0].endswith(
         "but the ACK in frame 6 echoes TSval 7000 of the original, older than this one's 7300: it answered the "
         "original, which had arrived, so this was not needed (Eifel, RFC 3522)")

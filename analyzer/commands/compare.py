@@ -18,16 +18,16 @@ EXIT_OK, EXIT_DIFFER = 0, 1  # usage errors (2) are raised as click.UsageError
 
 @click.command("compare")
 @click.argument("capture", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="print counts and disagreements as JSON")
+@click.option("--json", "as_json", is_flag=True, help="print counts, disagreements and overruled labels as JSON")
 @click.option("--limit", type=int, default=200, show_default=True,
-              help="list at most this many disagreements (0: all)")
+              help="list at most this many rows per table (0: all)")
 def compare_cmd(capture: str, as_json: bool, limit: int) -> None:
     """Compare our labels with tshark's, frame by frame; exit 0 when they agree.
 
-    Runs tshark 4.0 with pinned preferences (see analyzer/report/compare.py) and our engine on CAPTURE, prints
-    precision / recall against tshark's tcp.analysis.retransmission and tcp.analysis.out_of_order, and
-    every frame where the labels differ with both labels and our reason. Documented differences
-    (frames we call duplicate captures, SYN-ACKs of a simultaneous open) are listed but do not count.
+    Runs tshark 4.0 with pinned preferences (see analyzer/report/compare.py) and our engine on CAPTURE.
+    Our wireshark_kind column reproduces Wireshark's own rules: every frame where it and tshark's label
+    differ is listed as a disagreement. Then the frames where our kind (the cause the evidence supports)
+    says something else than tshark, with the evidence: not disagreements, the point of the tool.
     Exit status: 0 they agree, 1 they differ or the capture could not be read, 2 usage.
 
     \b
@@ -48,6 +48,20 @@ def compare_cmd(capture: str, as_json: bool, limit: int) -> None:
     sys.exit(EXIT_OK if result.agree else EXIT_DIFFER)
 
 
+def _rows_table(title: str, df, columns: dict[str, str], limit: int):
+    """A rich table of ``df``'s rows (``columns``: header -> column), at most ``limit`` (0: all)."""
+    from rich.table import Table
+
+    shown = df if limit <= 0 else df.head(limit)
+    table = Table(title=f"{title} ({len(df)})", title_justify="left")
+    for header in columns:
+        table.add_column(header, justify="right" if header in ("frame", "stream") else "left",
+                         overflow="fold", no_wrap=header != "our reason")
+    for r in shown.itertuples(index=False):
+        table.add_row(*[("" if v is None or v != v else str(v)) or "-" for v in (getattr(r, c) for c in columns.values())])
+    return table, len(df) - len(shown)
+
+
 def _print_comparison(result, limit: int) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -57,8 +71,9 @@ def _print_comparison(result, limit: int) -> None:
     version = result.tshark_version
     console.print(f"[bold]{result.capture}[/bold]: ours vs tshark {version}")
     if not version.startswith("4.0."):
-        console.print(f"[yellow]note: our labels follow tshark 4.0's rules; {version} may label differently[/yellow]")
-    per = Table(title="Flagged frames by class", title_justify="left")
+        console.print(f"[yellow]note: our wireshark_kind follows tshark 4.0's rules; {version} may label "
+                      "differently[/yellow]")
+    per = Table(title="Flagged frames by class (tshark vs our wireshark_kind)", title_justify="left")
     for col in ("class", "tshark", "ours", "tp", "fp", "fn", "precision", "recall", "F1"):
         per.add_column(col, justify="left" if col == "class" else "right")
     for r in result.per_class.itertuples(index=False):
@@ -68,21 +83,17 @@ def _print_comparison(result, limit: int) -> None:
                 str(c["fn"]), f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}")
     console.print(per)
     console.print(f"class agreement on frames both flag: {c['class_agreement']:.1%}; "
-                  f"same finest kind: {c['exact_kind']:.1%}; documented differences: {c['documented']}")
-    dis = result.disagreements
-    if len(dis):
-        dis = dis.sort_values(["documented", "frame"], kind="stable")  # real differences first
-        shown = dis if limit <= 0 else dis.head(limit)
-        table = Table(title=f"Disagreements ({len(dis)})", title_justify="left")
-        for col in ("frame", "stream", "tshark", "ours", "difference", "our reason"):
-            table.add_column(col, justify="right" if col in ("frame", "stream") else "left",
-                             overflow="fold", no_wrap=col != "our reason")
-        for r in shown.itertuples(index=False):
-            diff = r.difference + (" (documented)" if r.documented else "")
-            table.add_row(str(r.frame), "" if r.stream is None or r.stream != r.stream else str(r.stream),
-                          r.tshark or "-", r.ours or "-", diff, r.reason)
-        console.print(table)
-        if len(shown) < len(dis):
-            console.print(f"... {len(dis) - len(shown)} more (--limit 0 lists all)")
+                  f"same finest kind: {c['exact_kind']:.1%}")
+    for title, df, columns in (
+            ("Disagreements: wireshark_kind is not tshark's label", result.disagreements,
+             {"frame": "frame", "stream": "stream", "tshark": "tshark", "wireshark_kind": "wireshark_kind",
+              "difference": "difference"}),
+            ("Where the evidence says another cause than tshark", result.overruled,
+             {"frame": "frame", "stream": "stream", "tshark": "tshark", "kind": "kind", "our reason": "reason"})):
+        if len(df):
+            table, more = _rows_table(title, df, columns, limit)
+            console.print(table)
+            if more:
+                console.print(f"... {more} more (--limit 0 lists all)")
     verdict = "[green]agree[/green]" if result.agree else f"[red]disagree on {c['disagreements']} frames[/red]"
     console.print(f"verdict: {verdict}")

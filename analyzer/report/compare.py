@@ -1,23 +1,18 @@
 """Frame-by-frame agreement with Wireshark: run tshark and our engine on one capture, list every difference.
 
 tshark is run with the preferences of ``../shared/tools/truth.sh`` pinned (``TSHARK_PREFS``), so a user's
-Wireshark profile cannot change the answer. Labels are mapped to two classes as design.md says:
+Wireshark profile cannot change the answer. Its finest label per frame (spurious > fast > retransmission >
+out-of-order, as ``tcp.analysis.*`` flags them) is compared with our ``wireshark_kind``, which reproduces
+Wireshark 4.0's rules exactly: every frame where the two differ is a disagreement (``difference``: missed,
+extra, or kind). Separately, ``overruled`` lists the frames where our ``kind`` (the cause the evidence
+supports) differs from tshark's label, with the reason: those are not disagreements but the point of
+the tool.
 
-======================================================  ==========================================
-ours (``retransmissions.kind``)                          tshark
-======================================================  ==========================================
-retransmission, fast_retransmission,                     ``tcp.analysis.retransmission`` (fast and
-spurious_retransmission, syn_retransmission              spurious frames carry it too in 4.0)
-out_of_order                                             ``tcp.analysis.out_of_order``
-duplicate (the same packet captured twice)               no class of its own: tshark calls it a
-                                                         retransmission (a documented difference)
-======================================================  ==========================================
-
->>> from analyzer.compare import compare
+>>> from analyzer.report.compare import compare
 >>> result = compare("trace.pcap")                                     # doctest: +SKIP
 >>> result.counts["f1"], result.agree                                  # doctest: +SKIP
 (1.0, True)
->>> result.disagreements[["frame", "tshark", "ours", "difference"]]    # doctest: +SKIP
+>>> result.disagreements[["frame", "tshark", "wireshark_kind", "difference"]]    # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -30,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AnalyzerError, EngineUnavailable
-from ..schema import TH_ACK, TH_SYN
 
 # Preferences pinned exactly as ../shared/tools/truth.py pins them (4.0.17 defaults, desegmentation off).
 TSHARK_PREFS = (
@@ -53,29 +47,24 @@ TSHARK_FIELDS = ("frame.number", "tcp.stream", "tcp.flags", "tcp.analysis.retran
 REFERENCE_VERSION = "4.0"  # the tshark release whose rules our labels follow
 
 RETRANSMISSION, OUT_OF_ORDER = "retransmission", "out_of_order"
-KIND_CLASS = {
-    "retransmission": RETRANSMISSION,
-    "fast_retransmission": RETRANSMISSION,
-    "spurious_retransmission": RETRANSMISSION,
-    "syn_retransmission": RETRANSMISSION,
-    "out_of_order": OUT_OF_ORDER,
-}
-"""Our kind -> the tshark class it corresponds to. ``duplicate`` has none (see DIFFERENCES)."""
 
 DIFFERENCES = {
-    "missed": "tshark flags the frame, we do not",
-    "extra": "we flag the frame, tshark does not",
-    "class": "both flag the frame, one as a retransmission and the other as out of order",
-    "duplicate": "documented: we call the frame a duplicate capture of the previous packet (same IP ID, "
-                 "bytes and flags within 5 ms); tshark calls it a retransmission",
-    "simultaneous_open": "documented: in a simultaneous open each side's SYN-ACK repeats its SYN's ISN; "
-                         "tshark flags it as a retransmission, we do not",
+    "missed": "tshark flags the frame, our wireshark_kind does not",
+    "extra": "our wireshark_kind flags the frame, tshark does not",
+    "kind": "both flag the frame, with different labels",
 }
-"""Disagreement types; the ``documented`` ones do not make ``compare`` fail."""
-DOCUMENTED = frozenset({"duplicate", "simultaneous_open"})
+"""Disagreement types between tshark's label and our ``wireshark_kind``."""
 
-DISAGREEMENT_COLUMNS = ("frame", "stream", "our_stream", "tshark", "ours", "difference", "documented", "reason",
+DISAGREEMENT_COLUMNS = ("frame", "stream", "our_stream", "tshark", "wireshark_kind", "kind", "difference", "reason",
                         "wireshark_filter")
+OVERRULED_COLUMNS = ("frame", "stream", "tshark", "kind", "reason", "wireshark_filter")
+
+
+def label_class(label: str) -> str:
+    """The class of a label: retransmission (any resend), out_of_order, or '' (none, duplicate)."""
+    if label == OUT_OF_ORDER:
+        return OUT_OF_ORDER
+    return RETRANSMISSION if label.endswith(RETRANSMISSION) else ""
 
 
 class TsharkFailed(AnalyzerError):
@@ -86,10 +75,11 @@ class TsharkFailed(AnalyzerError):
 class Comparison:
     """tshark vs our labels for one capture.
 
-    ``counts``: frames compared, tp/fp/fn over flagged frames (any class; documented differences left
-    out), precision, recall, f1, class_agreement (matched frames whose class also matches), exact_kind
-    (matched frames where tshark's finest flag names our kind), documented.
-    ``per_class``: tp/fp/fn per class. ``disagreements``: one row per frame that differs.
+    ``counts``: tp/fp/fn of our ``wireshark_kind`` against tshark's flags (any label), precision, recall,
+    f1, class_agreement (matched frames whose class also matches), exact_kind (matched frames with the
+    same finest label), disagreements, and ``overruled``: frames where our ``kind`` says another cause
+    than tshark's label. ``per_class``: tp/fp/fn per class. ``disagreements``: one row per frame where
+    ``wireshark_kind`` and tshark differ; ``overruled``: one row per frame where ``kind`` and tshark do.
     """
 
     capture: str
@@ -97,19 +87,20 @@ class Comparison:
     counts: dict
     per_class: pd.DataFrame
     disagreements: pd.DataFrame
+    overruled: pd.DataFrame = field(default_factory=pd.DataFrame)
     labels: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
 
     @property
     def agree(self) -> bool:
-        """True when every difference is a documented one."""
-        return not (~self.disagreements["documented"].astype(bool)).any()
+        """True when our ``wireshark_kind`` says what tshark says on every frame."""
+        return len(self.disagreements) == 0
 
     def summary(self) -> dict:
-        """JSON-ready counts and disagreements (``compare --json``)."""
-        rows = self.disagreements.astype(object).where(self.disagreements.notna(), None)
+        """JSON-ready counts, disagreements and overruled labels (``compare --json``)."""
+        rows = lambda df: df.astype(object).where(df.notna(), None).to_dict(orient="records")  # noqa: E731
         return {"capture": self.capture, "tshark_version": self.tshark_version, "agree": self.agree,
                 **self.counts, "per_class": self.per_class.to_dict(orient="records"),
-                "disagreements": rows.to_dict(orient="records")}
+                "disagreements": rows(self.disagreements), "overruled": rows(self.overruled)}
 
 
 # ---- tshark ------------------------------------------------------------------------------------
@@ -181,49 +172,34 @@ def compare(path: str | os.PathLike, report=None) -> Comparison:
     if report is None:
         report = analyze(path)
     theirs = tshark_labels(path, exe)
-    labels = join_labels(theirs, report.retransmissions, report.handshakes)
+    labels = join_labels(theirs, report.retransmissions)
     return Comparison(capture=path, tshark_version=tshark_version(exe), counts=_counts(labels),
-                      per_class=_per_class(labels), disagreements=_disagreements(labels), labels=labels)
+                      per_class=_per_class(labels), disagreements=_disagreements(labels),
+                      overruled=_overruled(labels), labels=labels)
 
 
-def join_labels(theirs: pd.DataFrame, retransmissions: pd.DataFrame, handshakes: pd.DataFrame) -> pd.DataFrame:
-    """One row per frame that either side labels, with both labels and the type of difference ('' if none)."""
-    ours = retransmissions.drop_duplicates("frame")[["frame", "stream", "kind", "reason", "wireshark_filter"]] \
-        if "wireshark_filter" in retransmissions else \
-        retransmissions.drop_duplicates("frame")[["frame", "stream", "kind", "reason"]].assign(wireshark_filter="")
-    ours = ours.rename(columns={"stream": "our_stream", "kind": "ours"})
+def join_labels(theirs: pd.DataFrame, retransmissions: pd.DataFrame) -> pd.DataFrame:
+    """One row per frame that either side labels: tshark's label, our ``wireshark_kind`` and ``kind``, and the
+    type of difference between the first two ('' if none)."""
+    ours = retransmissions.drop_duplicates("frame")[["frame", "stream", "wireshark_kind", "kind", "reason",
+                                                     "wireshark_filter"]]
+    ours = ours.rename(columns={"stream": "our_stream"})
     flagged = theirs[theirs["tshark"] != ""]
     df = flagged.merge(ours, on="frame", how="outer")
     # tshark's view of frames only we flag (their label is none) keeps its stream number
     info = theirs.set_index("frame")
     df["stream"] = df["frame"].map(info["stream"]).fillna(df["our_stream"]).astype("Int64")
-    df["flags"] = df["frame"].map(info["flags"]).fillna(0).astype(np.int64)
     df["our_stream"] = df["our_stream"].astype("Int64")
-    for col in ("tshark", "tshark_class", "ours", "reason", "wireshark_filter"):
+    for col in ("tshark", "wireshark_kind", "kind", "reason", "wireshark_filter"):
         df[col] = df[col].astype(object).where(df[col].notna(), "")
-    df["our_class"] = df["ours"].map(lambda k: KIND_CLASS.get(k, "")).astype(object)
-    simultaneous = set(handshakes.loc[handshakes["outcome"] == "simultaneous_open", "stream"].astype(int)) \
-        if len(handshakes) else set()
-    df["difference"] = [_difference(r, simultaneous) for r in df.itertuples(index=False)]
+    df["tshark_class"] = df["tshark"].map(label_class).astype(object)
+    df["ws_class"] = df["wireshark_kind"].map(label_class).astype(object)
+    df["difference"] = ["" if t == w else "missed" if not w else "extra" if not t else "kind"
+                        for t, w in zip(df["tshark"], df["wireshark_kind"])]
     missing = df["wireshark_filter"] == ""
     df.loc[missing, "wireshark_filter"] = [_filter(s, f) for s, f in zip(df.loc[missing, "stream"],
                                                                          df.loc[missing, "frame"])]
     return df.sort_values("frame", ignore_index=True)
-
-
-def _difference(r, simultaneous: set[int]) -> str:
-    if r.tshark_class == r.our_class:
-        return ""
-    if not r.tshark_class:
-        return "extra"
-    if r.our_class:
-        return "class"
-    if r.ours == "duplicate" and r.tshark_class == RETRANSMISSION:
-        return "duplicate"
-    if (r.tshark_class == RETRANSMISSION and r.flags & TH_SYN and r.flags & TH_ACK
-            and not pd.isna(r.stream) and int(r.stream) in simultaneous):
-        return "simultaneous_open"
-    return "missed"
 
 
 def _filter(stream, frame: int) -> str:
@@ -237,29 +213,27 @@ def _ratio(num: int, den: int) -> float:
 
 
 def _counts(df: pd.DataFrame) -> dict:
-    theirs, ours = df["tshark_class"] != "", df["our_class"] != ""
-    documented = df["difference"].isin(DOCUMENTED)
+    theirs, ours = df["tshark"] != "", df["wireshark_kind"] != ""
     tp = int((theirs & ours).sum())
     fp = int((ours & ~theirs).sum())
-    fn = int((theirs & ~ours & ~documented).sum())
+    fn = int((theirs & ~ours).sum())
     precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
     matched = df[theirs & ours]
-    same_class = int((matched["tshark_class"] == matched["our_class"]).sum())
-    exact = int((matched["tshark"] == matched["ours"].replace({"syn_retransmission": "retransmission"})).sum())
+    same_class = int((matched["tshark_class"] == matched["ws_class"]).sum())
+    exact = int((matched["tshark"] == matched["wireshark_kind"]).sum())
     return {"tshark_flagged": int(theirs.sum()), "ours_flagged": int(ours.sum()), "tp": tp, "fp": fp, "fn": fn,
             "precision": precision, "recall": recall,
             "f1": _ratio(2 * precision * recall, precision + recall) if tp or fp or fn else 1.0,
             "class_agreement": _ratio(same_class, tp), "exact_kind": _ratio(exact, tp),
-            "documented": int(documented.sum()),
-            "disagreements": int(((df["difference"] != "") & ~documented).sum())}
+            "disagreements": int((df["difference"] != "").sum()),
+            "overruled": int((df["kind"] != df["tshark"]).sum())}
 
 
 def _per_class(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    documented = df["difference"].isin(DOCUMENTED)
     for cls in (RETRANSMISSION, OUT_OF_ORDER):
-        theirs, ours = df["tshark_class"] == cls, df["our_class"] == cls
-        tp, fp, fn = int((theirs & ours).sum()), int((ours & ~theirs).sum()), int((theirs & ~ours & ~documented).sum())
+        theirs, ours = df["tshark_class"] == cls, df["ws_class"] == cls
+        tp, fp, fn = int((theirs & ours).sum()), int((ours & ~theirs).sum()), int((theirs & ~ours).sum())
         p, r = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
         rows.append({"class": cls, "tshark": int(theirs.sum()), "ours": int(ours.sum()), "tp": tp, "fp": fp,
                      "fn": fn, "precision": p, "recall": r, "f1": _ratio(2 * p * r, p + r) if tp or fp or fn else 1.0})
@@ -267,6 +241,8 @@ def _per_class(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _disagreements(df: pd.DataFrame) -> pd.DataFrame:
-    out = df[df["difference"] != ""].copy()
-    out["documented"] = out["difference"].isin(DOCUMENTED)
-    return out[list(DISAGREEMENT_COLUMNS)].reset_index(drop=True)
+    return df.loc[df["difference"] != "", list(DISAGREEMENT_COLUMNS)].reset_index(drop=True)
+
+
+def _overruled(df: pd.DataFrame) -> pd.DataFrame:
+    return df.loc[df["kind"] != df["tshark"], list(OVERRULED_COLUMNS)].reset_index(drop=True)

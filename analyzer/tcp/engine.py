@@ -136,21 +136,24 @@ class Engine:
         if st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=n_seqsp):
             self._spill.release(st)  # larger copies: hand the evicted connections' pages back again
         stream = np.empty(n, dtype=np.int64)
-        # only segments that occupy sequence space get event rows; each refinement frees a waiting
-        # retransmission: at most those waiting now plus this batch's rows
+        # a packet gives at most one event row (a capture copy, a label), plus one for an earlier copy of
+        # its bytes when it turns out to be their late original (segments that occupy sequence space only);
+        # a refinement frees a waiting retransmission (at most those waiting now plus this batch's) or marks
+        # the copy of a late original
         first = int(count["events"])
-        self._events = room(self._events, first, first + n_seqsp)
-        self._refines = room(self._refines, 0, int(count["pending"]) + n_seqsp)
+        rows = n + n_seqsp
+        self._events = room(self._events, first, first + rows)
+        self._refines = room(self._refines, 0, int(count["pending"]) + 2 * n_seqsp)
         refine = self._refines
         frame = col("frame")
+        sacks = [readonly(np.stack([col(f"sack{b}_{edge}") for b in range(1, 5)]), np.uint32) for edge in ("le", "re")]
         args = (tid, is_lo, frame, col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
-                col("ip_id"), col("tsval"), col("tsecr"), col("sack_count"), col("sack1_le"), col("sack1_re"),
-                col("sack2_le"), col("sack2_re"), col("mss"), col("wscale"), col("sack_permitted"),
-                col("tfo_cookie_len"), col("vlan"))
+                col("ip_id"), col("tsval"), col("tsecr"), col("sack_count"), *sacks, col("mss"), col("wscale"),
+                col("sack_permitted"), col("tfo_cookie_len"), col("vlan"))
         start, n_ev = 0, 0
         while True:
             got = analyze_batch(*args, st.conv, st.dirs, st.pend, st.tuple_conv, st.records, st.counter,
-                                st.evicted, start, stream, self._events[first + n_ev:first + n_seqsp], refine)
+                                st.evicted, start, stream, self._events[first + n_ev:first + rows], refine)
             count = st.count  # (the compiled pass updated the array)
             n_ev += got
             count["events"] += got
@@ -253,6 +256,8 @@ class Engine:
         if not chunks:
             return Table.empty(RETRANSMISSION_COLUMNS)
         ev = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        if len(ev) > 1 and np.any(ev["frame"][1:] < ev["frame"][:-1]):  # a row written for an earlier frame
+            ev = ev[np.argsort(ev["frame"], kind="stable")]
         conv = self._state.conv[ev["conv"]]
         lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv["tuple"])
         sender_lo = ev["sender_lo"] == 1

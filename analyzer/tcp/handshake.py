@@ -12,9 +12,12 @@ Rules (the outcome vocabulary itself is documented in ``analyzer.schema.HANDSHAK
   latest is the likeliest, and Wireshark measures iRTT from the latest SYN too). ``syn_frame`` and
   ``synack_frame`` are those paired frames; ``first_syn_frame``/``first_syn_ts`` keep the first SYN so
   the time the user waited (``setup_time``) is visible too.
-- Wireshark's own iRTT (``tcp.analysis.initial_rtt``) is also tracked, exactly as it computes it: time of
-  the first packet with ACK and without SYN (either side, RST-ACK included) minus time of the most recent
-  SYN. It sets the out-of-order threshold in ``sequence.py``.
+- A client SYN after a RST ended the attempt (refused, or reset after the SYN-ACK) continues it: a retried
+  SYN, a SYN-ACK and the ACK make it ``established``, retries counted. A SYN-ACK with a new ISN answering a
+  SYN sent after the last SYN-ACK is the server starting over: it becomes the SYN-ACK of the handshake.
+- ``rtt``, the round trip at the capture point (SYN -> SYN-ACK -> ACK), is the engine's first RTT estimate.
+- Wireshark's own iRTT (``tcp.analysis.initial_rtt``) is tracked by ``wireshark.py``, exactly as it
+  computes it.
 """
 from __future__ import annotations
 
@@ -54,7 +57,6 @@ def track_handshake(cv, d, flags, seq, ack, frame, ts, plen, mss, wscale, sackp,
     syn = (flags & TH_SYN) != 0
     ackf = (flags & TH_ACK) != 0
     if syn and not ackf:
-        cv.mru_syn_ts = ts
         if cv.syn_n == 0:
             cv.client_dir = d
             cv.syn_n = 1
@@ -75,6 +77,9 @@ def track_handshake(cv, d, flags, seq, ack, frame, ts, plen, mss, wscale, sackp,
             cv.syn_n += 1
             cv.lastsyn_frame = frame
             cv.lastsyn_ts = ts
+            if cv.hs_end != HSEnd.NONE:  # the client tries again after a RST: the attempt goes on
+                cv.hs_end = HSEnd.NONE
+                cv.hs_state = HS.SYN
         else:
             cv.hs_simopen = 1
     elif syn and ackf:
@@ -85,6 +90,8 @@ def track_handshake(cv, d, flags, seq, ack, frame, ts, plen, mss, wscale, sackp,
         unseen_syn = cv.syn_n == 0 and cv.sa_n == 0
         if answers or unseen_syn:
             other_isn = False
+            if cv.sa_n > 0 and seq != cv.server_isn and answers and cv.lastsyn_ts > cv.lastsa_ts:
+                cv.sa_n = 0  # a new ISN answering a SYN sent after the last SYN-ACK: the server started over
             if cv.sa_n == 0:
                 cv.server_isn = seq
                 cv.mss_s = mss
@@ -111,6 +118,7 @@ def track_handshake(cv, d, flags, seq, ack, frame, ts, plen, mss, wscale, sackp,
             cv.syn_ts = cv.lastsa_syn_ts
             cv.sa_frame = cv.lastsa_frame
             cv.sa_ts = cv.lastsa_ts
+            cv.rtt = ts - cv.lastsa_syn_ts
             if cv.hs_decided == NONE:
                 cv.hs_decided = batch
     if (flags & TH_RST) != 0 and cv.hs_end == HSEnd.NONE:
@@ -121,9 +129,6 @@ def track_handshake(cv, d, flags, seq, ack, frame, ts, plen, mss, wscale, sackp,
             cv.end_ts = ts
             if cv.hs_decided == NONE:
                 cv.hs_decided = batch
-    # Wireshark's iRTT (reference B.3), stored once; 0 means "not known yet", as in Wireshark
-    if ackf and not syn and cv.mru_syn_ts != NONE and cv.irtt == 0:
-        cv.irtt = ts - cv.mru_syn_ts
 
 
 def outcomes(conv: np.ndarray, server_pkts: np.ndarray) -> np.ndarray:

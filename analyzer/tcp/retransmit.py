@@ -1,17 +1,20 @@
-"""The ``retransmissions`` table: one row per labelled segment, each with the rule that fired in words.
+"""The ``retransmissions`` table: one row per frame our analysis or Wireshark's flags, the evidence in words.
 
-The rules themselves are decided in ``sequence.py`` and documented with the vocabulary in
-``analyzer.schema.RETRANSMISSION_KINDS``. An event row keeps the kind the per-packet rules gave it; a
-retransmission later shown unnecessary by the receiver (D-SACK or Eifel, ``EVENT.spur`` set) is labelled
-``spurious_retransmission`` here, its reason being the original rule's followed by that evidence. This module turns the compiled engine's event rows into the
-table's columns; the only per-row Python is the formatting of the ``reason`` and ``wireshark_filter``
-text (rows grouped by kind, one f-string each), over event rows (a few % of packets), never packets.
+The causes are decided in ``sequence.py`` and documented with the vocabulary in
+``analyzer.schema.RETRANSMISSION_KINDS``; Wireshark's own label comes from ``wireshark.py``. A row keeps
+the kind the per-packet evidence gave it; a retransmission later shown unnecessary (a D-SACK, an Eifel
+echo, or its original arriving after it: ``EVENT.spur`` set) is labelled ``spurious_retransmission``
+here, its reason being the first evidence followed by the later one. This module turns the compiled
+engine's event rows into the table's columns; the only per-row Python is the formatting of the
+``reason`` and ``wireshark_filter`` text, over event rows (a few % of packets), never packets.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..table import Masked
+from .sequence import (EV_ACKED, EV_CLOCK_BACK, EV_DUPACKS, EV_IPID_EARLIER, EV_IPID_LATER, EV_LATE, EV_PARTIAL,
+                       EV_SACK, EV_SACKED, EV_SEEN, EV_SIMOPEN, EV_TIMING, EV_TSVAL_EARLIER, EV_TSVAL_LATER)
 from .state import NONE, NOTE_FIN_REPEATED, Evidence, Kind
 
 KIND_NAMES = {k: k.name.lower() for k in Kind}  # the table's labels: Kind.FAST_RETRANSMISSION -> fast_retransmission
@@ -26,71 +29,111 @@ def directions(ev_dir: np.ndarray, client_dir: np.ndarray) -> np.ndarray:
 def durations(ns: np.ndarray) -> list[str]:
     """Short human durations, one per value: '850 µs', '4.2 ms', '1.5 s'."""
     ns = np.asarray(ns, dtype=np.float64)
-    fmt = np.where(ns < 1e6, "%.0f µs", np.where(ns < 1e9, "%.3g ms", "%.3g s")).tolist()
-    value = np.where(ns < 1e6, ns / 1e3, np.where(ns < 1e9, ns / 1e6, ns / 1e9)).tolist()
+    fmt = np.where(np.abs(ns) < 1e6, "%.0f µs", np.where(np.abs(ns) < 1e9, "%.3g ms", "%.3g s")).tolist()
+    value = np.where(np.abs(ns) < 1e6, ns / 1e3, np.where(np.abs(ns) < 1e9, ns / 1e6, ns / 1e9)).tolist()
     return [f % v for f, v in zip(fmt, value)]
 
 
+def _order_text(why: int, ipid: int, ref_ipid: int, tsv: int, ref_tsv: int, what: str) -> str:
+    """The send-order evidence: IP ID or TSval against ``what``."""
+    if why & EV_IPID_LATER:
+        return f"IP ID {ipid} > {ref_ipid} of {what}: sent after it"
+    if why & EV_IPID_EARLIER:
+        return f"IP ID {ipid} < {ref_ipid} of {what}: sent before it"
+    if why & EV_TSVAL_LATER:
+        return f"TSval {tsv} newer than {ref_tsv} of {what}: sent after it"
+    if why & EV_TSVAL_EARLIER:
+        return f"TSval {tsv} older than {ref_tsv} of {what}: sent before it"
+    return ""
+
+
+def _trigger_text(kind: int, why: int, count: int, ref: int, gap: str, limit: str) -> str:
+    """Why a resend was needed or not, from the receiver's signals."""
+    if why & EV_ACKED:
+        return "the receiver had already acknowledged every byte of it"
+    if why & EV_SACKED:
+        return "the receiver had already SACKed every byte of it"
+    signal = ("the receiver's 2nd duplicate ACK for it" + (f" ({count} in all)" if count > 2 else "") if why & EV_DUPACKS
+              else "SACK blocks showing data above it received" if why & EV_SACK
+              else "a partial ACK during fast recovery asking for it" if why & EV_PARTIAL else "")
+    if kind == Kind.FAST_RETRANSMISSION:
+        return f"{signal} (frame {ref}), resent {gap} later, within {limit}: fast recovery"
+    if why & EV_LATE:
+        return f"{signal} (frame {ref}), but resent {gap} later (a fast resend comes within {limit}) or a second time: a timeout"
+    return "no duplicate ACK or SACK asked for it: a timeout (or a tail-loss probe)"
+
+
 def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarray:
-    """The rule that labelled each event row, in words a user can check in Wireshark (an object array;
-    one formatting step per row, rows grouped by kind)."""
-    out = np.full(len(ev), "", dtype=object)
-    kind = ev["kind"]
-    for k in np.unique(kind).tolist():
-        rows = np.flatnonzero(kind == k)
-        e = ev[rows]
-        ref, count, length = e["ref_frame"].tolist(), e["count"].tolist(), e["len"].tolist()
-        gap = durations(e["gap"])
-        orig = e["orig_frame"]
-        first = np.full(len(rows), "", dtype=object)
-        has = np.flatnonzero(orig != NONE)
-        if len(has):
-            first[has] = [f" first sent in frame {o}, {d} earlier"
-                          for o, d in zip(orig[has].tolist(), durations(since[rows][has]))]
-        if k == Kind.RETRANSMISSION:
-            overlap = e["overlap"].tolist()
-            fin = ((e["note"] & NOTE_FIN_REPEATED) != 0).tolist()
-            late = "no 2+ dup ACKs within 20 ms and {} after the highest segment (frame {}), too late for out-of-order"
-            text = [f"repeats {o} of {n} bytes" + (" and the FIN" if fn else "") + f"{f}; " + late.format(g, r)
-                    if o > 0 else
-                    "FIN repeated" + (f" ({f.strip()})" if f else "") + "; " + late.format(g, r) if fn else
-                    f"starts below the highest sequence sent (frame {r}, {g} earlier) but its bytes were never "
-                    "captured: the original was missed by the capture"
-                    for o, n, f, g, r, fn in zip(overlap, length, first.tolist(), gap, ref, fin)]
-        elif k == Kind.FAST_RETRANSMISSION:
-            text = [f"{c} dup ACKs before (last in frame {r}), {g} after the last (< 20 ms)"
-                    for c, r, g in zip(count, ref, gap)]
-        elif k == Kind.SPURIOUS_RETRANSMISSION:
-            text = [f"all {n} bytes were already ACKed by the receiver (frame {r}) before this was sent"
-                    for n, r in zip(length, ref)]
-        elif k == Kind.SYN_RETRANSMISSION:
-            text = [("SYN-ACK" if sa else "SYN") + " repeated with the same ISN" + (f and "," + f)
-                    for sa, f in zip(syn_ack[rows].tolist(), first.tolist())]
-        elif k == Kind.OUT_OF_ORDER:
-            new = (e["len"] - e["overlap"]).tolist()
-            text = [f"starts below the highest sequence sent (frame {r}) and came {g} after it, less than {lim} = "
-                    + ("the handshake RTT" if c == 1 else "3 ms (no handshake RTT)") + f"; {m} of {n} bytes new"
-                    for r, g, lim, c, m, n in zip(ref, gap, durations(e["limit"]), count, new, length)]
-        elif k == Kind.DUPLICATE:
-            text = ["same " + (f"IP ID {c}" if c > 0 else "TSval") + f", seq, ack, length and flags as frame {r}, "
-                    f"{g} later" + ("" if c > 0 else ", nothing from the peer in between") + ": captured twice"
-                    for c, r, g in zip(count, ref, gap)]
+    """The evidence that decided each row, in words a user can check in Wireshark (an object array; one
+    formatting step per row)."""
+    n = len(ev)
+    out = [""] * n
+    K, W, WHY, CAP, CNT, REF, LEN, OVL, ORIG, IPID, RIPID, TSV, RTSV, NOTE, SPUR, SFR, SA, SB, SC = (
+        ev[name].tolist() for name in ("kind", "ws_kind", "why", "captured", "count", "ref_frame", "len", "overlap",
+                                       "orig_frame", "ipid", "ref_ipid", "tsv", "ref_tsv", "note", "spur",
+                                       "spur_frame", "spur_a", "spur_b", "spur_c"))
+    gaps, limits, sinces, sa = durations(ev["gap"]), durations(ev["limit"]), durations(since), syn_ack.tolist()
+    for i in range(n):
+        kind, why, ref, gap, limit = K[i], WHY[i], REF[i], gaps[i], limits[i]
+        first = f"frame {ORIG[i]}, {sinces[i]} earlier" if ORIG[i] != NONE else ""
+        if kind == Kind.DUPLICATE:
+            text = ("same " + (f"IP ID {IPID[i]}" if IPID[i] > 0 else "TSval") + f", seq, ack, length and flags as "
+                    f"frame {ref}, {gap} later" + ("" if IPID[i] > 0 else ", nothing from the peer in between")
+                    + ": the same packet captured twice")
+        elif kind == Kind.SYN_RETRANSMISSION:
+            text = ("SYN-ACK" if sa[i] else "SYN") + " repeated with the same ISN" + (f", first sent in {first}"
+                                                                                     if first else "")
+        elif kind == 0:
+            text = ("a SYN-ACK of a simultaneous open repeats its own SYN's ISN (RFC 9293 3.5): not a retransmission"
+                    if why & EV_SIMOPEN else
+                    "no byte of it was sent before: it does not start below the highest byte sent in its direction")
+            text += f"; Wireshark calls it {KIND_NAMES[Kind(W[i])]}"
+        elif kind == Kind.OUT_OF_ORDER:
+            if why & EV_SEEN:
+                text = (f"the original of frame {ref}, which was its retransmission, captured {gap} earlier: "
+                        + _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "that copy")
+                        + "; sent once, delayed in the network")
+            elif why & EV_TIMING:
+                text = (f"none of its bytes captured before; it came {gap} after the highest segment (frame {ref}), "
+                        f"under {limit} (the RTT): reordering assumed (ambiguous: no IP ID or timestamps to order them)")
+            else:
+                text = ("none of its bytes captured before; "
+                        + _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "the highest sent")
+                        + f", yet it came {gap} after the highest segment (frame {ref}): reordered before the "
+                        "capture point")
         else:
-            continue
-        out[rows] = text
-    spur = np.flatnonzero(ev["spur"] != 0)
-    if len(spur):
-        e = ev[spur]
-        out[spur] = [t + (f"; but the D-SACK in frame {fr} (SLE={a} SRE={b}) shows the original had arrived: "
-                          "not needed (RFC 2883)" if how == Evidence.DSACK else
-                          f"; but the ACK in frame {fr} echoes TSval {a}"
-                          + (" of the original" if a == c else f" (the original's is {c})")
-                          + f", older than this one's {b}: it answered the original, which had arrived, so this "
-                          "was not needed (Eifel, RFC 3522)")
-                     for t, how, fr, a, b, c in zip(out[spur].tolist(), e["spur"].tolist(),
-                                                    e["spur_frame"].tolist(), e["spur_a"].tolist(),
-                                                    e["spur_b"].tolist(), e["spur_c"].tolist())]
-    return out
+            if CAP[i]:
+                fin = (NOTE[i] & NOTE_FIN_REPEATED) != 0
+                text = ((f"repeats {OVL[i]} of {LEN[i]} bytes" + (" and the FIN" if fin else "") + " first sent in "
+                         if OVL[i] > 0 else "FIN repeated, first sent in ") + (first or "a frame no longer kept"))
+                order = _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "that copy")
+                if order:
+                    text += "; " + order
+                elif why & EV_TIMING:
+                    text += "; no IP ID or TSval to order the copies: the one captured later taken as the resend"
+            else:
+                order = _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "the highest sent")
+                text = (f"its {LEN[i]} bytes lie below the highest byte sent but were never captured: the original "
+                        "was lost before the capture point" + ("; " + order if order else
+                                                                 "; no IP ID or TSval to tell it from a late original "
+                                                                 "(ambiguous)"))
+            text += "; " + _trigger_text(kind, why, CNT[i], ref, gap, limit)
+        if why & EV_CLOCK_BACK:
+            text += "; the capture's clock went backwards before this frame"
+        spur = SPUR[i]
+        if spur == Evidence.DSACK:
+            text += (f"; but the D-SACK in frame {SFR[i]} (SLE={SA[i]} SRE={SB[i]}) shows the original had arrived: "
+                     "not needed (RFC 2883)")
+        elif spur == Evidence.EIFEL:
+            text += (f"; but the ACK in frame {SFR[i]} echoes TSval {SA[i]}"
+                     + (" of the original" if SA[i] == SC[i] else f" (the original's is {SC[i]})")
+                     + f", older than this one's {SB[i]}: it answered the original, which had arrived, so this was "
+                     "not needed (Eifel, RFC 3522)")
+        elif spur == Evidence.LATE_ORIGINAL:
+            text += (f"; but its original arrived after it (frame {SFR[i]}" + (f", IP ID {SA[i]}" if SA[i] > 0 else "")
+                     + "): the original was delayed, not lost, so this was not needed")
+        out[i] = text
+    return np.asarray(out, dtype=object)
 
 
 def kinds(ev: np.ndarray) -> np.ndarray:
@@ -104,8 +147,10 @@ def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarr
     """The table's columns from event rows (which carry their packets' fields) and the rows' endpoints."""
     frame = ev["frame"]
     ts_ns = ev["ts"]
-    orig = ev["orig_frame"]
-    since = np.where(orig != NONE, ts_ns - ev["orig_ts"], NONE)
+    late = ev["spur"] == Evidence.LATE_ORIGINAL
+    orig = np.where(late, ev["spur_frame"], ev["orig_frame"])
+    orig_ts = ev["orig_ts"]
+    since = np.where((orig != NONE) & ~late, ts_ns - orig_ts, NONE)
     syn_ack = (ev["flags"] & 0x12) == 0x12
     stream = ev["conv"]
     seq = ev["seq"]
@@ -123,8 +168,10 @@ def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarr
         "seq_raw": ev["seq_raw"],
         "len": ev["len"],
         "kind": kinds(ev),
+        "wireshark_kind": KIND_LABELS[ev["ws_kind"]].astype(object),
+        "original_captured": Masked((ev["captured"] == 1) | late, ev["kind"] == 0),
         "original_frame": Masked(orig, orig == NONE),
-        "since_original": Masked(np.where(orig != NONE, since / 1e9, 0.0), orig == NONE),
+        "since_original": Masked(np.where(since != NONE, since / 1e9, 0.0), since == NONE),
         "overlap_bytes": ev["overlap"],
         "evidence_frame": Masked(ref, ref == NONE),
         "reason": text(reasons(ev, since, syn_ack)),

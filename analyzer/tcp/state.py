@@ -71,9 +71,10 @@ CONVERSATION, NEW_CONVERSATION = record(
     ("vlan", NONE, "outer VLAN id of its first packet (-1 untagged)"),
     ("reused", 0, "1 when a SYN with a new ISN on a known 4-tuple started it (Wireshark reused_ports)"),
     ("completeness", 0, "Wireshark tcp.completeness bits seen so far (connections.COMPLETE_*)"),
-    # Wireshark's initial RTT (reference B.3)
+    # Wireshark's initial RTT (reference B.3; wireshark.py)
     ("irtt", 0, "Wireshark's iRTT, ns; 0 = not known yet, as in Wireshark"),
-    ("mru_syn_ts", NONE, "time of the most recent SYN without ACK (Wireshark ts_mru_syn), ns"),
+    ("ws_mru_syn_ts", 0, "time of the most recent SYN without ACK (Wireshark ts_mru_syn), ns; 0 = none"),
+    ("rtt", 0, "our round-trip estimate at the capture point, ns: the handshake's SYN -> ACK; 0 = unknown"),
     # handshake progress (handshake.py)
     ("hs_state", 0, "handshake progress: handshake.HS_*"),
     ("hs_end", 0, "how it ended before completing: handshake.HS_END_*"),
@@ -116,31 +117,52 @@ CONVERSATION, NEW_CONVERSATION = record(
 
 # --- one direction of a connection ---------------------------------------------------------------
 DIRECTION, NEW_DIRECTION = record(
-    # relative sequence numbers (reference B.2) and 64-bit unwrapping
-    ("base", NONE, "ISN of this direction (raw; first seq - 1 without a SYN)"),
+    # Wireshark 4.0's own state (wireshark.py), raw 32-bit numbers as packet-tcp.c keeps them
+    ("ws_base", 0, "Wireshark's base_seq (raw)"),
+    ("ws_base_set", 0, "1 once set (TCP_S_BASE_SEQ_SET)"),
+    ("ws_nextseq", 0, "highest seq + len seen, raw; 0 = unset"),
+    ("ws_nextseq_frame", 0, "the segment that set it"),
+    ("ws_nextseq_ts", 0, "its time, ns"),
+    ("ws_maxseqtobeacked", 0, "highest contiguous seq to be acknowledged, raw; 0 = unset"),
+    ("ws_lastack", 0, "ACK field of the last packet, raw (even without the ACK flag)"),
+    ("ws_lastack_ts", 0, "time of the last packet, ns"),
+    ("ws_lastnondupack", 0, "frame of the last ACK that was not a duplicate"),
+    ("ws_dupacknum", 0, "duplicate ACKs in a row (-1 after an ACKed-unseen segment)"),
+    ("ws_window", 0xFFFFFFFF, "window of the last packet, unscaled (G_MAXUINT32 before the first)"),
+    ("ws_win_scale", NONE, "window scale shift; -1 unknown, -2 scaling off"),
+    ("ws_lastsegflags", 0, "analysis flags of the last packet (wireshark.TCP_A_*)"),
+    ("ws_is_first_ack", 0, "1 from a SYN until the first ACK without SYN"),
+    # our own sequence space: relative, unwrapped to 64 bits
+    ("base", NONE, "ISN (raw): the SYN's seq, else first seq - 1, or the peer's first ACK - 1"),
     ("base_set", 0, "1 once ``base`` is known"),
     ("uref", 0, "highest unwrapped relative seq seen, the reference that unwraps the next one"),
-    # Wireshark's tcp_analyze_sequence_number state (reference B.5)
-    ("nextseq", NONE, "highest seq + len seen (SYN/FIN count 1), unwrapped"),
-    ("nextseq_set", 0, "1 once ``nextseq`` is set"),
-    ("nextseq_ts", NONE, "time of the segment that set ``nextseq``, ns"),
-    ("nextseq_frame", NONE, "that segment's frame"),
-    ("lastack_raw", NONE, "ACK number of this direction's last packet, raw (0 without the ACK flag)"),
-    ("lastack", NONE, "the same, unwrapped in the other direction's sequence space"),
-    ("lastack_set", 0, "1 when the last packet carried an ACK"),
-    ("lastack_ts", NONE, "time of the last packet, ns"),
-    ("lastack_frame", NONE, "its frame"),
-    ("window", NONE, "advertised window of the last packet, scaled when scaling is on"),
-    ("wscale", NONE, "window scale shift; -1 unknown, -2 scaling off (one side did not offer it)"),
-    ("dupacks", 0, "duplicate ACKs sent in a row (Wireshark dupacknum)"),
-    ("lastnondupack", NONE, "frame of the last ACK that was not a duplicate"),
-    ("lastsegflags", 0, "analysis flags of the last segment (sequence.A_*)"),
-    # exact byte accounting (our own)
+    # exact byte accounting
     ("seen", 0, "1 once a segment occupying sequence space was seen"),
     ("lo", NONE, "lowest unwrapped seq seen"),
-    ("top", NONE, "highest unwrapped seq + len seen"),
+    ("top", NONE, "highest unwrapped seq + len seen (SYN/FIN count 1)"),
+    ("top_frame", NONE, "the segment that last raised ``top``"),
+    ("top_ts", NONE, "its time, ns"),
     ("holes", ("i8", (HOLES, 2)), 0, "ranges [lo, hi) below ``top`` never seen (empty when hi <= lo)"),
     ("rec_head", NONE, "newest record of this direction in the sent-segment pool"),
+    # the order in which the sender sent its packets
+    ("ipid_max", NONE, "highest IPv4 ID sent (16-bit serial order); -1 none"),
+    ("ipid_steps", 0, "packets whose IP ID went up by a small step from the highest (a counter per packet)"),
+    ("ipid_other", 0, "packets whose IP ID did not (zero, repeated, far off); a little below counts for neither"),
+    ("tsval_max", NONE, "highest TSval sent (serial order); -1 none"),
+    # what the receiver said: the ACKs this direction sends about the reverse direction's data
+    ("acked", NONE, "highest cumulative ACK sent, unwrapped in the reverse direction's space"),
+    ("dupacks", 0, "duplicate ACKs sent for ``acked`` (pure ACKs, same window; not capture copies)"),
+    ("dupack_ts", NONE, "time of the last of them, ns"),
+    ("signal_ts", NONE, "when this receiver began signalling a loss at ``acked``: its 2nd duplicate ACK, its "
+                        "first SACK above ``acked``, or a partial ACK during the sender's recovery"),
+    ("signal_frame", NONE, "that ACK's frame"),
+    ("signal_how", 0, "sequence.SIG_* of that signal"),
+    ("sacks", ("i8", (4, 2)), 0, "SACK blocks of its last ACK above ``acked`` (unwrapped, reverse space)"),
+    ("sacks_n", 0, "how many of ``sacks`` are valid"),
+    ("sacked_hi", NONE, "highest SACK right edge sent for the current ``acked``"),
+    ("recovery", NONE, "while this sender is in fast recovery: its ``top`` when recovery began"),
+    ("retx_seq", NONE, "start of its latest retransmission (unwrapped)"),
+    ("retx_ts", NONE, "its time, ns"),
     # the previous packet, to recognise the same packet captured twice
     ("prev_frame", NONE, "frame of this direction's previous packet"),
     ("prev_ts", NONE, "its time, ns"),
@@ -151,11 +173,12 @@ DIRECTION, NEW_DIRECTION = record(
     ("prev_win", NONE, "its raw window"),
     ("prev_ipid", NONE, "its IPv4 ID (-1 none)"),
     ("prev_tsval", NONE, "its TSval (-1 none)"),
+    ("prev_sack", NONE, "its first SACK block, folded into one number (-1 none)"),
     # counters for the connections table
     ("pkts", 0, "packets sent (duplicates included)"),
     ("bytes", 0, "payload bytes sent (duplicates excluded)"),
-    ("retx", 0, "retransmission rows (all kinds but out_of_order and duplicate)"),
-    ("retx_bytes", 0, "their repeated payload bytes"),
+    ("retx", 0, "retransmission rows (kinds retransmission, fast, spurious, syn)"),
+    ("retx_bytes", 0, "bytes those rows sent again (seen before, or sent before and lost upstream)"),
     ("ooo", 0, "out_of_order rows"),
     ("dups", 0, "duplicate rows (captured twice)"),
     ("ka", 0, "keep-alives"),
@@ -164,7 +187,7 @@ DIRECTION, NEW_DIRECTION = record(
     ("fin_pkts", 0, "packets with FIN"),
     ("rst_pkts", 0, "packets with RST"),
     # Zeek endpoint state and history bookkeeping (connections.py)
-    ("zstate", 0, "Zeek endpoint state (connections.ZS_*)"),
+    ("zstate", 0, "Zeek endpoint state (connections.ZS)"),
     ("zonce", 0, "history letters recorded once already (connections._ONCE_* bits)"),
     ("z_syn_seq", NONE, "seq of the last SYN (a new letter only when it changes)"),
     ("z_fin_seq", NONE, "seq + len of the last FIN"),
@@ -185,6 +208,9 @@ SENT, _ = record(
     ("ts", NONE, "its time, ns"),
     ("prev", NONE, "the direction's previous record (NONE: the oldest kept)"),
     ("tsval", NONE, "TCP TSval of this transmission (-1 without timestamps)"),
+    ("ipid", NONE, "its IPv4 ID (-1 none)"),
+    ("ev", NONE, "global index of its event row, NONE when it has none"),
+    ("flags", 0, "its TCP flags"),
 )
 
 # --- a retransmission waiting for the receiver's verdict -----------------------------------------
@@ -225,16 +251,24 @@ class Kind(IntEnum):
 
 
 class Evidence(IntEnum):
-    """How the receiver later showed a retransmission was not needed (``EVENT.spur``); 0 = it did not."""
+    """How later packets showed a retransmission was not needed (``EVENT.spur``); 0 = they did not."""
 
     DSACK = 1  # a D-SACK covering it (RFC 2883)
     EIFEL = auto()  # the first ACK covering it echoed the original's TSval (RFC 3522)
+    LATE_ORIGINAL = auto()  # its original arrived after it: the original was delayed, not lost
 
 
 NOTE_FIN_REPEATED = 1  # ``EVENT.note`` bit: the segment's FIN repeats a FIN sent before at the same sequence number
 
 EVENT, NEW_EVENT = record(
-    ("kind", 0, "Kind"),
+    ("kind", 0, "our Kind (0: only Wireshark flags the frame)"),
+    ("ws_kind", 0, "the Kind Wireshark 4.0 gives it (0: none)"),
+    ("captured", 1, "1 when the first transmission of its bytes is in the capture"),
+    ("why", 0, "sequence.EV_* bits: the evidence that decided ``kind``"),
+    ("ipid", NONE, "its IPv4 ID"),
+    ("ref_ipid", NONE, "the IP ID it was compared with (the other copy's, or the highest sent)"),
+    ("tsv", NONE, "its TSval"),
+    ("ref_tsv", NONE, "the TSval it was compared with"),
     ("conv", NONE, "the connection (stream id)"),
     ("dir", NONE, "its direction (0: of the connection's first packet)"),
     ("seq", NONE, "unwrapped relative seq (NONE when the direction's base is unknown)"),
@@ -242,10 +276,11 @@ EVENT, NEW_EVENT = record(
     ("overlap", 0, "payload bytes already seen in this direction"),
     ("orig_frame", NONE, "frame that first sent (some of) these bytes"),
     ("orig_ts", NONE, "its time, ns"),
-    ("count", 0, "the rule's count: dup ACKs (fast), 1 when the iRTT set the limit (out-of-order), IP ID (duplicate)"),
+    ("count", 0, "duplicate ACKs before it (fast); IP ID (duplicate)"),
     ("gap", 0, "the time the rule measured, ns"),
     ("limit", 0, "the threshold it was compared with, ns"),
     ("ref_frame", NONE, "the frame the rule looked at (evidence_frame)"),
+    ("resent", 0, "bytes of it sent before (seen before, or below the highest byte and never seen)"),
     ("note", 0, "NOTE_* bits"),
     # the packet's own fields, for the table (no packet column is kept)
     ("frame", NONE, "its frame"),
@@ -256,8 +291,8 @@ EVENT, NEW_EVENT = record(
     # later evidence that the retransmission was unnecessary (copied from a REFINE row)
     ("spur", 0, "Evidence (0: none)"),
     ("spur_frame", NONE, "the D-SACK or Eifel ACK"),
-    ("spur_a", 0, "D-SACK: left edge (relative); Eifel: the echoed TSecr"),
-    ("spur_b", 0, "D-SACK: right edge; Eifel: the retransmission's TSval"),
+    ("spur_a", 0, "D-SACK: left edge (relative); Eifel: the echoed TSecr; late original: its IP ID"),
+    ("spur_b", 0, "D-SACK: right edge; Eifel: the retransmission's TSval; late original: its TSval"),
     ("spur_c", 0, "Eifel: the original's TSval"),
 )
 
