@@ -142,6 +142,7 @@ def test_plot_rtt_without_established_connections_still_draws(tmp_path):
     ([], 2, "exactly one of --stream N or --rtt"),
     (["--stream", "0", "--rtt"], 2, "exactly one of --stream N or --rtt"),
     (["--stream", "0", "-o", "graph.jpeg"], 2, "use a .png, .svg or .pdf"),
+    (["--stream", "0", "--start", "5", "--end", "1"], 2, "--start 5 is after --end 1"),
 ])
 def test_plot_bad_arguments(lossy, tmp_path, capsys, args, code, message):
     if "-o" not in args:

@@ -21,12 +21,12 @@ EXIT_ERROR = 1  # some input could not be read, or the command failed (the codes
 PROGRESS_AFTER_S = 1.0  # show the bar only for work that takes longer than this
 
 
-def fail(exc: BaseException) -> NoReturn:
-    """End a command with the one-line message of ``exc`` on stderr and exit code 1."""
+def fail(exc: BaseException, code: int = EXIT_ERROR) -> NoReturn:
+    """End a command with the one-line message of ``exc`` on stderr and exit ``code`` (1 by default)."""
     import click
 
     click.echo(f"tcp-analyzer: {exc}", err=True)
-    sys.exit(EXIT_ERROR)
+    sys.exit(code)
 
 
 class Progress:

@@ -7,15 +7,15 @@
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
+from .. import schema
 from ..table import Table
-from .writers import FORMATS, _in_threads, write_table
+from .writers import FORMATS, replace_tables, table_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,19 +79,19 @@ class Report:
         return s.to_numpy(dtype=float, na_value=np.nan) if s.hasnans else s.to_numpy()
 
     def write(self, out_dir: str | os.PathLike, format: str = "csv") -> list[Path]:
-        """Write each table as ``<table>.csv`` / ``.parquet`` / ``.jsonl`` into ``out_dir``."""
+        """Write each table as ``<table>.csv`` / ``.parquet`` / ``.jsonl`` into ``out_dir``, replacing the
+        tables of an earlier run there as a whole (``writers.replace_tables``); ``OutputError`` when they
+        cannot be written."""
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        jobs = [(self._tables[name] if format == "csv" else self._frame(name),
-                 out / f"{name}.{'jsonl' if format == 'json' else format}") for name in self._tables]
-        if format == "csv" and len(jobs) > 1:
-            _in_threads([lambda t=t, p=p: write_table(t, p, format) for t, p in jobs])
-        else:
-            for t, p in jobs:
-                write_table(t, p, format)
-        return [p for _, p in jobs]
+        return replace_tables(out_dir, {name: self._written(name, format) for name in self._tables}, format)
+
+    def _written(self, name: str, format: str) -> AnyTable:
+        """A table as written: the raw form where there is one (CSV, JSON), else its declared columns."""
+        t = self._tables[name]
+        if isinstance(t, Table) and format != "parquet":
+            return t
+        return schema.conform(self._frame(name), table_columns(name))
 
     def summary(self) -> dict:
         """A machine-readable summary (what ``analyze --json`` prints)."""
@@ -148,7 +148,3 @@ def summarise(report: Report, top: int = 5) -> dict:
         "skipped_frames": dict(report.stats.get("skipped", {})),
         "problems": list(report.stats.get("problems", [])),
     }
-
-
-def summary_json(reports: list[Report]) -> str:
-    return json.dumps([summarise(r) for r in reports], indent=2)
