@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ..schema import PACKET_COLUMNS, SACK_MAX_BLOCKS
+from ..table import seconds
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,7 +87,7 @@ class ColumnStore:
         if name in ("src", "dst"):
             return Codes(self.column(name + "_id"), self.addresses)
         if name == "ts":
-            return self.column("ts_ns") / 1e9
+            return seconds(self.column("ts_ns"))
         return self.column(name)
 
     def words(self, prefix: str) -> np.ndarray:
@@ -128,7 +129,7 @@ def to_frame(store: ColumnStore) -> pd.DataFrame:
     data = {}
     for c in PACKET_COLUMNS:
         if c.name == "ts":
-            data["ts"] = store.column("ts_ns") / 1e9
+            data["ts"] = seconds(store.column("ts_ns"))
         elif c.name in ("src", "dst"):
             data[c.name] = pd.Categorical.from_codes(store.column(c.name + "_id"), dtype=cats)
         else:
