@@ -116,6 +116,13 @@ def _label_counts(labels: np.ndarray) -> dict[str, int]:
     return {str(k): int(n) for k, n in zip(values.tolist(), counts.tolist())}
 
 
+def path_rtt(outcome, syn_retries, synack_retries) -> np.ndarray:
+    """Which handshakes' RTT measures the path (Karn): established, with neither the SYN nor the SYN-ACK
+    retried; a retried one's sample includes a retransmission timeout (a 1 s SYN-ACK retry is not 1 s of path)."""
+    return ((np.asarray(outcome, dtype=object) == "established") & (np.asarray(syn_retries, dtype=float) == 0)
+            & (np.asarray(synack_retries, dtype=float) == 0))
+
+
 def summarise(report: Report, top: int = 5) -> dict:
     """Counts a person wants first: outcomes, RTT percentiles, retransmissions by kind, worst flows."""
     col = report.column
@@ -131,11 +138,8 @@ def summarise(report: Report, top: int = 5) -> dict:
                           "server": f"{c['server'][i]}:{c['server_port'][i]}",
                           "retransmissions": int(c["retransmissions"][i]),
                           "retransmitted_bytes": int(c["retransmitted_bytes"][i])})
-    # RTT percentiles use clean handshakes only (Karn): with a retried SYN or SYN-ACK the sample
-    # includes a retransmission timeout, not just the path.
     outcome = col("handshakes", "outcome")
-    clean = (outcome == "established") & (np.asarray(col("handshakes", "syn_retries"), dtype=float) == 0) \
-        & (np.asarray(col("handshakes", "synack_retries"), dtype=float) == 0)
+    clean = path_rtt(outcome, col("handshakes", "syn_retries"), col("handshakes", "synack_retries"))
     return {
         "capture": report.capture,
         "frames": int(report.stats.get("frames", 0)),
