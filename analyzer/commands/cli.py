@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from ..decode import TimeBound
 from ..errors import AnalyzerError
 from ..report import FORMATS, analyze, summarise
 from ..report.writers import OutputError, prepare_folder, remove_tables
@@ -87,7 +88,14 @@ CAPTURE = click.Path(readable=False)
 @click.option("--packets", is_flag=True, help="also write the packet table")
 @click.option("-q", "--quiet", is_flag=True, help="print nothing but errors")
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary instead")
-def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json):
+@click.option("-f", "--filter", "bpf", metavar="BPF", help="analyze only the frames this filter matches "
+              "(tcpdump's syntax, e.g. 'tcp port 443'); frame numbers stay the file's")
+@click.option("--start", callback=lambda ctx, param, v: _time_bound(v, param), metavar="TIME",
+              help="analyze frames at or after TIME: epoch seconds (1700000000.5), or +S for S seconds after "
+                   "the capture's first frame (+5)")
+@click.option("--end", callback=lambda ctx, param, v: _time_bound(v, param), metavar="TIME",
+              help="analyze frames before TIME (the same two forms)")
+def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, start, end):
     """Analyze captures; write connections, handshakes and retransmissions tables.
 
     A folder's tables are replaced as a whole: tables of an earlier run there (another format, a
@@ -98,8 +106,12 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json):
       tcp-analyzer analyze trace.pcap -o out/ --format parquet
       tcp-analyzer analyze a.pcap b.pcapng -o out/    # out/a.pcap/, out/b.pcapng/
       tcp-analyzer analyze x/t.pcap y/t.pcap -o out/  # out/t.pcap/, out/t.pcap-2/
+      tcp-analyzer analyze trace.pcap -f 'tcp port 443' --start +5 --end +10
     """
     from .console import Progress, print_summary
+
+    if start is not None and end is not None and start.relative == end.relative and start.ns > end.ns:
+        raise click.BadParameter("--start is after --end", param_hint="--start/--end")
 
     folders = output_folders(Path(out_dir), captures)
     try:
@@ -114,7 +126,8 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json):
             prepare_folder(dest)
             with Progress(enabled=not quiet and not as_json, label=Path(path).name,
                           summary=not quiet and not as_json) as progress:
-                report = analyze(path, engine=engine, packets=packets, progress=progress.update)
+                report = analyze(path, engine=engine, packets=packets, progress=progress.update, bpf=bpf,
+                                 start=start, end=end)
             report.write(dest, format=fmt)
         except AnalyzerError as exc:
             click.echo(f"tcp-analyzer: {exc}", err=True)
@@ -135,6 +148,13 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json):
     global _quick_exit
     _quick_exit = True  # every file is written and closed
     sys.exit(status)
+
+
+def _time_bound(text: str | None, param) -> TimeBound | None:
+    try:
+        return None if text is None else TimeBound.parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
 
 
 def output_folders(out_dir: Path, captures) -> list[Path]:

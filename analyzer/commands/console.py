@@ -116,7 +116,8 @@ def print_summary(s: dict, dest: Path | None = None, console: Console | None = N
     from rich.table import Table
 
     con = console or Console(highlight=False)
-    con.print(f"[bold]{s['capture']}[/bold]: {s['frames']:,} frames, {s['tcp_segments']:,} TCP segments, "
+    left_out = f" ({s['filtered_out_frames']:,} more left out by the filter)" if s.get("filtered_out_frames") else ""
+    con.print(f"[bold]{s['capture']}[/bold]: {s['frames']:,} frames{left_out}, {s['tcp_segments']:,} TCP segments, "
               f"{s['connections']:,} connections")
     con.print(_counts("Handshakes", "outcome", s["handshakes"]))
     rtt = s["handshake_rtt_seconds"]

@@ -143,6 +143,7 @@ def summarise(report: Report, top: int = 5) -> dict:
     return {
         "capture": report.capture,
         "frames": int(report.stats.get("frames", 0)),
+        "filtered_out_frames": int(report.stats.get("filtered_out", 0)),
         "tcp_segments": int(report.stats.get("tcp_segments", 0)),
         "connections": int(len(col("connections", "stream"))),
         "handshakes": _label_counts(outcome),
