@@ -1,5 +1,6 @@
 """Report tables in their raw form: numpy columns, built by the engine, turned into a DataFrame only when asked;
-and ``seconds``, the one conversion of integer nanoseconds to float seconds.
+and the times: ``seconds`` (the one conversion of integer nanoseconds to float seconds) and ``with_times``
+(the datetime64 columns the Python API shows beside float seconds).
 
 A ``Table`` maps each declared column (``schema.Column``) to a numpy array, or to a ``Masked`` pair
 (values, missing) for the nullable columns (``Int64``, ``Float64``, ``boolean``). ``to_pandas()`` gives the
@@ -53,6 +54,42 @@ def seconds(ns) -> np.ndarray:
     down = np.nextafter(q, 0.0)
     q = np.where(x_minus_q > above / 2, q + above, np.where(x_minus_q < (down - q) / 2, down, q))
     return np.copysign(q, ns)
+
+
+def nanoseconds(secs) -> np.ndarray:
+    """The integer nanoseconds nearest to float seconds (NaN gives INT64_MIN, which is NaT as a datetime64).
+
+    Whole seconds and the fraction are split first (both exact), so the product stays below 2**53."""
+    secs = np.asarray(secs, dtype=np.float64)
+    missing = np.isnan(secs)
+    whole = np.floor(np.where(missing, 0.0, secs))
+    ns = whole.astype(np.int64) * NS_PER_S + np.rint((np.where(missing, 0.0, secs) - whole) * NS_PER_S).astype(np.int64)
+    return np.where(missing, np.iinfo(np.int64).min, ns)
+
+
+TIMES = {"ts": "time", "first_ts": "first_time", "last_ts": "last_time", "syn_ts": "syn_time",
+         "synack_ts": "synack_time", "ack_ts": "ack_time", "first_syn_ts": "first_syn_time"}
+"""Float-seconds columns and the ``datetime64[ns, UTC]`` column the Python API's DataFrames show beside each
+(not written to files). From ``ts_ns`` where the table has it (exact); otherwise from the float, to the
+nearest nanosecond (within 120 ns of the capture time for epoch times: a double holds about 16 digits)."""
+
+
+def with_times(df: "pd.DataFrame") -> "pd.DataFrame":
+    """``df`` with a UTC datetime column right after each seconds column of ``TIMES`` it has."""
+    import pandas as pd
+
+    if not any(name in TIMES and TIMES[name] not in df for name in df.columns):
+        return df
+    columns = {}
+    for name in df.columns:
+        columns[name] = df[name]
+        if name in TIMES and TIMES[name] not in df:
+            ns = (df["ts_ns"].to_numpy(np.int64) if name == "ts" and "ts_ns" in df
+                  else nanoseconds(df[name].to_numpy(dtype=np.float64, na_value=np.nan)))
+            columns[TIMES[name]] = pd.Series(pd.to_datetime(ns.view("datetime64[ns]"), utc=True), index=df.index)
+    out = pd.DataFrame(columns)
+    out.attrs = df.attrs
+    return out
 
 
 def _two_product(a: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray]:

@@ -66,3 +66,65 @@ def test_packet_ts_joins_tsharks_frame_time_epoch(path):
                                            right_on="frame.number")
     assert len(joined) == len(packets)
     assert (joined["ts"] == joined["tshark"]).all()
+
+
+# -- the Python API: datetimes beside float seconds, NA for absent values ---------------------------------
+def _capture(tmp_path):
+    from .tcpbuild import MS, Capture
+
+    cap = Capture(t0=1_700_000_000.123456789)
+    f = cap.flow()
+    f.handshake()
+    f.c("PA", 100, dt=MS)
+    f.c("PA", 100, dt=0.3, seq=1, advance=False)  # a retransmission
+    cap.flow(cport=40001).c("PA", 10, dt=MS)       # midstream: no SYN, so no syn_ts
+    return cap.write(tmp_path / "api.pcap")
+
+
+def test_read_packets_nullable_form(tmp_path):
+    path = _capture(tmp_path)
+    raw, api = analyzer.read_packets(path), analyzer.read_packets(path, nullable=True)
+    cols = list(api.columns)
+    assert cols[cols.index("ts") + 1] == "time" and str(api["time"].dtype) == "datetime64[ns, UTC]"
+    assert (api["time"].astype("int64") == raw["ts_ns"]).all()  # exact, from ts_ns
+    for name, dtype in (("mss", "Int32"), ("wscale", "Int16"), ("tsval", "Int64"), ("vlan", "Int32"),
+                        ("vlan_inner", "Int32"), ("tfo_cookie_len", "Int16"), ("ip_id", "Int32"), ("tsecr", "Int64")):
+        assert str(api[name].dtype) == dtype
+        assert api[name].isna().tolist() == (raw[name] == -1).tolist(), name
+        assert (api[name].dropna().astype("int64") == raw[name][raw[name] != -1]).all(), name
+    assert api["mss"].tolist()[:2] == [1460, 1460] and api["vlan"].isna().all()
+    assert list(raw.columns) == [c for c in cols if c != "time"] and str(raw["mss"].dtype) == "int32"
+    batches = list(analyzer.iter_packets(path, batch_size=3, nullable=True))
+    assert pd.concat(batches, ignore_index=True)["mss"].isna().tolist() == api["mss"].isna().tolist()
+
+
+def test_report_tables_show_datetimes_beside_seconds_not_in_files(tmp_path):
+    from analyzer.report import table_columns
+
+    report = analyzer.analyze(_capture(tmp_path))
+    for table, pairs in (("retransmissions", [("ts", "time")]),
+                         ("connections", [("first_ts", "first_time"), ("last_ts", "last_time")]),
+                         ("handshakes", [("syn_ts", "syn_time"), ("synack_ts", "synack_time"), ("ack_ts", "ack_time"),
+                                         ("first_syn_ts", "first_syn_time")])):
+        df = getattr(report, table)
+        cols = list(df.columns)
+        for secs, when in pairs:
+            assert cols[cols.index(secs) + 1] == when and str(df[when].dtype) == "datetime64[ns, UTC]"
+            assert df[when].isna().tolist() == df[secs].isna().tolist()
+            got = df[when].dropna().astype("int64").to_numpy()
+            assert np.all(np.abs(got - df[secs].dropna().to_numpy(float) * 1e9) <= 120), (table, secs)
+    assert report.handshakes["syn_time"].isna().tolist() == [False, True]
+    report.write(tmp_path / "out")
+    for table in ("retransmissions", "connections", "handshakes"):
+        header = (tmp_path / "out" / f"{table}.csv").read_text().splitlines()[0]
+        assert header == ",".join(c.name for c in table_columns(table))
+
+
+def test_nanoseconds_inverts_seconds_to_the_float_resolution():
+    from analyzer.table import nanoseconds
+
+    ns = np.random.default_rng(3).integers(1_600_000_000 * 10**9, 1_700_000_000 * 10**9, 10_000, dtype=np.int64)
+    assert np.abs(nanoseconds(seconds(ns)) - ns).max() <= 120
+    small = np.array([0, 1, 999_999_999, 123_456_789_012], dtype=np.int64)
+    assert np.array_equal(nanoseconds(seconds(small)), small)
+    assert nanoseconds(np.array([np.nan]))[0] == np.iinfo(np.int64).min

@@ -112,10 +112,11 @@ class PacketReader:
     After iteration, ``stats`` holds frames read, TCP segments, skipped frames by reason and the
     one-line ``problems`` met (damage that stopped the reading early). With ``select`` (a
     ``FrameSelection``), only the frames it keeps are decoded; ``stats["filtered_out"]`` counts the others.
+    With ``nullable``, the DataFrames are in the form for people (``store.nullable_packets``).
     """
 
     def __init__(self, path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False,
-                 select: FrameSelection | None = None):
+                 select: FrameSelection | None = None, nullable: bool = False):
         from ..sources.files import FrameSource
         from .decoder import Decoder
 
@@ -125,6 +126,7 @@ class PacketReader:
         self.batch_size = batch_size
         self.prefetch = prefetch
         self.select = select
+        self.nullable = nullable
         self._source = FrameSource(path)  # raises CaptureError at once for a non-capture
         self._decoder = Decoder()
         self.format = self._source.format
@@ -191,10 +193,8 @@ class PacketReader:
         return self._decoder.addresses
 
     def _frames(self) -> Iterator[pd.DataFrame]:
-        from .store import to_frame
-
         for store in self.stores():
-            df = to_frame(store)
+            df = self._frame(store)
             df.attrs["stats"] = self.stats
             yield df
 
@@ -213,8 +213,6 @@ class PacketReader:
         Rows go straight into one store sized from the file size and the first piece's frame size
         (it grows if the guess was short), so the table is built once, without a final copy.
         """
-        from .store import to_frame
-
         store = None
         for batch in self._source.batches(self.batch_size):
             if store is None:
@@ -223,9 +221,14 @@ class PacketReader:
         self._decoder.finish()
         store = store or ColumnStore(0)
         self._decoder.code_addresses(store)
-        df = to_frame(store)
+        df = self._frame(store)
         df.attrs["stats"] = self.stats
         return df
+
+    def _frame(self, store: ColumnStore) -> pd.DataFrame:
+        from .store import nullable_packets, to_frame
+
+        return nullable_packets(to_frame(store)) if self.nullable else to_frame(store)
 
     def _estimate_rows(self, first: FrameBatch) -> int:
         size = self._source.file_size()
@@ -272,23 +275,27 @@ def prefetched(it: Iterator, depth: int) -> Iterator:
 
 
 def iter_packets(path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False, *, bpf: str | None = None,
-                 start=None, end=None) -> PacketReader:
-    """Read a capture batch by batch; memory stays flat whatever the file size. ``bpf``, ``start``, ``end``:
-    as ``read_packets``.
+                 start=None, end=None, nullable: bool = False) -> PacketReader:
+    """Read a capture batch by batch; memory stays flat whatever the file size. ``bpf``, ``start``, ``end``,
+    ``nullable``: as ``read_packets``.
 
     >>> reader = iter_packets("captures/demo.pcap", batch_size=10_000)   # doctest: +SKIP
     >>> total = sum(len(df) for df in reader); reader.stats["frames"]     # doctest: +SKIP
     """
-    return PacketReader(path, batch_size, prefetch, frame_selection(bpf, start, end))
+    return PacketReader(path, batch_size, prefetch, frame_selection(bpf, start, end), nullable)
 
 
-def read_packets(path, engine: str = "native", *, bpf: str | None = None, start=None, end=None) -> pd.DataFrame:
+def read_packets(path, engine: str = "native", *, bpf: str | None = None, start=None, end=None,
+                 nullable: bool = False) -> pd.DataFrame:
     """Read a whole capture into the packet table (one row per TCP segment).
 
     ``df.attrs["stats"]`` says how many frames were read and skipped, and why. ``bpf``: keep only the
     frames this filter (tcpdump's syntax) matches; ``start``/``end``: only frames at or after ``start``
     and before ``end``, epoch seconds or text ``"+5"`` (seconds after the first frame). Frame numbers
-    stay those of the file.
+    stay those of the file. ``nullable``: NA instead of -1 for absent values (``mss``, ``wscale``,
+    ``tsval``, ``tsecr``, ``ip_id``, ``vlan``, ``vlan_inner``, ``tfo_cookie_len`` as nullable Int
+    columns) and a ``time`` column (datetime64[ns, UTC]) beside ``ts``; the default is the declared form
+    (``schema.PACKET_COLUMNS``), which the TCP engine and the written tables use.
 
     >>> df = read_packets("captures/demo.pcap")                          # doctest: +SKIP
     >>> df[["frame", "src", "sport", "dst", "dport", "flags"]].head()    # doctest: +SKIP
@@ -297,10 +304,12 @@ def read_packets(path, engine: str = "native", *, bpf: str | None = None, start=
     if engine == "pyshark":
         if select is not None:
             raise AnalyzerError("a BPF filter or a time window needs the native engine")
+        from .store import nullable_packets
         from .tshark import read_packets_pyshark
 
-        return read_packets_pyshark(os.fspath(path))
+        df = read_packets_pyshark(os.fspath(path))
+        return nullable_packets(df) if nullable else df
     if engine != "native":
         raise AnalyzerError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    return PacketReader(path, select=select).read_all()
+    return PacketReader(path, select=select, nullable=nullable).read_all()
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ..schema import PACKET_COLUMNS, SACK_MAX_BLOCKS
-from ..table import seconds
+from ..table import seconds, with_times
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,6 +41,10 @@ Q_SPORT, Q_DPORT, Q_FLAGS, Q_WIN = range(4)
 Q_IFACE, Q_TTL, Q_HLEN, Q_WS, Q_TFO = range(5)
 Q_IPVER, Q_SACKN = range(2)
 Q_FRAG, Q_TRUNC, Q_SACKP = range(3)
+
+# Columns where -1 means absent (the engine and the files keep -1); the API's nullable form shows NA there.
+ABSENT_IS_MINUS_ONE = {"vlan": "Int32", "vlan_inner": "Int32", "ip_id": "Int32", "mss": "Int32", "wscale": "Int16",
+                       "tsval": "Int64", "tsecr": "Int64", "tfo_cookie_len": "Int16"}
 
 
 class Codes(NamedTuple):
@@ -119,6 +123,18 @@ class ColumnStore:
         """Reorder rows ``start:`` by ``order`` (indices relative to ``start``)."""
         for m in self.mats:
             m[:, start:self.n] = m[:, start:self.n][:, order]
+
+
+def nullable_packets(df: pd.DataFrame) -> pd.DataFrame:
+    """The packet table as people read it: NA, not -1, where a value is absent (nullable Int dtypes, no
+    copy of the values), and ``time`` (datetime64[ns, UTC], exact from ``ts_ns``) beside ``ts``."""
+    import pandas as pd
+
+    out = df.copy(deep=False)
+    for name, dtype in ABSENT_IS_MINUS_ONE.items():
+        values = out[name].to_numpy()
+        out[name] = pd.arrays.IntegerArray(values.astype(dtype.lower(), copy=False), values == -1)
+    return with_times(out)
 
 
 def to_frame(store: ColumnStore) -> pd.DataFrame:

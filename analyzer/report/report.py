@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from .. import schema
-from ..table import Table
+from ..table import Table, with_times
 from .writers import FORMATS, replace_tables, table_columns
 
 if TYPE_CHECKING:
@@ -30,7 +30,9 @@ class Report:
 
     Tables may be given as DataFrames or as the engine's raw ``table.Table``; the attributes
     ``connections``, ``handshakes``, ``retransmissions`` and ``packets`` are always DataFrames (made on
-    first access). ``write(format="csv")`` and ``summary()`` work on the raw form, without pandas."""
+    first access). The three report tables show a UTC datetime column beside each float-seconds one
+    (``time`` beside ``ts``, ``syn_time`` beside ``syn_ts``...: ``table.with_times``); the files do not
+    have them. ``write(format="csv")`` and ``summary()`` work on the raw form, without pandas."""
 
     def __init__(self, capture: str, connections: AnyTable, handshakes: AnyTable, retransmissions: AnyTable,
                  stats: dict | None = None, packets: AnyTable | None = None):
@@ -44,7 +46,10 @@ class Report:
     def _frame(self, name: str) -> pd.DataFrame:
         t = self._tables[name]
         if isinstance(t, Table):
-            t = self._tables[name] = t.to_pandas()
+            t = t.to_pandas()
+        if name in TABLES:
+            t = with_times(t)
+        self._tables[name] = t
         return t
 
     connections = property(lambda self: self._frame("connections"),
