@@ -234,6 +234,7 @@ def test_analyze_cli_filter_and_window(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--start", "soon"], "'soon' is not a time"),
     (["--start", "+5", "--end", "+1"], "--start is after --end"),
+    (["-f", "tcp", "--engine", "pyshark"], "-f, --start and --end work with the native engine"),
 ])
 def test_analyze_bad_window_is_a_usage_error(tmp_path, capsys, args, message):
     assert main(["analyze", str(DEMO), "-o", str(tmp_path), *args]) == 2

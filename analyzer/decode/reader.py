@@ -55,7 +55,7 @@ class TimeBound:
         except InvalidOperation:
             raise ValueError(f"{text!r} is not a time: give epoch seconds (1700000000.5) or seconds after "
                              "the first frame (+5)") from None
-        if not seconds.is_finite() or (text.startswith("+") and seconds < 0):
+        if not seconds.is_finite():
             raise ValueError(f"{text!r} is not a time")
         # a frame at or after the exact bound: compare with the bound rounded up to a whole nanosecond
         ns = int((seconds * NS_PER_S).to_integral_value(rounding=ROUND_CEILING))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -93,7 +92,7 @@ def replace_tables(out_dir: str | os.PathLike, tables: dict[str, AnyTable], form
     On error (disk full, folder gone) the partial files are removed, and so are the earlier tables
     (they are not this run's); the error is raised as one ``OutputError`` line."""
     out = prepare_folder(out_dir)
-    token = secrets.token_hex(4)
+    token = os.urandom(4).hex()  # a name nobody can guess and plant first
     parts = {name: out / f".{name}.{token}.part" for name in tables}
     calls = [lambda t=t, p=parts[name]: write_table(t, p, format) for name, t in tables.items()]
     try:
