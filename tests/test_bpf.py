@@ -251,3 +251,31 @@ def test_analyze_help_documents_filter_and_window(capsys):
     assert main(["analyze", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "tcpdump's syntax" in out and "+S for S seconds after the capture's first frame" in out
+
+
+@pytest.mark.skipif(TCPDUMP is None, reason="tcpdump not installed (Debian: apt-get install tcpdump)")
+def test_pcapng_mixing_link_types_is_filtered_per_link_type(tmp_path):
+    """tcpdump cannot read a pcapng whose interfaces differ; the oracle is tcpdump on each link type's
+    frames written as their own pcap, and our frames of each interface must be exactly those."""
+    from . import capwrite as cw
+
+    def v4(sport, dport, flags="A"):
+        return bytes(IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=sport, dport=dport, flags=flags))
+
+    ips = [v4(1000, 80, "S"), v4(80, 1000, "SA"), v4(2000, 443), bytes(IP(src="10.0.0.3", dst="10.0.0.4") / UDP())]
+    eth = [bytes(Ether() / IP(raw)) for raw in ips]
+    ts = [1_700_000_000_000_000_000 + i * 1000 for i in range(len(ips))]
+    blocks = cw.shb() + cw.idb(linktype=1, tsresol=9) + cw.idb(linktype=101, tsresol=9)
+    for i in range(len(ips)):
+        blocks += cw.epb(eth[i], ts[i], iface=0) + cw.epb(ips[i], ts[i] + 1, iface=1)
+    (tmp_path / "mixed.pcapng").write_bytes(blocks)
+    for expr in ("tcp port 80", "tcp[tcpflags] & tcp-syn != 0", "udp or port 443"):
+        want = []
+        for linktype, frames, delta in ((1, eth, 0), (101, ips, 1)):
+            (tmp_path / "one.pcap").write_bytes(cw.pcap([(t + delta, f) for t, f in zip(ts, frames)], linktype=linktype,
+                                                        nanos=True))
+            res = subprocess.run([TCPDUMP, "-r", str(tmp_path / "one.pcap"), "--time-stamp-precision=nano", "-w", "-",
+                                  expr], capture_output=True, timeout=60, check=True)
+            want += frames_of(res.stdout)
+        assert sorted(frames_of(tmp_path / "mixed.pcapng", expr)) == sorted(want), expr
+        assert len(want) >= 2, expr
