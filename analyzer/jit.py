@@ -1,9 +1,9 @@
-"""``njit`` for the package's compiled kernels: ``numba.njit`` plus a safe cache folder and a quicker load of cached machine code.
+"""``njit`` for the package's compiled kernels: ``numba.njit``, a safe cache folder, quicker loads of cached code.
 
 Where the cache lives. numba caches machine code next to the sources (``__pycache__``) and loads its
 index with pickle, so whoever can write the cache folder can run code as whoever runs the tool. Next to
 the sources is as safe as the sources; when the package folder is not writable (an install owned by
-root, used by someone else), the cache goes to a private folder of this user (``cache_folder``): the
+root, used by someone else), the cache goes to a private folder of this user (``choose_cache``): the
 first of ``$XDG_CACHE_HOME/tcp-analyzer-numba`` (default ``~/.cache/...``) and
 ``$TMPDIR/tcp-analyzer-numba-<uid>`` that is, or can be made, a real folder (not a symlink) owned by
 this user that no one else can write. A folder that fails the check is refused with one line on

@@ -73,6 +73,14 @@ def cli() -> None:
     """
 
 
+def time_bound(text: str | None, param: click.Parameter | None = None) -> TimeBound | None:
+    """``--start``/``--end``: epoch seconds, or ``+S`` after the capture's first frame; a usage error otherwise."""
+    try:
+        return None if text is None else TimeBound.parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
+
 # A capture is any path: a folder, a missing or an unreadable file is one input error (exit 1), as is a
 # file that is not a capture; click's own checks would make some of them usage errors (exit 2).
 CAPTURE = click.Path(readable=False)
@@ -90,10 +98,10 @@ CAPTURE = click.Path(readable=False)
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary instead")
 @click.option("-f", "--filter", "bpf", metavar="BPF", help="analyze only the frames this filter matches "
               "(tcpdump's syntax, e.g. 'tcp port 443'); frame numbers stay the file's")
-@click.option("--start", callback=lambda ctx, param, v: _time_bound(v, param), metavar="TIME",
+@click.option("--start", callback=lambda ctx, param, text: time_bound(text, param), metavar="TIME",
               help="analyze frames at or after TIME: epoch seconds (1700000000.5), or +S for S seconds after "
                    "the capture's first frame (+5)")
-@click.option("--end", callback=lambda ctx, param, v: _time_bound(v, param), metavar="TIME",
+@click.option("--end", callback=lambda ctx, param, text: time_bound(text, param), metavar="TIME",
               help="analyze frames before TIME (the same two forms)")
 def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, start, end):
     """Analyze captures; write connections, handshakes and retransmissions tables.
@@ -150,13 +158,6 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
     global _quick_exit
     _quick_exit = True  # every file is written and closed
     sys.exit(status)
-
-
-def _time_bound(text: str | None, param) -> TimeBound | None:
-    try:
-        return None if text is None else TimeBound.parse(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param=param) from None
 
 
 def output_folders(out_dir: Path, captures) -> list[Path]:
