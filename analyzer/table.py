@@ -1,4 +1,6 @@
-"""Report tables in their raw form: numpy columns, built by the engine, turned into a DataFrame only when asked.
+"""Report tables in their raw form: numpy columns, built by the engine, turned into a DataFrame only when asked;
+and the times: ``seconds`` (the one conversion of integer nanoseconds to float seconds) and ``with_times``
+(the datetime64 columns the Python API shows beside float seconds).
 
 A ``Table`` maps each declared column (``schema.Column``) to a numpy array, or to a ``Masked`` pair
 (values, missing) for the nullable columns (``Int64``, ``Float64``, ``boolean``). ``to_pandas()`` gives the
@@ -24,6 +26,81 @@ if TYPE_CHECKING:
 
 NULLABLE = {"Int64": np.int64, "Float64": np.float64, "boolean": np.bool_}
 TEXT = ("str", "string", "category")
+NS_PER_S = 1_000_000_000
+VELTKAMP = 2.0**27 + 1  # splits a double into two halves of 26 bits whose products are exact (Dekker 1971)
+
+
+def seconds(ns) -> np.ndarray:
+    """Float seconds of integer nanoseconds, each the double nearest to ``ns / 10**9`` (ties never occur).
+
+    ``ns / 1e9`` rounds twice (``ns`` to a double, then the quotient) and misses the nearest double on
+    about a quarter of epoch times with nanoseconds, so a join with tshark's ``frame.time_epoch`` fails.
+    Here ``ns = s * 10**9 + r`` exactly; ``q = s + r / 1e9`` is within one ulp of the exact value, and
+    the exact remainder ``x - q`` (error-free sum and product, Knuth and Dekker) says whether the
+    neighbour above or below is nearer. Python's ``int / int`` (correctly rounded) is the oracle in tests.
+
+    >>> seconds(np.array([1_700_000_000_123_456_789]))[0] == 1_700_000_000_123_456_789 / 10**9
+    True
+    """
+    ns = np.asarray(ns, dtype=np.int64)
+    s, r = np.divmod(np.abs(ns).view(np.uint64), np.uint64(NS_PER_S))  # abs(INT64_MIN) wraps to 2**63: right
+    s, r = s.astype(np.float64), r.astype(np.float64)  # s < 2**35: both exact
+    frac = r / NS_PER_S  # correctly rounded: when s == 0 this is the answer
+    q = s + frac
+    sum_error = (s - (q - (q - s))) + (frac - (q - s))  # TwoSum: s + frac = q + sum_error exactly
+    hi, lo = _two_product(frac, float(NS_PER_S))  # frac * 1e9 = hi + lo exactly
+    x_minus_q = sum_error + ((r - hi) - lo) / NS_PER_S  # r - hi is exact (Sterbenz); to ~2**-106
+    above = np.spacing(q)  # gap to the next double up; the gap down is the same, or half at a power of 2
+    down = np.nextafter(q, 0.0)
+    q = np.where(x_minus_q > above / 2, q + above, np.where(x_minus_q < (down - q) / 2, down, q))
+    return np.copysign(q, ns)
+
+
+def nanoseconds(secs) -> np.ndarray:
+    """The integer nanoseconds nearest to float seconds (NaN gives INT64_MIN, which is NaT as a datetime64).
+
+    Whole seconds and the fraction are split first (both exact), so the product stays below 2**53."""
+    secs = np.asarray(secs, dtype=np.float64)
+    missing = np.isnan(secs)
+    whole = np.floor(np.where(missing, 0.0, secs))
+    ns = whole.astype(np.int64) * NS_PER_S + np.rint((np.where(missing, 0.0, secs) - whole) * NS_PER_S).astype(np.int64)
+    return np.where(missing, np.iinfo(np.int64).min, ns)
+
+
+TIMES = {"ts": "time", "first_ts": "first_time", "last_ts": "last_time", "syn_ts": "syn_time",
+         "synack_ts": "synack_time", "ack_ts": "ack_time", "first_syn_ts": "first_syn_time"}
+"""Float-seconds columns and the ``datetime64[ns, UTC]`` column the Python API's DataFrames show beside each
+(not written to files). From ``ts_ns`` where the table has it (exact); otherwise from the float, to the
+nearest nanosecond (within 120 ns of the capture time for epoch times: a double holds about 16 digits)."""
+
+
+def with_times(df: "pd.DataFrame") -> "pd.DataFrame":
+    """``df`` with a UTC datetime column right after each seconds column of ``TIMES`` it has."""
+    import pandas as pd
+
+    if not any(name in TIMES and TIMES[name] not in df for name in df.columns):
+        return df
+    columns = {}
+    for name in df.columns:
+        columns[name] = df[name]
+        if name in TIMES and TIMES[name] not in df:
+            ns = (df["ts_ns"].to_numpy(np.int64) if name == "ts" and "ts_ns" in df
+                  else nanoseconds(df[name].to_numpy(dtype=np.float64, na_value=np.nan)))
+            columns[TIMES[name]] = pd.Series(pd.to_datetime(ns.view("datetime64[ns]"), utc=True), index=df.index)
+    out = pd.DataFrame(columns)
+    out.attrs = df.attrs
+    return out
+
+
+def _two_product(a: np.ndarray, b: float) -> tuple[np.ndarray, np.ndarray]:
+    """``a * b`` as ``hi + lo`` exactly (Dekker's product, without a fused multiply-add)."""
+    hi = a * b
+    a_hi = a * VELTKAMP - (a * VELTKAMP - a)
+    a_lo = a - a_hi
+    b_hi = b * VELTKAMP - (b * VELTKAMP - b)
+    b_lo = b - b_hi
+    lo = ((a_hi * b_hi - hi) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+    return hi, lo
 
 
 class Masked(NamedTuple):

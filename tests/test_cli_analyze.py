@@ -118,3 +118,168 @@ def test_usage_errors_exit_2(capsys):
 def test_help_has_an_example(capsys):
     assert main(["analyze", "--help"]) == 0
     assert "tcp-analyzer analyze trace.pcap" in capsys.readouterr().out
+
+
+# -- errors: one line and exit 1, never a traceback; no table left that is not this run's ----------------
+TABLES = ("connections", "handshakes", "retransmissions")
+
+
+def _tables_in(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.parametrize("make", ["folder", "missing"])
+def test_a_folder_or_missing_capture_is_one_line_exit_1(tmp_path, capsys, make):
+    path = tmp_path / "in"
+    if make == "folder":
+        path.mkdir()
+    assert main(["analyze", str(path), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tcp-analyzer: {path}: cannot open: ") and err.count("\n") == 1
+
+
+def test_output_folder_that_cannot_be_made_fails_before_the_analysis(cap, tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("a file where the folder would go")
+    monkeypatch.setattr("analyzer.commands.cli.analyze", lambda *a, **k: pytest.fail("analysis ran"))
+    assert main(["analyze", str(cap), "-o", str(tmp_path / "file" / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"tcp-analyzer: {tmp_path}/file/out: cannot write tables there: Not a directory\n"
+
+
+def test_a_full_disk_leaves_no_table_looking_complete(cap, tmp_path, capsys, monkeypatch):
+    """The disk fills while the handshakes table is written: exit 1 with one line; neither a half-written
+    table nor the earlier run's tables stay (none of them is this run's)."""
+    import errno
+
+    from analyzer.report import writers
+
+    out = tmp_path / "out"
+    assert main(["analyze", str(cap), "-o", str(out), "-q"]) == 0
+    real = writers._write_csv
+
+    def fill_up(table, path):
+        if ".handshakes." in path.name:
+            path.write_bytes(b"stream,client,cli")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(table, path)
+
+    monkeypatch.setattr(writers, "_write_csv", fill_up)
+    assert main(["analyze", str(cap), "-o", str(out), "-q"]) == 1
+    assert capsys.readouterr().err == f"tcp-analyzer: {out}: cannot write the tables: No space left on device\n"
+    assert _tables_in(out) == []
+
+
+def test_a_real_full_disk(tmp_path, capsys):
+    """The same on a 64 KiB tmpfs (root): the packet table of 2,000 segments does not fit."""
+    import subprocess
+
+    from .tcpbuild import Capture
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        big = Capture()
+        f = big.flow()
+        f.handshake()
+        for _ in range(1000):
+            f.c("PA", 10, dt=0.001)
+            f.s("A", dt=0.001)
+        big.write(tmp_path / "big.pcap")
+        assert main(["analyze", str(tmp_path / "big.pcap"), "-o", str(disk / "out"), "--packets", "-q"]) == 1
+        assert capsys.readouterr().err.endswith(": cannot write the tables: No space left on device\n")
+        assert _tables_in(disk / "out") == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_same_file_names_get_their_own_folders(cap, tmp_path, capsys):
+    """a/x.pcap and b/x.pcap: x.pcap/ and x.pcap-2/, each with its own capture's tables."""
+    from .tcpbuild import Capture
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "a" / "x.pcap").write_bytes(cap.read_bytes())
+    other = Capture()
+    other.flow().handshake()
+    other.write(tmp_path / "b" / "x.pcap")
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "a" / "x.pcap"), str(tmp_path / "b" / "x.pcap"), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["x.pcap", "x.pcap-2"]
+    assert len(read_table(out / "x.pcap" / "handshakes.csv", "handshakes")) == 2
+    assert len(read_table(out / "x.pcap-2" / "handshakes.csv", "handshakes")) == 1
+    assert f"Tables written to {out}/x.pcap-2/" in " ".join(capsys.readouterr().out.split())  # rich wraps lines
+
+
+def test_a_run_replaces_the_folders_tables_as_a_whole(cap, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "notes.txt").parent.mkdir()
+    (out / "notes.txt").write_text("the user's own file")
+    assert main(["analyze", str(cap), "-o", str(out), "--format", "parquet", "--packets", "-q"]) == 0
+    assert main(["analyze", str(cap), "-o", str(out), "-q"]) == 0
+    assert _tables_in(out) == ["connections.csv", "handshakes.csv", "notes.txt", "retransmissions.csv"]
+    (tmp_path / "bad.pcap").write_bytes(b"not a capture at all, just text\n")
+    assert main(["analyze", str(tmp_path / "bad.pcap"), "-o", str(out), "-q"]) == 1
+    assert _tables_in(out) == ["notes.txt"]
+
+
+def test_json_lists_every_capture_failed_ones_with_their_error(cap, tmp_path, capsys):
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"not a capture at all, just text\n")
+    out = tmp_path / "out"
+    assert main(["analyze", str(cap), str(bad), "-o", str(out), "--json"]) == 1
+    captured = capsys.readouterr()
+    ok, failed = json.loads(captured.out)
+    assert ok["capture"] == str(cap) and ok["connections"] == 2 and ok["tables"] == str(out / "two.pcap")
+    assert failed == {"capture": str(bad), "error": f"{bad} at offset 0: not a pcap or pcapng file (magic 6e6f7420)",
+                      "tables": None}
+    assert captured.err == f"tcp-analyzer: {failed['error']}\n"
+
+
+def test_json_format_floats_round_trip_in_shortest_form(tmp_path):
+    """Epoch seconds with nanoseconds need 17 digits; pandas' to_json kept 15. Each float is written as
+    Python's repr (shortest round-trip), so json.loads gives back exactly the table's value."""
+    from .tcpbuild import Capture
+
+    c = Capture(t0=1_700_000_000.123456789)
+    f = c.flow()
+    f.handshake()
+    f.c("PA", 100, dt=0.000_000_123)
+    f.c("PA", 100, dt=0.3, seq=1, advance=False)
+    c.write(tmp_path / "ns.pcap")
+    assert main(["analyze", str(tmp_path / "ns.pcap"), "-o", str(tmp_path / "out"), "--format", "json", "-q"]) == 0
+    report = analyzer.analyze(tmp_path / "ns.pcap")
+    text = (tmp_path / "out" / "retransmissions.jsonl").read_text()
+    (row,) = map(json.loads, text.splitlines())
+    want = float(report.retransmissions["ts"].iloc[0])
+    assert row["ts"] == want and f'"ts":{want!r},' in text and len(repr(want)) > 16
+
+
+def test_an_unreadable_capture_is_one_line_exit_1_as_a_missing_one(cap, capsys):
+    """As user nobody (root reads everything): a capture nobody may read is exit 1, one line, like a
+    missing one; click's own readability check made it a usage error (exit 2)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("running as user nobody needs root and setpriv (util-linux)")
+    base = Path(tempfile.mkdtemp(prefix="tcp-analyzer-unreadable-"))
+    try:
+        base.chmod(0o1777)
+        secret = base / "secret.pcap"
+        secret.write_bytes(cap.read_bytes())
+        secret.chmod(0o600)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(base), "TMPDIR": str(base),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                              "analyzer", "analyze", str(secret), "-o", str(base / "out")],
+                             capture_output=True, text=True, env=env, cwd=base, timeout=300)
+    finally:
+        shutil.rmtree(base)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr == f"tcp-analyzer: {secret}: cannot open: Permission denied\n"

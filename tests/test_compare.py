@@ -128,13 +128,28 @@ def test_compare_json_reports_counts(tmp_path, capsys):
     assert {r["class"]: r["tp"] for r in summary["per_class"]} == {"retransmission": 1, "out_of_order": 1}
 
 
-def test_compare_without_tshark_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+def test_compare_without_tshark_says_so_in_one_line_and_exits_3(tmp_path, capsys, monkeypatch):
+    """3, not 1: a script can tell "tshark is missing" from "the labels differ"."""
     path = tmp_path / "lossy.pcap"
     lossy_upload(path)
     monkeypatch.setenv("TSHARK", str(tmp_path / "no-such-tshark"))
-    assert main(["compare", str(path)]) == 1
+    assert main(["compare", str(path)]) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("tcp-analyzer: tshark not found") and "\n" not in err
+
+
+def test_compare_exit_codes_are_in_its_help_and_the_readme(capsys):
+    assert main(["compare", "--help"]) == 0
+    assert "3 tshark is not installed" in " ".join(capsys.readouterr().out.split())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "`compare`: 0 they agree, 1 they differ, 3 tshark is missing" in readme
+
+
+@needs_tshark
+def test_compare_folder_as_capture_is_one_line_exit_1(tmp_path, capsys):
+    assert main(["compare", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tcp-analyzer: {tmp_path}") and "\n" not in err
 
 
 @needs_tshark

@@ -142,6 +142,7 @@ def test_plot_rtt_without_established_connections_still_draws(tmp_path):
     ([], 2, "exactly one of --stream N or --rtt"),
     (["--stream", "0", "--rtt"], 2, "exactly one of --stream N or --rtt"),
     (["--stream", "0", "-o", "graph.jpeg"], 2, "use a .png, .svg or .pdf"),
+    (["--stream", "0", "--start", "5", "--end", "1"], 2, "--start 5 is after --end 1"),
 ])
 def test_plot_bad_arguments(lossy, tmp_path, capsys, args, code, message):
     if "-o" not in args:
@@ -166,3 +167,27 @@ def test_sequence_numbers_are_unwrapped_relative_to_the_isn(raw, base, want):
     from analyzer.report.plot import _unwrapped
 
     assert list(_unwrapped(np.array(raw, dtype=np.int64), base)) == want
+
+
+def test_plot_rtt_leaves_out_retried_handshakes_as_the_summary_does(tmp_path):
+    """Karn: a SYN-ACK retried 1 s later makes a 1 s "RTT" that is a timeout, not the path; the plot
+    shows the clean handshake only, counts the retried one in its title, and agrees with the summary."""
+    from analyzer.report import summarise
+
+    from .tcpbuild import MS, Capture
+
+    cap = Capture()
+    cap.flow(cport=40001).handshake()                                  # SYN, SYN-ACK +10 ms, ACK +2 ms
+    f = cap.flow(cport=40002)
+    f.c("S", dt=MS)
+    f.s("SA", dt=10 * MS)
+    f.s("SA", dt=1.0)                                                  # the SYN-ACK again, 1 s later
+    f.c("A", dt=2 * MS)
+    report = analyze(cap.write(tmp_path / "retry.pcap"))
+    assert report.handshakes["synack_retries"].tolist() == [0, 1]
+    fig = plot_rtt(report)
+    [ecdf] = [ln for ax in fig.axes for ln in ax.get_lines() if (ln.get_gid() or "").startswith("rtt_ecdf")]
+    assert np.allclose(ecdf.get_xdata(), [12.0])
+    assert fig._suptitle.get_text() == ("Handshake RTT over 1 established connections without retries "
+                                        "(1 with a retried SYN or SYN-ACK left out)")
+    assert summarise(report)["handshake_rtt_seconds"]["n"] == 1

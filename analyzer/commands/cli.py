@@ -1,18 +1,22 @@
 """The ``tcp-analyzer`` command: thin commands over the library.
 
 Each command parses its options, makes one library call and prints or writes the result. Library
-errors become one-line messages. Exit codes: 0 done, 1 some input could not be read, 2 usage.
+errors become one-line messages. Exit codes: 0 done, 1 some input could not be read or some table
+could not be written, 2 usage (``compare`` adds 3: tshark missing).
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import click
 
+from ..decode import TimeBound
 from ..errors import AnalyzerError
-from ..report import FORMATS, Report, analyze, summarise, summary_json
+from ..report import FORMATS, analyze, summarise
+from ..report.writers import OutputError, prepare_folder, remove_tables
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
@@ -69,8 +73,21 @@ def cli() -> None:
     """
 
 
+def time_bound(text: str | None, param: click.Parameter | None = None) -> TimeBound | None:
+    """``--start``/``--end``: epoch seconds, or ``+S`` after the capture's first frame; a usage error otherwise."""
+    try:
+        return None if text is None else TimeBound.parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
+
+# A capture is any path: a folder, a missing or an unreadable file is one input error (exit 1), as is a
+# file that is not a capture; click's own checks would make some of them usage errors (exit 2).
+CAPTURE = click.Path(readable=False)
+
+
 @cli.command("analyze")
-@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("captures", nargs=-1, required=True, type=CAPTURE)
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="tcp-analysis",
               show_default=True, help="folder for the tables (one subfolder per capture when several)")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
@@ -79,41 +96,93 @@ def cli() -> None:
 @click.option("--packets", is_flag=True, help="also write the packet table")
 @click.option("-q", "--quiet", is_flag=True, help="print nothing but errors")
 @click.option("--json", "as_json", is_flag=True, help="print a machine-readable summary instead")
-def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json):
+@click.option("-f", "--filter", "bpf", metavar="BPF", help="analyze only the frames this filter matches "
+              "(tcpdump's syntax, e.g. 'tcp port 443'); frame numbers stay the file's")
+@click.option("--start", callback=lambda ctx, param, text: time_bound(text, param), metavar="TIME",
+              help="analyze frames at or after TIME: epoch seconds (1700000000.5), or +S for S seconds after "
+                   "the capture's first frame (+5)")
+@click.option("--end", callback=lambda ctx, param, text: time_bound(text, param), metavar="TIME",
+              help="analyze frames before TIME (the same two forms)")
+def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, start, end):
     """Analyze captures; write connections, handshakes and retransmissions tables.
+
+    A folder's tables are replaced as a whole: tables of an earlier run there (another format, a
+    packets table) are removed, and none are left for a capture that could not be read.
 
     \b
     Example:
       tcp-analyzer analyze trace.pcap -o out/ --format parquet
       tcp-analyzer analyze a.pcap b.pcapng -o out/    # out/a.pcap/, out/b.pcapng/
+      tcp-analyzer analyze x/t.pcap y/t.pcap -o out/  # out/t.pcap/, out/t.pcap-2/
+      tcp-analyzer analyze trace.pcap -f 'tcp port 443' --start +5 --end +10
     """
     from .console import Progress, print_summary
 
-    reports: list[Report] = []
+    if start is not None and end is not None and start.relative == end.relative and start.ns > end.ns:
+        raise click.BadParameter("--start is after --end", param_hint="--start/--end")
+    if engine != "native" and (bpf or start is not None or end is not None):
+        raise click.UsageError("-f, --start and --end work with the native engine")
+
+    folders = output_folders(Path(out_dir), captures)
+    try:
+        prepare_folder(out_dir)  # before any analysis: a folder that cannot be written fails at once
+    except OutputError as exc:
+        click.echo(f"tcp-analyzer: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    summaries: list[dict] = []
     status = EXIT_OK
-    for path in captures:
-        dest = Path(out_dir) if len(captures) == 1 else Path(out_dir) / Path(path).name
+    for path, dest in zip(captures, folders):
         try:
+            prepare_folder(dest)
             with Progress(enabled=not quiet and not as_json, label=Path(path).name,
                           summary=not quiet and not as_json) as progress:
-                report = analyze(path, engine=engine, packets=packets, progress=progress.update)
+                report = analyze(path, engine=engine, packets=packets, progress=progress.update, bpf=bpf,
+                                 start=start, end=end)
+            report.write(dest, format=fmt)
         except AnalyzerError as exc:
             click.echo(f"tcp-analyzer: {exc}", err=True)
+            if not isinstance(exc, OutputError):
+                _remove_tables(dest)
+            summaries.append({"capture": path, "error": str(exc), "tables": None})
             status = EXIT_INPUT
             continue
-        report.write(dest, format=fmt)
         for problem in report.stats.get("problems", []):
             click.echo(f"tcp-analyzer: {problem}", err=True)
         if report.stats.get("problems"):
             status = EXIT_INPUT
-        reports.append(report)
+        summaries.append({**summarise(report), "tables": str(dest)})
         if not quiet and not as_json:
-            print_summary(summarise(report), dest)
+            print_summary(summaries[-1], dest)
     if as_json:
-        click.echo(summary_json(reports))
+        click.echo(json.dumps(summaries, indent=2))
     global _quick_exit
     _quick_exit = True  # every file is written and closed
     sys.exit(status)
+
+
+def output_folders(out_dir: Path, captures) -> list[Path]:
+    """The folder of each capture: ``out_dir`` for one; else ``out_dir/<file name>``, with ``-2``, ``-3``...
+    added when names repeat (``a/x.pcap b/x.pcap``), so no capture's tables overwrite another's."""
+    if len(captures) == 1:
+        return [out_dir]
+    used: set[str] = set()
+    folders = []
+    for path in captures:
+        name = Path(path).name or "capture"
+        folder, k = name, 2
+        while folder in used:
+            folder, k = f"{name}-{k}", k + 1
+        used.add(folder)
+        folders.append(out_dir / folder)
+    return folders
+
+
+def _remove_tables(dest: Path) -> None:
+    """The capture failed: an earlier run's tables in its folder must not pass for this run's."""
+    try:
+        remove_tables(dest)
+    except OSError as exc:
+        click.echo(f"tcp-analyzer: {dest}: cannot remove the earlier tables: {exc.strerror or exc}", err=True)
 
 
 def run() -> None:

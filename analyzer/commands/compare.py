@@ -1,6 +1,6 @@
 """The ``compare`` command: thin over ``analyzer.report.compare``.
 
-Exit codes: 0 tshark and we agree, 1 they differ or the capture is unreadable, 2 usage.
+Exit codes: 0 tshark and we agree, 1 they differ or the capture is unreadable, 2 usage, 3 tshark missing.
 """
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import sys
 
 import click
 
-from ..errors import AnalyzerError
+from ..errors import AnalyzerError, EngineUnavailable
+from .cli import CAPTURE
 from .console import fail
 
-EXIT_OK, EXIT_DIFFER = 0, 1  # usage errors (2) are raised as click.UsageError
-
+EXIT_OK, EXIT_DIFFER, EXIT_NO_TSHARK = 0, 1, 3  # usage errors (2) are raised as click.UsageError
 
 
 @click.command("compare")
-@click.argument("capture", type=click.Path(dir_okay=False))
+@click.argument("capture", type=CAPTURE)
 @click.option("--json", "as_json", is_flag=True, help="print counts, disagreements and overruled labels as JSON")
 @click.option("--limit", type=int, default=200, show_default=True,
               help="list at most this many rows per table (0: all)")
@@ -28,7 +28,8 @@ def compare_cmd(capture: str, as_json: bool, limit: int) -> None:
     Our wireshark_kind column reproduces Wireshark's own rules: every frame where it and tshark's label
     differ is listed as a disagreement. Then the frames where our kind (the cause the evidence supports)
     says something else than tshark, with the evidence: not disagreements, the point of the tool.
-    Exit status: 0 they agree, 1 they differ or the capture could not be read, 2 usage.
+    Exit status: 0 they agree, 1 they differ or the capture could not be read, 2 usage, 3 tshark is
+    not installed (or $TSHARK names no program).
 
     \b
     Example:
@@ -39,6 +40,8 @@ def compare_cmd(capture: str, as_json: bool, limit: int) -> None:
 
     try:
         result = compare(capture)
+    except EngineUnavailable as exc:
+        fail(exc, EXIT_NO_TSHARK)
     except AnalyzerError as exc:
         fail(exc)
     if as_json:

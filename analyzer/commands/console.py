@@ -21,12 +21,12 @@ EXIT_ERROR = 1  # some input could not be read, or the command failed (the codes
 PROGRESS_AFTER_S = 1.0  # show the bar only for work that takes longer than this
 
 
-def fail(exc: BaseException) -> NoReturn:
-    """End a command with the one-line message of ``exc`` on stderr and exit code 1."""
+def fail(exc: BaseException, code: int = EXIT_ERROR) -> NoReturn:
+    """End a command with the one-line message of ``exc`` on stderr and exit ``code`` (1 by default)."""
     import click
 
     click.echo(f"tcp-analyzer: {exc}", err=True)
-    sys.exit(EXIT_ERROR)
+    sys.exit(code)
 
 
 class Progress:
@@ -116,7 +116,8 @@ def print_summary(s: dict, dest: Path | None = None, console: Console | None = N
     from rich.table import Table
 
     con = console or Console(highlight=False)
-    con.print(f"[bold]{s['capture']}[/bold]: {s['frames']:,} frames, {s['tcp_segments']:,} TCP segments, "
+    left_out = f" ({s['filtered_out_frames']:,} more left out by the filter)" if s.get("filtered_out_frames") else ""
+    con.print(f"[bold]{s['capture']}[/bold]: {s['frames']:,} frames{left_out}, {s['tcp_segments']:,} TCP segments, "
               f"{s['connections']:,} connections")
     con.print(_counts("Handshakes", "outcome", s["handshakes"]))
     rtt = s["handshake_rtt_seconds"]

@@ -6,14 +6,14 @@ import sys
 import click
 
 from ..errors import AnalyzerError
+from .cli import CAPTURE
 from .console import fail
 
 EXIT_OK = 0
 
 
-
 @click.command("plot")
-@click.argument("capture", type=click.Path(dir_okay=False))
+@click.argument("capture", type=CAPTURE)
 @click.option("-s", "--stream", type=int, help="connection to draw (tcp.stream number)")
 @click.option("--rtt", is_flag=True, help="draw the handshake RTT distribution instead")
 @click.option("--reverse", is_flag=True, help="draw the server->client direction (default: client->server)")
@@ -43,6 +43,8 @@ def plot_cmd(capture: str, stream: int | None, rtt: bool, reverse: bool, start: 
 
     if rtt == (stream is not None):
         raise click.UsageError("give exactly one of --stream N or --rtt")
+    if start is not None and end is not None and start > end:
+        raise click.BadParameter(f"--start {start:g} is after --end {end:g}", param_hint="--start/--end")
     name = Path(capture).name
     out = out or (f"{name}-rtt.png" if rtt else f"{name}-stream{stream}.png")
     if Path(out).suffix.lower() not in (".png", ".svg", ".pdf"):

@@ -11,9 +11,9 @@ packet-table batches), ``tshark`` (the same table from tshark's dissectors, thro
 ...     print(len(batch))
 """
 from .decoder import Decoder, decode_batch
-from .reader import (ANALYZE_BATCH, DEFAULT_BATCH, ENGINES, PREFETCH, PacketReader, iter_packets, prefetched,
-                     read_packets)
+from .reader import (ANALYZE_BATCH, DEFAULT_BATCH, ENGINES, PREFETCH, FrameSelection, PacketReader, TimeBound,
+                     frame_selection, iter_packets, prefetched, read_packets)
 from .store import Codes, ColumnStore, to_frame
 
-__all__ = ["Decoder", "decode_batch", "PacketReader", "iter_packets", "read_packets", "prefetched", "ColumnStore",
+__all__ = ["Decoder", "decode_batch", "PacketReader", "FrameSelection", "TimeBound", "frame_selection", "iter_packets", "read_packets", "prefetched", "ColumnStore",
            "Codes", "to_frame", "ENGINES", "DEFAULT_BATCH", "ANALYZE_BATCH", "PREFETCH"]

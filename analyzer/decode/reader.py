@@ -11,10 +11,15 @@ import os
 import queue
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..errors import AnalyzerError
 from ..sources.frames import FrameBatch
+from .store import Q_FRAME, ColumnStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,16 +30,93 @@ DEFAULT_BATCH = 262_144
 # the few recycled stores stay in the CPU caches and need fewer fresh pages (see PacketReader.stores)
 ANALYZE_BATCH = 32_768
 PREFETCH = 2  # batches read ahead by the prefetch thread
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class TimeBound:
+    """One end of a time window: ``ns`` since the epoch, or since the capture's first frame (``relative``).
+
+    Text: ``1700000000.25`` is absolute epoch seconds, ``+5`` five seconds after the first frame
+    (decimal, exact to the nanosecond).
+
+    >>> TimeBound.parse("+1.5")
+    TimeBound(ns=1500000000, relative=True)
+    """
+
+    ns: int
+    relative: bool = False
+
+    @classmethod
+    def parse(cls, text: str | float) -> "TimeBound":
+        text = str(text).strip()
+        try:
+            seconds = Decimal(text)
+        except InvalidOperation:
+            raise ValueError(f"{text!r} is not a time: give epoch seconds (1700000000.5) or seconds after "
+                             "the first frame (+5)") from None
+        if not seconds.is_finite():
+            raise ValueError(f"{text!r} is not a time")
+        # a frame at or after the exact bound: compare with the bound rounded up to a whole nanosecond
+        ns = int((seconds * NS_PER_S).to_integral_value(rounding=ROUND_CEILING))
+        return cls(ns, relative=text.startswith("+"))
+
+
+class FrameSelection:
+    """Which frames of a capture to keep: a BPF filter (tcpdump's syntax, ``sources.bpf``) and a time
+    window, ``start <= time < end`` (as editcap -A/-B). Kept frames keep their frame numbers in the file."""
+
+    def __init__(self, bpf: str | None = None, start: TimeBound | None = None, end: TimeBound | None = None):
+        from ..sources.bpf import BpfFilter
+
+        self.bpf = BpfFilter(bpf) if bpf else None
+        self.start, self.end = start, end
+        self.first_ns: int | None = None  # the capture's first frame, for relative bounds
+        self.dropped = 0
+
+    def apply(self, batch: FrameBatch, big_endian: bool = False) -> tuple[FrameBatch, np.ndarray | None]:
+        """(the kept frames as a batch, their indices in ``batch``; None when all are kept). ``big_endian``:
+        the file's byte order (a BSD loopback header is in the capturing host's order)."""
+        if self.first_ns is None and len(batch):
+            self.first_ns = int(batch.ts_ns[0])
+        keep = self.bpf.match(batch, big_endian) if self.bpf else np.ones(len(batch), dtype=bool)
+        for bound, later in ((self.start, True), (self.end, False)):
+            if bound is not None:
+                at = bound.ns + (self.first_ns if bound.relative else 0)
+                keep &= (batch.ts_ns >= at) if later else (batch.ts_ns < at)
+        if keep.all():
+            return batch, None
+        kept = np.flatnonzero(keep)
+        self.dropped += len(batch) - len(kept)
+        return replace(batch, offsets=batch.offsets[kept], caplens=batch.caplens[kept],
+                       wirelens=batch.wirelens[kept], ts_ns=batch.ts_ns[kept], linktypes=batch.linktypes[kept],
+                       interfaces=batch.interfaces[kept]), kept
+
+
+def frame_selection(bpf: str | None = None, start: TimeBound | str | float | None = None,
+                    end: TimeBound | str | float | None = None) -> FrameSelection | None:
+    """A ``FrameSelection`` from a filter expression and time bounds (``TimeBound`` or its text); None for none.
+    Raises ``AnalyzerError`` for a bound that is not a time."""
+    if not bpf and start is None and end is None:
+        return None
+    try:
+        start, end = (b if b is None or isinstance(b, TimeBound) else TimeBound.parse(b) for b in (start, end))
+    except ValueError as exc:
+        raise AnalyzerError(str(exc)) from None
+    return FrameSelection(bpf, start, end)
 
 
 class PacketReader:
     """Iterates a capture as packet-table DataFrames, one per batch of frames.
 
     After iteration, ``stats`` holds frames read, TCP segments, skipped frames by reason and the
-    one-line ``problems`` met (damage that stopped the reading early).
+    one-line ``problems`` met (damage that stopped the reading early). With ``select`` (a
+    ``FrameSelection``), only the frames it keeps are decoded; ``stats["filtered_out"]`` counts the others.
+    With ``nullable``, the DataFrames are in the form for people (``store.nullable_packets``).
     """
 
-    def __init__(self, path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False):
+    def __init__(self, path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False,
+                 select: FrameSelection | None = None, nullable: bool = False):
         from ..sources.files import FrameSource
         from .decoder import Decoder
 
@@ -43,6 +125,8 @@ class PacketReader:
         self.path = path
         self.batch_size = batch_size
         self.prefetch = prefetch
+        self.select = select
+        self.nullable = nullable
         self._source = FrameSource(path)  # raises CaptureError at once for a non-capture
         self._decoder = Decoder()
         self.format = self._source.format
@@ -52,7 +136,21 @@ class PacketReader:
         s = self._decoder.stats.as_dict()
         s["format"] = self.format
         s["problems"] = list(self._source.problems)
+        s["filtered_out"] = self.select.dropped if self.select else 0
         return s
+
+    def _decode(self, batch: FrameBatch, store: ColumnStore) -> None:
+        """Decode ``batch`` (what the selection keeps of it) into ``store``; rows keep the file's frame numbers."""
+        if self.select is not None:
+            src = self._source
+            batch, kept = self.select.apply(batch, src.pcap_header.big_endian if self.format == "pcap" else src.big)
+            if kept is not None:
+                start = store.n
+                self._decoder.decode_into(batch, store, code_addresses=False)
+                frames = store.mats[0][Q_FRAME, start:store.n]
+                frames[:] = batch.first_frame + kept[frames - batch.first_frame]
+                return
+        self._decoder.decode_into(batch, store, code_addresses=False)
 
     def stores(self, recycle: int = 0) -> Iterator:
         """Yield one ``ColumnStore`` per batch of ``batch_size`` frames (the internal form).
@@ -65,8 +163,6 @@ class PacketReader:
         (the caller holds no reference to it by then): the same few stores' memory is used over and
         over, which saves a page fault per 4 KiB of rows (a third of ``analyze``'s time on some VMs).
         """
-        from .store import ColumnStore
-
         ring: list[ColumnStore] = []
 
         def new_store() -> ColumnStore:
@@ -81,7 +177,7 @@ class PacketReader:
 
         store, frames = new_store(), 0
         for batch in self._source.batches(lambda: self.batch_size - frames):
-            self._decoder.decode_into(batch, store, code_addresses=False)
+            self._decode(batch, store)
             frames += len(batch)
             if frames >= self.batch_size:
                 self._decoder.code_addresses(store)
@@ -97,10 +193,8 @@ class PacketReader:
         return self._decoder.addresses
 
     def _frames(self) -> Iterator[pd.DataFrame]:
-        from .store import to_frame
-
         for store in self.stores():
-            df = to_frame(store)
+            df = self._frame(store)
             df.attrs["stats"] = self.stats
             yield df
 
@@ -119,19 +213,22 @@ class PacketReader:
         Rows go straight into one store sized from the file size and the first piece's frame size
         (it grows if the guess was short), so the table is built once, without a final copy.
         """
-        from .store import ColumnStore, to_frame
-
         store = None
         for batch in self._source.batches(self.batch_size):
             if store is None:
                 store = ColumnStore(self._estimate_rows(batch))
-            self._decoder.decode_into(batch, store, code_addresses=False)
+            self._decode(batch, store)
         self._decoder.finish()
         store = store or ColumnStore(0)
         self._decoder.code_addresses(store)
-        df = to_frame(store)
+        df = self._frame(store)
         df.attrs["stats"] = self.stats
         return df
+
+    def _frame(self, store: ColumnStore) -> pd.DataFrame:
+        from .store import nullable_packets, to_frame
+
+        return nullable_packets(to_frame(store)) if self.nullable else to_frame(store)
 
     def _estimate_rows(self, first: FrameBatch) -> int:
         size = self._source.file_size()
@@ -177,28 +274,42 @@ def prefetched(it: Iterator, depth: int) -> Iterator:
         thread.join()
 
 
-def iter_packets(path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False) -> PacketReader:
-    """Read a capture batch by batch; memory stays flat whatever the file size.
+def iter_packets(path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False, *, bpf: str | None = None,
+                 start=None, end=None, nullable: bool = False) -> PacketReader:
+    """Read a capture batch by batch; memory stays flat whatever the file size. ``bpf``, ``start``, ``end``,
+    ``nullable``: as ``read_packets``.
 
     >>> reader = iter_packets("captures/demo.pcap", batch_size=10_000)   # doctest: +SKIP
     >>> total = sum(len(df) for df in reader); reader.stats["frames"]     # doctest: +SKIP
     """
-    return PacketReader(path, batch_size, prefetch)
+    return PacketReader(path, batch_size, prefetch, frame_selection(bpf, start, end), nullable)
 
 
-def read_packets(path, engine: str = "native") -> pd.DataFrame:
+def read_packets(path, engine: str = "native", *, bpf: str | None = None, start=None, end=None,
+                 nullable: bool = False) -> pd.DataFrame:
     """Read a whole capture into the packet table (one row per TCP segment).
 
-    ``df.attrs["stats"]`` says how many frames were read and skipped, and why.
+    ``df.attrs["stats"]`` says how many frames were read and skipped, and why. ``bpf``: keep only the
+    frames this filter (tcpdump's syntax) matches; ``start``/``end``: only frames at or after ``start``
+    and before ``end``, epoch seconds or text ``"+5"`` (seconds after the first frame). Frame numbers
+    stay those of the file. ``nullable``: NA instead of -1 for absent values (``mss``, ``wscale``,
+    ``tsval``, ``tsecr``, ``ip_id``, ``vlan``, ``vlan_inner``, ``tfo_cookie_len`` as nullable Int
+    columns) and a ``time`` column (datetime64[ns, UTC]) beside ``ts``; the default is the declared form
+    (``schema.PACKET_COLUMNS``), which the TCP engine and the written tables use.
 
     >>> df = read_packets("captures/demo.pcap")                          # doctest: +SKIP
     >>> df[["frame", "src", "sport", "dst", "dport", "flags"]].head()    # doctest: +SKIP
     """
+    select = frame_selection(bpf, start, end)
     if engine == "pyshark":
+        if select is not None:
+            raise AnalyzerError("a BPF filter or a time window needs the native engine")
+        from .store import nullable_packets
         from .tshark import read_packets_pyshark
 
-        return read_packets_pyshark(os.fspath(path))
+        df = read_packets_pyshark(os.fspath(path))
+        return nullable_packets(df) if nullable else df
     if engine != "native":
         raise AnalyzerError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    return PacketReader(path).read_all()
+    return PacketReader(path, select=select, nullable=nullable).read_all()
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ..schema import PACKET_COLUMNS, SACK_MAX_BLOCKS
+from ..table import seconds, with_times
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +41,10 @@ Q_SPORT, Q_DPORT, Q_FLAGS, Q_WIN = range(4)
 Q_IFACE, Q_TTL, Q_HLEN, Q_WS, Q_TFO = range(5)
 Q_IPVER, Q_SACKN = range(2)
 Q_FRAG, Q_TRUNC, Q_SACKP = range(3)
+
+# Columns where -1 means absent (the engine and the files keep -1); the API's nullable form shows NA there.
+ABSENT_IS_MINUS_ONE = {"vlan": "Int32", "vlan_inner": "Int32", "ip_id": "Int32", "mss": "Int32", "wscale": "Int16",
+                       "tsval": "Int64", "tsecr": "Int64", "tfo_cookie_len": "Int16"}
 
 
 class Codes(NamedTuple):
@@ -86,7 +91,7 @@ class ColumnStore:
         if name in ("src", "dst"):
             return Codes(self.column(name + "_id"), self.addresses)
         if name == "ts":
-            return self.column("ts_ns") / 1e9
+            return seconds(self.column("ts_ns"))
         return self.column(name)
 
     def words(self, prefix: str) -> np.ndarray:
@@ -120,6 +125,18 @@ class ColumnStore:
             m[:, start:self.n] = m[:, start:self.n][:, order]
 
 
+def nullable_packets(df: pd.DataFrame) -> pd.DataFrame:
+    """The packet table as people read it: NA, not -1, where a value is absent (nullable Int dtypes, no
+    copy of the values), and ``time`` (datetime64[ns, UTC], exact from ``ts_ns``) beside ``ts``."""
+    import pandas as pd
+
+    out = df.copy(deep=False)
+    for name, dtype in ABSENT_IS_MINUS_ONE.items():
+        values = out[name].to_numpy()
+        out[name] = pd.arrays.IntegerArray(values.astype(dtype.lower(), copy=False), values == -1)
+    return with_times(out)
+
+
 def to_frame(store: ColumnStore) -> pd.DataFrame:
     """The packet table over ``store``'s rows, columns in the declared order and dtypes (no copy)."""
     import pandas as pd
@@ -128,7 +145,7 @@ def to_frame(store: ColumnStore) -> pd.DataFrame:
     data = {}
     for c in PACKET_COLUMNS:
         if c.name == "ts":
-            data["ts"] = store.column("ts_ns") / 1e9
+            data["ts"] = seconds(store.column("ts_ns"))
         elif c.name in ("src", "dst"):
             data[c.name] = pd.Categorical.from_codes(store.column(c.name + "_id"), dtype=cats)
         else:

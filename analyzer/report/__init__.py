@@ -9,8 +9,8 @@ counts), ``writers`` (CSV, Parquet, JSON lines), ``live`` (a live capture analyz
 >>> report.write("out", format="parquet")                             # doctest: +SKIP
 """
 from .pipeline import analyze
-from .report import TABLES, Report, summarise, summary_json
+from .report import TABLES, Report, summarise
 from .writers import FORMATS, read_table, table_columns, write_table
 
-__all__ = ["analyze", "Report", "TABLES", "FORMATS", "summarise", "summary_json", "read_table", "table_columns",
+__all__ = ["analyze", "Report", "TABLES", "FORMATS", "summarise", "read_table", "table_columns",
            "write_table"]

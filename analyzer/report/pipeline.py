@@ -9,22 +9,27 @@ import os
 from collections.abc import Callable, Iterable
 
 from .. import schema
-from ..decode import ANALYZE_BATCH, PREFETCH, PacketReader, prefetched, read_packets
+from ..decode import ANALYZE_BATCH, PREFETCH, PacketReader, frame_selection, prefetched, read_packets
 from .report import Report
 
 
 def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_size: int = ANALYZE_BATCH,
-            progress: Callable[[int, int], None] | None = None) -> Report | list[Report]:
+            progress: Callable[[int, int], None] | None = None, *, bpf: str | None = None, start=None,
+            end=None) -> Report | list[Report]:
     """Analyze one capture (returns a ``Report``) or several (returns a list, one per capture).
 
+    ``bpf``, ``start``, ``end`` keep only some frames, as in ``read_packets`` (a BPF filter in tcpdump's
+    syntax; epoch seconds or ``"+5"``, seconds after the first frame); frame numbers stay the file's.
     With the native engine, a thread reads and decodes the capture batch by batch, ``PREFETCH`` batches
     ahead, while this one runs the TCP engine on them (the compiled passes of both release the GIL)."""
     if isinstance(path_or_paths, (list, tuple)):
-        return [analyze(p, engine, packets, batch_size, progress) for p in path_or_paths]
+        return [analyze(p, engine, packets, batch_size, progress, bpf=bpf, start=start, end=end)
+                for p in path_or_paths]
     path = os.fspath(path_or_paths)
+    select = frame_selection(bpf, start, end)
     kept: list = []
     if engine == "native":
-        reader = PacketReader(path, batch_size)
+        reader = PacketReader(path, batch_size, select=select)
         # decoding starts now, while the engine loads. Without the packet table, the engine keeps no
         # reference to a store once it asks for the next one: PREFETCH + 2 stores are enough, reused
         stores = prefetched(reader.stores(recycle=0 if packets else PREFETCH + 2), PREFETCH)
@@ -49,7 +54,7 @@ def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_
     else:
         from ..tcp import analyze_batches
 
-        df = read_packets(path, engine=engine)
+        df = read_packets(path, engine=engine, bpf=bpf, start=start, end=end)
         kept = [df] if packets else []
         tables = analyze_batches([df])
         stats = dict(df.attrs.get("stats", {}))

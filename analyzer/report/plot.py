@@ -26,6 +26,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from ..schema import TH_ACK, TH_FIN, TH_SYN
+from .report import path_rtt
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
 DIRECTIONS = ("client->server", "server->client")
@@ -293,6 +294,8 @@ def marked_frames(fig: Figure) -> dict[str, list[int]]:
 def plot_rtt(reports, out: str | os.PathLike | None = None, *, size: tuple[float, float] = (10, 4.5)) -> Figure:
     """Histogram and ECDF of ``handshake_rtt`` (ms) over established connections, one series per report.
 
+    As the summary does (Karn, ``report.path_rtt``), handshakes whose SYN or SYN-ACK was retried are left
+    out, and counted in the title: their RTT includes a retransmission timeout, not just the path.
     ``reports``: a Report, a list of them, or a handshakes DataFrame.
 
     >>> fig = plot_rtt(analyzer.analyze("captures/demo.pcap"), "rtt.png")          # doctest: +SKIP
@@ -301,11 +304,13 @@ def plot_rtt(reports, out: str | os.PathLike | None = None, *, size: tuple[float
         reports = [reports]
     fig = _new_figure(size)
     hist, ecdf = fig.subplots(1, 2)
-    total = 0
+    total = retried = 0
     for rep in reports:
         hs, name = (rep, "handshakes") if isinstance(rep, pd.DataFrame) else (rep.handshakes, Path(rep.capture).name)
-        est = hs[hs["outcome"] == "established"]
-        ms = pd.to_numeric(est["handshake_rtt"], errors="coerce").dropna().to_numpy(float) * 1e3
+        retries = [hs[c] if c in hs else np.zeros(len(hs)) for c in ("syn_retries", "synack_retries")]
+        clean = path_rtt(hs["outcome"], *retries)
+        retried += int(np.count_nonzero((hs["outcome"] == "established").to_numpy(bool) & ~clean))
+        ms = pd.to_numeric(hs["handshake_rtt"][clean], errors="coerce").dropna().to_numpy(float) * 1e3
         total += len(ms)
         if not len(ms):
             continue
@@ -323,7 +328,8 @@ def plot_rtt(reports, out: str | os.PathLike | None = None, *, size: tuple[float
         if total:
             ax.legend(fontsize="small")
         else:
-            ax.text(0.5, 0.5, "no established handshakes", transform=ax.transAxes, ha="center")
-    fig.suptitle(f"Handshake RTT over {total} established connections")
+            ax.text(0.5, 0.5, "no established handshakes without retries", transform=ax.transAxes, ha="center")
+    left_out = f" ({retried} with a retried SYN or SYN-ACK left out)" if retried else ""
+    fig.suptitle(f"Handshake RTT over {total} established connections without retries{left_out}")
     _save(fig, out)
     return fig

@@ -7,15 +7,15 @@
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from ..table import Table
-from .writers import FORMATS, _in_threads, write_table
+from .. import schema
+from ..table import Table, with_times
+from .writers import FORMATS, replace_tables, table_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,7 +30,9 @@ class Report:
 
     Tables may be given as DataFrames or as the engine's raw ``table.Table``; the attributes
     ``connections``, ``handshakes``, ``retransmissions`` and ``packets`` are always DataFrames (made on
-    first access). ``write(format="csv")`` and ``summary()`` work on the raw form, without pandas."""
+    first access). The three report tables show a UTC datetime column beside each float-seconds one
+    (``time`` beside ``ts``, ``syn_time`` beside ``syn_ts``...: ``table.with_times``); the files do not
+    have them. ``write(format="csv")`` and ``summary()`` work on the raw form, without pandas."""
 
     def __init__(self, capture: str, connections: AnyTable, handshakes: AnyTable, retransmissions: AnyTable,
                  stats: dict | None = None, packets: AnyTable | None = None):
@@ -44,7 +46,10 @@ class Report:
     def _frame(self, name: str) -> pd.DataFrame:
         t = self._tables[name]
         if isinstance(t, Table):
-            t = self._tables[name] = t.to_pandas()
+            t = t.to_pandas()
+        if name in TABLES:
+            t = with_times(t)
+        self._tables[name] = t
         return t
 
     connections = property(lambda self: self._frame("connections"),
@@ -79,19 +84,19 @@ class Report:
         return s.to_numpy(dtype=float, na_value=np.nan) if s.hasnans else s.to_numpy()
 
     def write(self, out_dir: str | os.PathLike, format: str = "csv") -> list[Path]:
-        """Write each table as ``<table>.csv`` / ``.parquet`` / ``.jsonl`` into ``out_dir``."""
+        """Write each table as ``<table>.csv`` / ``.parquet`` / ``.jsonl`` into ``out_dir``, replacing the
+        tables of an earlier run there as a whole (``writers.replace_tables``); ``OutputError`` when they
+        cannot be written."""
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        jobs = [(self._tables[name] if format == "csv" else self._frame(name),
-                 out / f"{name}.{'jsonl' if format == 'json' else format}") for name in self._tables]
-        if format == "csv" and len(jobs) > 1:
-            _in_threads([lambda t=t, p=p: write_table(t, p, format) for t, p in jobs])
-        else:
-            for t, p in jobs:
-                write_table(t, p, format)
-        return [p for _, p in jobs]
+        return replace_tables(out_dir, {name: self._written(name, format) for name in self._tables}, format)
+
+    def _written(self, name: str, format: str) -> AnyTable:
+        """A table as written: the raw form where there is one (CSV, JSON), else its declared columns."""
+        t = self._tables[name]
+        if isinstance(t, Table) and format != "parquet":
+            return t
+        return schema.conform(self._frame(name), table_columns(name))
 
     def summary(self) -> dict:
         """A machine-readable summary (what ``analyze --json`` prints)."""
@@ -116,6 +121,13 @@ def _label_counts(labels: np.ndarray) -> dict[str, int]:
     return {str(k): int(n) for k, n in zip(values.tolist(), counts.tolist())}
 
 
+def path_rtt(outcome, syn_retries, synack_retries) -> np.ndarray:
+    """Which handshakes' RTT measures the path (Karn): established, with neither the SYN nor the SYN-ACK
+    retried; a retried one's sample includes a retransmission timeout (a 1 s SYN-ACK retry is not 1 s of path)."""
+    return ((np.asarray(outcome, dtype=object) == "established") & (np.asarray(syn_retries, dtype=float) == 0)
+            & (np.asarray(synack_retries, dtype=float) == 0))
+
+
 def summarise(report: Report, top: int = 5) -> dict:
     """Counts a person wants first: outcomes, RTT percentiles, retransmissions by kind, worst flows."""
     col = report.column
@@ -131,14 +143,12 @@ def summarise(report: Report, top: int = 5) -> dict:
                           "server": f"{c['server'][i]}:{c['server_port'][i]}",
                           "retransmissions": int(c["retransmissions"][i]),
                           "retransmitted_bytes": int(c["retransmitted_bytes"][i])})
-    # RTT percentiles use clean handshakes only (Karn): with a retried SYN or SYN-ACK the sample
-    # includes a retransmission timeout, not just the path.
     outcome = col("handshakes", "outcome")
-    clean = (outcome == "established") & (np.asarray(col("handshakes", "syn_retries"), dtype=float) == 0) \
-        & (np.asarray(col("handshakes", "synack_retries"), dtype=float) == 0)
+    clean = path_rtt(outcome, col("handshakes", "syn_retries"), col("handshakes", "synack_retries"))
     return {
         "capture": report.capture,
         "frames": int(report.stats.get("frames", 0)),
+        "filtered_out_frames": int(report.stats.get("filtered_out", 0)),
         "tcp_segments": int(report.stats.get("tcp_segments", 0)),
         "connections": int(len(col("connections", "stream"))),
         "handshakes": _label_counts(outcome),
@@ -148,7 +158,3 @@ def summarise(report: Report, top: int = 5) -> dict:
         "skipped_frames": dict(report.stats.get("skipped", {})),
         "problems": list(report.stats.get("problems", [])),
     }
-
-
-def summary_json(reports: list[Report]) -> str:
-    return json.dumps([summarise(r) for r in reports], indent=2)

@@ -1,13 +1,24 @@
-"""Writing and reading report tables: CSV (through Arrow's writer), Parquet, JSON lines."""
+"""Writing and reading report tables: CSV (through Arrow's writer), Parquet, JSON lines.
+
+A run's tables replace the earlier run's in their folder as a whole (``replace_tables``): each is written
+under a temporary name beside its final one and renamed when all are complete, so a full disk or an
+interrupted run never leaves a half-written table under a table's name, nor a stale table of an earlier
+run (another format, a ``packets`` table) beside the new ones.
+"""
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
+import numpy as np
+
 from .. import schema
-from ..table import Table
+from ..errors import AnalyzerError
+from ..table import Masked, Table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -15,6 +26,12 @@ if TYPE_CHECKING:
     AnyTable = Union[pd.DataFrame, Table]
 
 FORMATS = ("csv", "parquet", "json")
+SUFFIXES = {"csv": "csv", "parquet": "parquet", "json": "jsonl"}  # file suffix of each format
+TABLE_NAMES = ("connections", "handshakes", "retransmissions", "packets")
+
+
+class OutputError(AnalyzerError):
+    """The tables could not be written (folder not writable, disk full)."""
 
 
 def table_columns(name: str) -> tuple[schema.Column, ...]:
@@ -44,16 +61,70 @@ def _in_threads(calls: list[Callable[[], None]]) -> None:
         raise errors[0]
 
 
+def table_path(out_dir: str | os.PathLike, name: str, format: str) -> Path:
+    return Path(out_dir) / f"{name}.{SUFFIXES[format]}"
+
+
+def prepare_folder(out_dir: str | os.PathLike) -> Path:
+    """Make ``out_dir`` if needed and check a file can be created in it (before a long analysis)."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write tables there: {exc.strerror or exc}") from None
+    return out
+
+
+def remove_tables(out_dir: str | os.PathLike) -> None:
+    """Delete the tables an earlier run left in ``out_dir`` (every table name, every format); nothing else."""
+    for name in TABLE_NAMES:
+        for format in FORMATS:
+            path = table_path(out_dir, name, format)
+            if path.is_file() or path.is_symlink():
+                path.unlink(missing_ok=True)
+
+
+def replace_tables(out_dir: str | os.PathLike, tables: dict[str, AnyTable], format: str) -> list[Path]:
+    """Write ``tables`` ({name: table}) into ``out_dir``, replacing the earlier run's tables as a whole.
+
+    On error (disk full, folder gone) the partial files are removed, and so are the earlier tables
+    (they are not this run's); the error is raised as one ``OutputError`` line."""
+    out = prepare_folder(out_dir)
+    token = os.urandom(4).hex()  # a name nobody can guess and plant first
+    parts = {name: out / f".{name}.{token}.part" for name in tables}
+    calls = [lambda t=t, p=parts[name]: write_table(t, p, format) for name, t in tables.items()]
+    try:
+        if format == "csv" and len(calls) > 1:
+            _in_threads(calls)
+        else:
+            for call in calls:
+                call()
+        remove_tables(out)
+        finals = [table_path(out, name, format) for name in tables]
+        for name, final in zip(tables, finals):
+            os.replace(parts[name], final)
+    except BaseException as exc:
+        for part in parts.values():
+            part.unlink(missing_ok=True)
+        remove_tables(out)
+        if isinstance(exc, OSError):
+            raise OutputError(f"{out}: cannot write the tables: {exc.strerror or exc}") from None
+        raise
+    return finals
+
+
 def write_table(table: AnyTable, path: Path, format: str) -> None:
-    """Write one table (a DataFrame, or a raw ``Table`` for CSV)."""
+    """Write one table (a DataFrame, or a raw ``Table`` for CSV and JSON)."""
     if format == "csv":
         _write_csv(table, path)
+    elif format == "json":
+        _write_jsonl(table, path)
     elif isinstance(table, Table):
         write_table(table.to_pandas(), path, format)
-    elif format == "parquet":
-        table.to_parquet(path, index=False)
     else:
-        table.to_json(path, orient="records", lines=True, date_format="iso", double_precision=15)
+        table.to_parquet(path, index=False)
 
 
 def _write_csv(table: AnyTable, path: Path) -> None:
@@ -75,6 +146,54 @@ def _write_csv(table: AnyTable, path: Path) -> None:
         pacsv.write_csv(arrow, f, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
 
 
+def _write_jsonl(table: AnyTable, path: Path) -> None:
+    """JSON lines, one object per row: floats in shortest round-trip form (``repr``; pandas' ``to_json``
+    keeps at most 15 digits, too few for epoch seconds with nanoseconds), missing values as null."""
+    if isinstance(table, Table):
+        names = [c.name for c in table.columns]
+        columns = [_json_texts(table.data[n]) for n in names]
+    else:
+        names = list(table.columns)
+        columns = [_json_texts(table[n]) for n in names]
+    keys = [json.dumps(n) + ":" for n in names]
+    with open(path, "w", encoding="utf-8") as f:
+        for row in zip(*columns):
+            f.write("{" + ",".join(k + v for k, v in zip(keys, row)) + "}\n")
+
+
+def _json_texts(column) -> list[str]:
+    """Each value of a column (a numpy array, a ``Masked`` pair or a pandas Series) as JSON text."""
+    values, missing = _values_and_missing(column)
+    if values.dtype.kind == "f":
+        missing = missing | np.isnan(values)
+        texts = list(map(repr, values.tolist()))
+    elif values.dtype.kind == "b":
+        texts = np.where(values, "true", "false").tolist()
+    elif values.dtype.kind in "iu":
+        texts = values.astype(str).tolist()
+    else:
+        texts = [json.dumps(v if isinstance(v, str) else str(v)) for v in values.tolist()]
+    for i in np.flatnonzero(missing).tolist():
+        texts[i] = "null"
+    return texts
+
+
+def _values_and_missing(column) -> tuple[np.ndarray, np.ndarray]:
+    """(values, missing) of a raw column or a pandas Series; text and categories as an object array."""
+    if isinstance(column, Masked):
+        return np.asarray(column.values), np.asarray(column.missing, dtype=bool)
+    if not hasattr(column, "isna"):
+        values = np.asarray(column)
+        if values.dtype != object:
+            return values, np.zeros(len(values), dtype=bool)
+        return values, np.fromiter((v is None for v in values.tolist()), dtype=bool, count=len(values))
+    missing = column.isna().to_numpy(dtype=bool)
+    numeric = column.dtype if isinstance(column.dtype, np.dtype) else getattr(column.dtype, "numpy_dtype", None)
+    if numeric is not None and numeric.kind in "biuf":  # numpy, or pandas' nullable Int64 / Float64 / boolean
+        return column.to_numpy(dtype=numeric, na_value=numeric.type(0)), missing
+    return column.astype(object).to_numpy(), missing
+
+
 def read_table(path: str | os.PathLike, name: str) -> pd.DataFrame:
     """Read a written table back with its declared dtypes (tests and notebooks use this)."""
     import pandas as pd
@@ -84,7 +203,7 @@ def read_table(path: str | os.PathLike, name: str) -> pd.DataFrame:
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
     elif path.suffix == ".jsonl":
-        df = pd.read_json(path, orient="records", lines=True, dtype=False)
+        df = pd.read_json(path, orient="records", lines=True, dtype=False, precise_float=True)
     else:
         df = pd.read_csv(path, dtype={c.name: object for c in cols if c.dtype in ("str", "string", "category")},
                          keep_default_na=False, na_values={c.name: [""] for c in cols
