@@ -138,7 +138,7 @@ def print_summary(s: dict, dest: Path | None = None, console: Console | None = N
     for p in s["problems"]:
         con.print(f"[red]Problem:[/red] {p}")
     if dest is not None:
-        con.print(f"Tables written to {dest}/")
+        con.print(f"Tables written to {dest}/", soft_wrap=True)  # a long path is never cut in two
 
 
 # -- live events and the demo's tables ---------------------------------------------------------------
