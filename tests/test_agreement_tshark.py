@@ -75,9 +75,12 @@ def test_wireshark_kind_is_tsharks_label(name):
     assert dict(zip(rx.frame[rx.wireshark_kind != ""], rx.wireshark_kind[rx.wireshark_kind != ""])) == theirs
     dup = set(rx.frame[rx.kind == "duplicate"]) & set(theirs)
     assert len(dup) == DUPLICATES.get(name, 0)
-    # stream ids, per frame: the engine's stream for each TCP frame equals tcp.stream
+    # stream ids, per frame: the engine's stream for each TCP frame equals tcp.stream; the row's time is
+    # exactly tshark's frame.time_epoch (the nearest double), so the two join
     streams = {int(r["frame.number"]): int(r["tcp.stream"]) for r in truth}
     assert all(streams[f] == s for f, s in zip(rx.frame, rx.stream))
+    epoch = {int(r["frame.number"]): float(r["frame.time_epoch"]) for r in truth}
+    assert all(epoch[f] == ts for f, ts in zip(rx.frame, rx.ts))
     irtt = {int(r["tcp.stream"]): float(r["tcp.analysis.initial_rtt"]) for r in truth if r["tcp.analysis.initial_rtt"]}
     hs = t.handshakes[(t.handshakes.outcome == "established") & (t.handshakes.syn_retries == 0)]
     off = {int(s): round(float(h) - irtt[int(s)], 6) for s, h in zip(hs.stream, hs.handshake_rtt)

@@ -27,7 +27,7 @@ How it runs tshark (through ``pyshark.FileCapture``)::
 Values, column by column (where tshark could be read two ways, the rule is stated):
 
 - ``frame`` = frame.number; ``ts_ns`` is parsed from the text of frame.time_epoch (9 fractional digits),
-  never through a float; ``ts = ts_ns / 1e9``.
+  never through a float; ``ts`` is the double nearest to ``ts_ns / 10**9``.
 - ``interface`` = frame.interface_id (0 when absent: pcap files); ``caplen``/``wirelen`` = frame.cap_len /
   frame.len.
 - ``vlan``/``vlan_inner``: the first and second 802.1Q (``vlan``) or 802.1ad (``ieee8021ad``) tag in
@@ -74,6 +74,7 @@ import pandas as pd
 
 from .. import schema
 from ..errors import AnalyzerError, CaptureError, EngineUnavailable
+from ..table import seconds
 
 DISPLAY_FILTER = "tcp && !icmp && !icmpv6"
 
@@ -100,7 +101,7 @@ PREFS = {
 INSTALL_HINT = "apt-get install tshark"
 
 _NSACK = schema.SACK_MAX_BLOCKS
-# The values ``_packet_row`` returns, in this order: every packet column except ``ts`` (= ts_ns / 1e9).
+# The values ``_packet_row`` returns, in this order: every packet column except ``ts`` (the double nearest to ts_ns / 10**9).
 ROW_FIELDS = tuple(c.name for c in schema.PACKET_COLUMNS if c.name != "ts")
 _ROW_ORDER = ("frame", "ts_ns", "interface", "vlan", "vlan_inner", "ip_version", "src", "dst", "ip_id", "ttl",
               "fragmented", "sport", "dport", "seq_raw", "ack_raw", "flags", "window", "tcp_hlen",
@@ -352,7 +353,7 @@ def _read(path: str, exe: str) -> pd.DataFrame:
         parts = [c[name] for c in chunks]
         col = parts[0] if len(parts) == 1 else np.concatenate(parts)
         data[name] = pd.Categorical(col) if _DTYPES[name] == "category" else col
-    data["ts"] = data["ts_ns"] / 1e9
+    data["ts"] = seconds(data["ts_ns"])
     df = schema.conform(pd.DataFrame(data), schema.PACKET_COLUMNS)
     df.attrs["stats"] = stats
     df.attrs["problems"] = problems

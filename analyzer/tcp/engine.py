@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from ..schema import CONNECTION_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS, TH_ACK, TH_FIN, TH_SYN
-from ..table import Masked, Table
+from ..table import Masked, Table, seconds
 from .connections import completeness, conn_states, histories
 from .flows import TupleTable, column_getter, readonly
 from .handshake import handshake_columns, outcomes
@@ -280,7 +280,7 @@ class Engine:
             "stream": idx, "client": client, "client_port": cport, "server": server, "server_port": sport,
             "vlan": Masked(conv["vlan"].copy(), conv["vlan"] < 0),
             "first_frame": conv["first_frame"], "last_frame": conv["last_frame"],
-            "first_ts": conv["first_ts"] / 1e9, "last_ts": conv["last_ts"] / 1e9,
+            "first_ts": seconds(conv["first_ts"]), "last_ts": seconds(conv["last_ts"]),
             "duration": (conv["last_ts"] - conv["first_ts"]) / 1e9,
             "client_pkts": side["pkts"][0], "server_pkts": side["pkts"][1],
             "client_bytes": side["bytes"][0], "server_bytes": side["bytes"][1],

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..jit import njit
 from ..schema import TH_ACK, TH_RST, TH_SYN
-from ..table import Masked
+from ..table import Masked, seconds
 from .state import NONE
 
 
@@ -153,7 +153,7 @@ def _float(v: np.ndarray, missing: np.ndarray):
 
 
 def _ts(ns: np.ndarray):
-    return _float(ns / 1e9, ns == NONE)
+    return _float(seconds(ns), ns == NONE)
 
 
 def _frame(v: np.ndarray):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..table import Masked
+from ..table import Masked, seconds
 from .sequence import (EV_ACKED, EV_CLOCK_BACK, EV_DUPACKS, EV_IPID_EARLIER, EV_IPID_LATER, EV_LATE, EV_PARTIAL,
                        EV_SACK, EV_SACKED, EV_SEEN, EV_SIMOPEN, EV_TIMING, EV_TSVAL_EARLIER, EV_TSVAL_LATER)
 from .state import NONE, NOTE_FIN_REPEATED, Evidence, Kind
@@ -159,7 +159,7 @@ def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarr
     text = lambda v: np.asarray(v, dtype=object)  # noqa: E731
     return {
         "frame": frame,
-        "ts": ts_ns / 1e9,
+        "ts": seconds(ts_ns),
         "stream": stream,
         "direction": text(directions(ev["dir"], client_dir)),
         "src": text(src), "sport": np.asarray(sport, dtype=np.int64),
