@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m compileall -q analyzer
+	$(PY) -m analyzer.report.kernels
 	touch $(STAMP)
 
 # Debian packages the tests and the demo use; installed only when root and missing.

@@ -11,6 +11,14 @@ stderr; with none usable, kernels are compiled in memory, uncached. ``NUMBA_CACH
 user is respected. This module sets ``NUMBA_CACHE_DIR`` before it imports numba, so it must be
 imported before numba is (``analyzer/__init__.py`` imports it first).
 
+Stale code. numba keys a cached kernel on its own file's contents only: a kernel that inlines a helper
+from another module (the engine's per-packet pass inlines ``wireshark.py``, ``handshake.py``...) would
+keep its old machine code after that helper changed, and an installed upgrade could run a mix of
+versions. So the kernels are cached in a subfolder named after a fingerprint of every source file of
+the package, numba's and Python's versions (``fingerprint``): any change means a fresh folder, and the
+folders of other fingerprints are removed. ``cache_ready()`` says whether this fingerprint's kernels were
+all compiled (``analyzer.report.kernels`` compiles them, ``make`` runs it at install time).
+
 Quick loads. Every kernel is compiled once and cached on disk (``cache=True``). Loading a cached kernel
 is quick, but numba first refreshes its whole compilation context: it imports and registers its typing
 and lowering tables (about 60 modules, ~0.17 s), which only compiling needs. That is a fifth of a
@@ -25,9 +33,12 @@ results (a test runs ``analyze`` both ways and compares the tables).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -98,15 +109,83 @@ def choose_cache(environ: Mapping[str, str], package_writable: bool) -> CacheCho
     return CacheChoice(None, False, f"tcp-analyzer: kernel cache {reason}; compiling without a cache (slower start)")
 
 
-def _apply(choice: CacheChoice) -> None:
-    if choice.folder is not None:
-        os.environ["NUMBA_CACHE_DIR"] = choice.folder
+def fingerprint(numba_version: str) -> str:
+    """A digest of every source file of the package and of numba's and Python's versions."""
+    digest = hashlib.sha256(f"{numba_version} {sys.version}".encode())
+    for folder, dirs, files in sorted(os.walk(PACKAGE_DIR)):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, PACKAGE_DIR).encode())
+            with open(path, "rb") as fh:
+                digest.update(fh.read())
+    return digest.hexdigest()[:16]
+
+
+def _versioned(base: str, name: str) -> str | None:
+    """``base/name``, made private (0700) if needed, with the other fingerprints' folders in ``base`` removed;
+    None when it cannot be made."""
+    path = os.path.join(base, name)
+    try:
+        os.makedirs(path, 0o700, exist_ok=True)
+        for other in os.listdir(base):
+            old = os.path.join(base, other)
+            if other != name and len(other) == len(name) and all(c in "0123456789abcdef" for c in other) \
+                    and os.path.isdir(old) and not os.path.islink(old):
+                shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        return None
+    return path
+
+
+CHOSEN = "TCP_ANALYZER_KERNEL_CACHE"  # set beside NUMBA_CACHE_DIR, so that child processes keep the same folder
+
+
+def _apply(choice: CacheChoice, name: str) -> CacheChoice:
+    """Point numba at this fingerprint's folder (see the module docstring); the choice actually made."""
+    inherited = os.environ.get("NUMBA_CACHE_DIR")
+    if inherited and os.environ.get(CHOSEN) == inherited and os.path.basename(inherited) == name:
+        return CacheChoice(inherited, True)  # a process of ours started this one: the same folder
     if choice.note:
         log.warning(choice.note)
+    if not choice.cached:
+        return choice
+    base = choice.folder or inherited or os.path.join(PACKAGE_DIR, "__pycache__", "kernels")
+    folder = _versioned(base, name)
+    if folder is None:
+        log.warning("tcp-analyzer: kernel cache %s cannot be written; compiling without a cache (slower start)", base)
+        return choice._replace(cached=False)
+    os.environ["NUMBA_CACHE_DIR"] = os.environ[CHOSEN] = folder
+    return choice._replace(folder=folder)
 
 
-CACHE = choose_cache(os.environ, os.access(PACKAGE_DIR, os.W_OK))
-_apply(CACHE)
+def _numba_version_text() -> str:
+    """numba's version file, read without importing numba (``importlib.metadata`` would cost 40 ms)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("numba")
+    try:
+        with open(os.path.join(os.path.dirname(spec.origin), "_version.py"), "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except (AttributeError, TypeError, OSError):
+        return "unknown"
+
+
+CACHE = _apply(choose_cache(os.environ, os.access(PACKAGE_DIR, os.W_OK)), fingerprint(_numba_version_text()))
+READY_STAMP = "ready"  # written in the fingerprint's folder once every kernel is compiled there
+
+
+def cache_ready() -> bool:
+    """Every kernel of this version of the package is compiled in the cache (no compile on first use)."""
+    return CACHE.cached and CACHE.folder is not None and os.path.exists(os.path.join(CACHE.folder, READY_STAMP))
+
+
+def mark_ready() -> None:
+    """Record that every kernel is compiled in the cache (``analyzer.report.kernels``)."""
+    if CACHE.cached and CACHE.folder is not None:
+        with open(os.path.join(CACHE.folder, READY_STAMP), "w") as fh:
+            fh.write("every kernel of this version is compiled here\n")
+
 
 import numba  # noqa: E402  (after NUMBA_CACHE_DIR is set)
 

@@ -116,7 +116,7 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
       tcp-analyzer analyze x/t.pcap y/t.pcap -o out/  # out/t.pcap/, out/t.pcap-2/
       tcp-analyzer analyze trace.pcap -f 'tcp port 443' --start +5 --end +10
     """
-    from .console import Progress, print_summary
+    from .console import Progress, prepare_kernels, print_summary
 
     if start is not None and end is not None and start.relative == end.relative and start.ns > end.ns:
         raise click.BadParameter("--start is after --end", param_hint="--start/--end")
@@ -132,6 +132,8 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
     summaries: list[dict] = []
     status = EXIT_OK
     for path, dest in zip(captures, folders):
+        if engine == "native" and os.path.isfile(path) and os.access(path, os.R_OK):
+            prepare_kernels(quiet or as_json)  # once, before the first capture that can be read
         try:
             prepare_folder(dest)
             with Progress(enabled=not quiet and not as_json, label=Path(path).name,

@@ -11,7 +11,7 @@ import click
 
 from ..errors import AnalyzerError, EngineUnavailable
 from .cli import CAPTURE
-from .console import fail
+from .console import fail, prepare_kernels
 
 EXIT_OK, EXIT_DIFFER, EXIT_NO_TSHARK = 0, 1, 3  # usage errors (2) are raised as click.UsageError
 
@@ -38,6 +38,7 @@ def compare_cmd(capture: str, as_json: bool, limit: int) -> None:
     """
     from ..report.compare import compare
 
+    prepare_kernels(as_json)
     try:
         result = compare(capture)
     except EngineUnavailable as exc:

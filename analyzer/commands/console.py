@@ -29,6 +29,21 @@ def fail(exc: BaseException, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
+def prepare_kernels(quiet: bool = False) -> None:
+    """Compile the packet kernels now if this install has not yet (``analyzer.report.kernels``), saying so in
+    one line on stderr, instead of a silent wait in the middle of the first analysis."""
+    from ..jit import cache_ready
+
+    if cache_ready():
+        return
+    from ..report.kernels import EXPECTED_SECONDS, warm
+
+    if not quiet:
+        print(f"tcp-analyzer: compiling the packet kernels once, about {EXPECTED_SECONDS} s", file=sys.stderr,
+              flush=True)
+    warm()
+
+
 class Progress:
     """A byte-based progress bar on stderr, silent when stderr is not a terminal or work is quick. With
     ``summary``, the first update also imports what ``print_summary`` will need."""
@@ -71,7 +86,7 @@ def preload() -> None:
     """Import what ``print_summary`` uses (rich's console and tables)."""
     import rich.box  # noqa: F401
     import rich.console  # noqa: F401
-    import rich.table  # noqa: F401
+    import rich.table  # noqa: F401 (imported for print_summary)
 
 
 def _rtt(seconds) -> str:

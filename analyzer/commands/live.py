@@ -6,7 +6,7 @@ import sys
 import click
 
 from ..errors import AnalyzerError
-from .console import fail, print_batch
+from .console import fail, prepare_kernels, print_batch
 
 EXIT_INTERRUPTED = 130
 
@@ -29,6 +29,8 @@ def live_cmd(iface, bpf, duration, count, pcap, out_dir):
       sudo tcp-analyzer live -i lo -f 'tcp port 15001' --duration 30 -w demo.pcap -o out/
     """
     from ..report.live import analyze_live
+
+    prepare_kernels()
     from ..sources.live import LiveCapture
 
     try:

@@ -7,7 +7,7 @@ import click
 
 from ..errors import AnalyzerError
 from .cli import CAPTURE
-from .console import fail
+from .console import fail, prepare_kernels
 
 EXIT_OK = 0
 
@@ -40,6 +40,8 @@ def plot_cmd(capture: str, stream: int | None, rtt: bool, reverse: bool, start: 
 
     from ..report import analyze
     from ..report.plot import StreamNotFound, plot_rtt, plot_stream
+
+    prepare_kernels()
 
     if rtt == (stream is not None):
         raise click.UsageError("give exactly one of --stream N or --rtt")
