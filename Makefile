@@ -31,7 +31,7 @@ demo: $(STAMP) system-deps
 	$(VENV)/bin/tcp-analyzer demo
 
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 bench: $(STAMP) system-deps
 	$(PY) benchmarks/bench.py

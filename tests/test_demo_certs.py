@@ -1,4 +1,5 @@
-"""Demo certificates: names, SAN, key modes, validity, expired variant, extra issuers."""
+"""Demo certificates: names, SAN, key modes, validity, expired variant, extra issuers; planted
+symlinks replaced, never followed."""
 from __future__ import annotations
 
 import datetime as dt
@@ -9,7 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from analyzer.demo.certs import issue_cert, load_ca, make_ca, make_certs
+from analyzer.demo.certs import CertificateError, issue_cert, load_ca, make_ca, make_certs
 
 
 def _cert(path) -> x509.Certificate:
@@ -80,3 +81,30 @@ def test_rewriting_keeps_key_mode(tmp_path):
     (tmp_path / "DemoClt.key").chmod(0o644)
     make_certs(tmp_path)
     assert stat.S_IMODE((tmp_path / "DemoClt.key").stat().st_mode) == 0o600
+
+
+NAMES = ["DemoCA.pem", "DemoCA.key", "DemoSvr.crt", "DemoSvr.key", "DemoClt.crt", "DemoClt.key"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_planted_symlink_is_replaced_not_followed(tmp_path, name):
+    """Someone who can write in DIR links DIR/<name> to a file of ours: make_certs must not write
+    a private key (or anything) through the link."""
+    target = tmp_path / "victim.txt"
+    target.write_text("precious\n")
+    target.chmod(0o644)
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    (folder / name).symlink_to(target)
+    paths = make_certs(folder)
+    assert target.read_text() == "precious\n" and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert not (folder / name).is_symlink() and (folder / name).is_file()
+    for key in (paths.ca_key, paths.server_key, paths.client_key):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert sorted(p.name for p in folder.iterdir()) == sorted(NAMES)  # no temporary file left
+
+
+def test_a_folder_that_cannot_be_written_is_one_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CertificateError, match="file/certs: cannot create the folder"):
+        make_certs(tmp_path / "file" / "certs")

@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -122,6 +123,48 @@ def test_lossy_demo_reports_retransmissions_like_tshark(tmp_path):
         assert f1 >= 0.95, (sorted(ours - theirs), sorted(theirs - ours))
 
 
+def _read_until(stream, text: str) -> bool:
+    """Read lines from ``stream`` until one holds ``text`` (True) or it ends (False)."""
+    for line in stream:
+        if text in line:
+            return True
+    return False
+
+
+# The demo with its clients replaced by a wait: SIGTERM then surely comes while server and capture run.
+HELD_DEMO = """import sys, time
+from analyzer.demo import run
+def hold(*args):
+    print("clients running", flush=True)
+    time.sleep(120)
+run._run_clients = hold
+from analyzer.commands.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@needs_root
+def test_sigterm_removes_the_private_certificate_folder(tmp_path):
+    """The demo's keys live in a 0700 temporary folder, removed on every exit path, SIGTERM included."""
+    tmpdir = tmp_path / "tmp"  # the demo's TMPDIR, so its folder can be found
+    tmpdir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", HELD_DEMO, "demo", "--port", str(free_port()),
+                             "-o", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, "TMPDIR": str(tmpdir)})
+    try:
+        assert _read_until(proc.stdout, "clients running"), proc.stderr.read()
+        (folder,) = tmpdir.glob("tcp-analyzer-demo-*")
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and (folder / "DemoSvr.key").is_file()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "demo terminated" in err and "Traceback" not in err
+    assert not list(tmpdir.glob("tcp-analyzer-demo-*"))
+
+
 @needs_nft
 def test_interrupted_demo_leaves_no_rule(tmp_path):
     port = free_port()
@@ -200,6 +243,17 @@ def test_tls_server_command_serves_and_stops_on_ctrl_c(tmp_path):
             proc.kill()
     assert "rejected 127.0.0.1" in err and "not a TLS handshake" in err
     assert "stopped: 1 served, 1 rejected" in err
+
+
+@pytest.mark.parametrize("command", ["tls-client", "tls-server"])
+def test_a_corrupt_ca_file_is_one_line_naming_it(tmp_path, command):
+    from analyzer.demo.certs import make_certs
+
+    make_certs(tmp_path).ca_cert.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    res = CliRunner().invoke(cli, [command, "--certs", str(tmp_path), "--port", str(free_port())])
+    assert isinstance(res.exception, SystemExit) and res.exit_code == 1, res.output  # not a traceback
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "DemoCA.pem: not a CA certificate" in lines[0], res.output
 
 
 @needs_root

@@ -8,8 +8,10 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +22,9 @@ from analyzer.sources.live import LiveCapture, PcapWriter
 from analyzer.sources.files import frame_batches
 from analyzer.errors import AnalyzerError, NeedsRoot
 
+ROOT = Path(__file__).resolve().parents[1]
 IS_ROOT = os.geteuid() == 0
+NOBODY = 65534
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="live capture needs root (CAP_NET_RAW); run the tests as root")
 needs_tcpdump = pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed (apt-get install tcpdump)")
 
@@ -102,18 +106,60 @@ def test_without_root_one_line_error_naming_the_fix(monkeypatch):
     with pytest.raises(NeedsRoot) as err:
         LiveCapture("lo").open()
     msg = str(err.value)
-    assert "\n" not in msg and "root" in msg and "setcap cap_net_raw" in msg
+    assert "\n" not in msg and "root" in msg and "sudo" in msg
+    # the capability goes on a private interpreter copy, never on the system python3
+    assert "venv --copies" in msg and "setcap cap_net_raw+ep DIR/bin/python3" in msg and "which python3" not in msg
 
 
-@pytest.mark.skipif(not IS_ROOT or shutil.which("setpriv") is None, reason="needs root to switch to nobody")
-def test_cli_live_as_nobody_says_how_to_fix(tmp_path):
-    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-                           "-m", "analyzer", "live", "--count", "1", "-w", str(tmp_path / "x.pcap")],
-                          capture_output=True, text=True, timeout=60, cwd="/tmp",
-                          env={**os.environ, "NUMBA_CACHE_DIR": "/tmp"})
+@pytest.fixture
+def nobody_home():
+    """A private folder (0700, owned by nobody) holding a copy of the package and a numba cache, so
+    nobody can import the package wherever the checkout lives (its parents may be 0700)."""
+    home = Path(tempfile.mkdtemp(prefix="tcp-analyzer-nobody-"))
+    try:
+        shutil.copytree(ROOT / "analyzer", home / "analyzer", ignore=shutil.ignore_patterns("__pycache__"))
+        (home / "numba-cache").mkdir()
+        for path in [home, *home.rglob("*")]:
+            os.chown(path, NOBODY, NOBODY)
+        (home / "numba-cache").chmod(0o700)
+        yield home
+    finally:
+        shutil.rmtree(home)
+
+
+def _as_nobody(home: Path, *argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(home), "NUMBA_CACHE_DIR": str(home / "numba-cache"), "HOME": str(home)}
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable,
+                           *argv], capture_output=True, text=True, timeout=120, cwd=home, env=env)
+
+
+@pytest.mark.skipif(not IS_ROOT or shutil.which("setpriv") is None, reason="needs root and setpriv to switch to nobody")
+def test_cli_live_as_nobody_says_how_to_fix(nobody_home):
+    probe = _as_nobody(nobody_home, "-c", "import click, numba, numpy, scapy")
+    if probe.returncode != 0:  # the interpreter's own packages: nothing a copy of ours can change
+        pytest.skip(f"user nobody cannot use the packages of {sys.prefix}: {probe.stderr.strip().splitlines()[-1]}")
+    proc = _as_nobody(nobody_home, "-m", "analyzer", "live", "--count", "1", "-w", str(nobody_home / "x.pcap"),
+                      "-o", str(nobody_home / "out"))
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs root" in lines[0] and "sudo" in lines[0], proc.stderr
+
+
+@needs_root
+@pytest.mark.parametrize("where", ["missing folder", "folder is a file"])
+def test_cli_live_pcap_that_cannot_be_written_is_one_line_before_capturing(tmp_path, where):
+    from click.testing import CliRunner
+
+    from analyzer.commands.live import live_cmd
+
+    (tmp_path / "file").write_text("")
+    pcap = tmp_path / ("missing" if where == "missing folder" else "file") / "x.pcap"
+    started = time.monotonic()
+    res = CliRunner().invoke(live_cmd, ["--duration", "30", "-w", str(pcap), "-o", str(tmp_path / "out")])
+    assert isinstance(res.exception, SystemExit) and res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and f"{pcap}: cannot write the capture" in lines[0]
+    assert time.monotonic() - started < 25  # refused at once, not after the 30 s capture
 
 
 @needs_root

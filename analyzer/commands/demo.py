@@ -10,13 +10,21 @@ import sys
 
 import click
 
-from ..demo.server import DEFAULT_BYTES, DEFAULT_HOST, DEFAULT_PORT, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_BYTES
+from ..demo.server import (DEFAULT_BYTES, DEFAULT_HOST, DEFAULT_PORT, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_BYTES,
+                           check_timeout)
 from ..errors import AnalyzerError
-from .console import fail, out, print_batch, print_handshake_table, print_retransmission_summary
+from .console import fail, out, prepare_kernels, print_batch, print_handshake_table, print_retransmission_summary
 
 DEFAULT_CERTS = "demo-certs"
 EXIT_INTERRUPTED = 130
 
+
+def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A timeout option: finite and above zero (0, negatives, nan and inf are usage errors)."""
+    try:
+        return check_timeout(param.name or "timeout", value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a finite number of seconds above 0") from None
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -37,7 +45,10 @@ def certs_cmd(directory, expired, days):
     """
     from ..demo.certs import make_certs
 
-    paths = make_certs(directory, expired=expired, days=days)
+    try:
+        paths = make_certs(directory, expired=expired, days=days)
+    except AnalyzerError as exc:
+        fail(exc)
     for p in (paths.ca_cert, paths.server_cert, paths.server_key, paths.client_cert, paths.client_key):
         click.echo(str(p))
 
@@ -59,8 +70,10 @@ def _check_certs(directory: str) -> None:
 @click.option("--certs", "certs_dir", type=click.Path(file_okay=False), default=DEFAULT_CERTS, show_default=True)
 @click.option("--bytes", "nbytes", type=click.IntRange(0, MAX_BYTES), default=DEFAULT_BYTES, show_default=True,
               help="bytes sent to a client that asks with a plain GET")
-@click.option("--handshake-timeout", type=float, default=HANDSHAKE_TIMEOUT, show_default=True)
-@click.option("--idle-timeout", type=float, default=IDLE_TIMEOUT, show_default=True)
+@click.option("--handshake-timeout", type=float, callback=_seconds, default=HANDSHAKE_TIMEOUT, show_default=True,
+              help="seconds a connection has for everything before its certificate is accepted")
+@click.option("--idle-timeout", type=float, callback=_seconds, default=IDLE_TIMEOUT, show_default=True,
+              help="seconds an authenticated client may stay silent")
 def tls_server_cmd(host, port, certs_dir, nbytes, handshake_timeout, idle_timeout):
     """Run the demo TLS server (mutual certificates) until Ctrl-C.
 
@@ -79,8 +92,10 @@ def tls_server_cmd(host, port, certs_dir, nbytes, handshake_timeout, idle_timeou
     try:
         server = DemoServer(certs_dir, host=host, port=port, nbytes=nbytes, handshake_timeout=handshake_timeout,
                             idle_timeout=idle_timeout).start()
-    except (OSError, AnalyzerError) as exc:
-        fail(AnalyzerError(f"cannot serve on {host}:{port}: {getattr(exc, 'strerror', None) or exc}"))
+    except AnalyzerError as exc:  # a certificate or key that cannot be loaded: the message names it
+        fail(exc)
+    except OSError as exc:
+        fail(AnalyzerError(f"cannot serve on {host}:{port}: {exc.strerror or exc}"))
     click.echo(f"serving on {server.address[0]}:{server.address[1]} (Ctrl-C stops)", err=True)
     try:
         server.serve_forever()
@@ -103,12 +118,12 @@ def tls_client_cmd(host, port, certs_dir, nbytes, server_name):
       tcp-analyzer tls-client --certs demo-certs
       tcp-analyzer tls-client --host localhost --bytes 1000
     """
-    from ..demo.client import DemoClientError, fetch
+    from ..demo.client import fetch
 
     _check_certs(certs_dir)
     try:
         r = fetch(host, port, certs=certs_dir, nbytes=nbytes, server_hostname=server_name)
-    except DemoClientError as exc:
+    except AnalyzerError as exc:  # DemoClientError, CertificateError
         fail(exc)
     click.echo(f"server time: {r.server_time}")
     click.echo(f"received:    {r.nbytes} bytes{'' if r.data_ok else ' (content does not match the pattern)'}")
@@ -129,7 +144,7 @@ def tls_client_cmd(host, port, certs_dir, nbytes, server_name):
 def demo_cmd(clients, loss, nbytes, port, out_dir, pcap):
     """The TLS demo: mutual-TLS server and clients on loopback, captured live, analyzed.
 
-    Without root it analyzes the bundled captures/demo.pcap instead.
+    Without root (CAP_NET_RAW) it analyzes the bundled captures/demo.pcap instead.
 
     \b
     Example:
@@ -137,6 +152,8 @@ def demo_cmd(clients, loss, nbytes, port, out_dir, pcap):
       sudo tcp-analyzer demo --loss 10 --bytes 2000000 -o lossy/
     """
     from ..demo.run import run_demo
+
+    prepare_kernels()
 
     def on_client(r) -> None:
         out().print(f"client: {r.summary()}" if not isinstance(r, str) else f"client FAILED: {r}")
@@ -147,6 +164,9 @@ def demo_cmd(clients, loss, nbytes, port, out_dir, pcap):
     except KeyboardInterrupt:
         click.echo("tcp-analyzer: demo interrupted; server, capture and loss rule stopped", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except SystemExit:  # SIGTERM or SIGHUP (demo.termination), after the same clean-up as Ctrl-C
+        click.echo("tcp-analyzer: demo terminated; server, capture and loss rule stopped", err=True)
+        raise
     except (AnalyzerError, ValueError) as exc:
         fail(exc)
     for note in result.notes:

@@ -11,7 +11,6 @@ from .console import fail, prepare_kernels, print_batch
 EXIT_INTERRUPTED = 130
 
 
-
 @click.command("live")
 @click.option("-i", "--interface", "iface", default="lo", show_default=True)
 @click.option("-f", "--filter", "bpf", default=None, help="BPF filter, as tcpdump takes it")
@@ -22,26 +21,29 @@ EXIT_INTERRUPTED = 130
 def live_cmd(iface, bpf, duration, count, pcap, out_dir):
     """Capture live, print each handshake and retransmission as it is seen, write pcap and reports.
 
-    Stops after --duration, --count or Ctrl-C. Needs root (or CAP_NET_RAW).
+    Stops after --duration, --count or Ctrl-C. Needs root (CAP_NET_RAW). The pcap and the
+    reports folder are checked before the capture starts.
 
     \b
     Example:
       sudo tcp-analyzer live -i lo -f 'tcp port 15001' --duration 30 -w demo.pcap -o out/
     """
     from ..report.live import analyze_live
-
-    prepare_kernels()
-    from ..sources.live import LiveCapture
+    from ..sources.live import LiveCapture, output_folder
 
     try:
         capture = LiveCapture(iface, bpf, pcap_path=pcap, duration=duration, count=count)
+        output_folder(out_dir)  # before the pcap is created (or truncated) by open()
         capture.open()
+        prepare_kernels()  # (the kernel queues what comes meanwhile)
         click.echo(f"capturing on {iface}{' (' + bpf + ')' if bpf else ''}; Ctrl-C stops", err=True)
         run = analyze_live(capture, on_batch=print_batch)  # Ctrl-C inside ends the capture cleanly
         result, report = run.capture, run.report
         report.write(out_dir)
     except AnalyzerError as exc:
         fail(exc)
+    except OSError as exc:  # a disk that fills up while capturing or writing the reports
+        fail(AnalyzerError(f"{exc.filename or out_dir}: cannot write: {exc.strerror or exc}"))
     except KeyboardInterrupt:
         click.echo("tcp-analyzer: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)

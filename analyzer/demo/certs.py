@@ -6,12 +6,18 @@
     DemoSvr.crt  DemoSvr.key    CN DemoSvr, SAN DNS:localhost + IP:127.0.0.1 (+ ::1), serverAuth
     DemoClt.crt  DemoClt.key    CN DemoClt, clientAuth
 
-Keys are EC P-256 and written 0600. Validity is short (``days``, default 7) and starts an hour in the
-past so small clock differences do not matter. ``expired=True`` makes the server and client
-certificates end yesterday (the CA stays valid, so the failure names the certificate that expired).
+Keys are EC P-256 and written 0600, certificates 0644. Each file is written under a new random name
+in ``dir`` and renamed over its final name, so whatever sat there (an old file, a symlink planted by
+someone else) is replaced, never followed or opened. Validity is short (``days``, default 7) and
+starts an hour in the past so small clock differences do not matter. ``expired=True`` makes the
+server and client certificates end yesterday (the CA stays valid, so the failure names the
+certificate that expired).
 
 ``issue_cert`` signs one more certificate with an existing CA: tests use it for a wrong CN or an
 expired client; ``make_ca`` in another folder gives "a CA the server does not trust".
+
+``load_trust`` and ``load_chain`` put these files into an ``ssl.SSLContext``; they, and the writers,
+raise ``CertificateError`` with one line naming the file.
 
     >>> paths = make_certs(tempfile.mkdtemp())          # doctest: +SKIP
     >>> paths.client_cert.name                          # doctest: +SKIP
@@ -19,9 +25,13 @@ expired client; ``make_ca`` in another folder gives "a CA the server does not tr
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
+import re
+import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +40,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..errors import AnalyzerError
+
 CA_NAME = "DemoCA"
 SERVER_CN = "DemoSvr"
 CLIENT_CN = "DemoClt"
@@ -37,6 +49,11 @@ SERVER_SAN_DNS = ("localhost",)
 SERVER_SAN_IP = ("127.0.0.1", "::1")
 DEFAULT_DAYS = 7
 KEY_MODE = 0o600
+CERT_MODE = 0o644
+
+
+class CertificateError(AnalyzerError):
+    """A demo certificate or key could not be written, read or used."""
 
 
 @dataclass(frozen=True)
@@ -69,17 +86,41 @@ def _name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+def _folder(directory: str | os.PathLike) -> Path:
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CertificateError(f"{d}: cannot create the folder: {exc.strerror or exc}") from exc
+    return d
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` with ``mode`` to a new file (O_EXCL, random name) beside ``path``, then rename
+    it over ``path``: a symlink or file already at ``path`` is replaced, not followed."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise CertificateError(f"{path.parent}: cannot write {path.name}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise CertificateError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+
+
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_MODE)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    os.chmod(path, KEY_MODE)  # an existing file keeps its old mode on O_CREAT
+    _write_file(path, pem, KEY_MODE)
 
 
 def _write_cert(cert: x509.Certificate, path: Path) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_file(path, cert.public_bytes(serialization.Encoding.PEM), CERT_MODE)
 
 
 def _validity(days: int, expired: bool) -> tuple[dt.datetime, dt.datetime]:
@@ -92,8 +133,7 @@ def _validity(days: int, expired: bool) -> tuple[dt.datetime, dt.datetime]:
 def make_ca(directory: str | os.PathLike, name: str = CA_NAME, days: int = DEFAULT_DAYS,
             expired: bool = False) -> Issuer:
     """Make a self-signed CA; write ``<name>.pem`` and ``<name>.key`` into ``directory``."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    d = _folder(directory)
     key = ec.generate_private_key(ec.SECP256R1())
     not_before, not_after = _validity(days, expired)
     cert = (
@@ -130,8 +170,7 @@ def issue_cert(issuer: Issuer, directory: str | os.PathLike, cn: str, stem: str 
 
     ``server=True`` adds the SAN (localhost, 127.0.0.1, ::1) and serverAuth; otherwise clientAuth.
     """
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    d = _folder(directory)
     stem = stem or cn
     key = ec.generate_private_key(ec.SECP256R1())
     not_before, not_after = _validity(days, expired)
@@ -176,3 +215,30 @@ def cert_paths(directory: str | os.PathLike) -> CertPaths:
     d = Path(directory)
     return CertPaths(d, d / f"{CA_NAME}.pem", d / f"{CA_NAME}.key", d / f"{SERVER_CN}.crt",
                      d / f"{SERVER_CN}.key", d / f"{CLIENT_CN}.crt", d / f"{CLIENT_CN}.key")
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's words for ``exc`` without the ``(_ssl.c:NNNN)`` suffix."""
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", exc.strerror or str(exc))
+
+
+def load_trust(ctx: ssl.SSLContext, ca: str | os.PathLike) -> None:
+    """Make ``ctx`` trust the CA certificate in ``ca``; CertificateError naming it if it cannot."""
+    try:
+        ctx.load_verify_locations(cafile=os.fspath(ca))
+    except ssl.SSLError as exc:
+        raise CertificateError(f"{ca}: not a CA certificate OpenSSL can load ({_ssl_reason(exc)})") from exc
+    except OSError as exc:
+        raise CertificateError(f"{ca}: cannot read: {exc.strerror or exc}") from exc
+
+
+def load_chain(ctx: ssl.SSLContext, cert: str | os.PathLike, key: str | os.PathLike | None) -> None:
+    """Make ``ctx`` present ``cert`` with its private ``key``; CertificateError naming them if it cannot."""
+    files = f"{cert}" + (f" / {key}" if key is not None else "")
+    try:
+        ctx.load_cert_chain(os.fspath(cert), os.fspath(key) if key is not None else None)
+    except ssl.SSLError as exc:
+        raise CertificateError(f"{files}: not a certificate and matching key OpenSSL can load "
+                               f"({_ssl_reason(exc)})") from exc
+    except OSError as exc:
+        raise CertificateError(f"{files}: cannot read: {exc.strerror or exc}") from exc

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AnalyzerError
-from .certs import cert_paths
+from .certs import cert_paths, load_chain, load_trust
 from .server import DEFAULT_HOST, DEFAULT_PORT, MAX_BYTES, check_validity, payload, peer_cn
 
 HEADER_MAX = 128  # longest TIME/DATA/ERR line accepted from the server
@@ -49,13 +49,15 @@ class FetchResult:
 
 def client_context(ca: str | os.PathLike, cert: str | os.PathLike | None = None,
                    key: str | os.PathLike | None = None) -> ssl.SSLContext:
-    """TLS 1.2+ client context trusting only ``ca``, checking the server name; ``cert``/``key`` presented."""
+    """TLS 1.2+ client context trusting only ``ca``, checking the server name; ``cert``/``key`` presented.
+
+    A file that cannot be loaded raises ``CertificateError`` naming it."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED by default
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
-    ctx.load_verify_locations(cafile=str(ca))
+    load_trust(ctx, ca)
     if cert is not None:
-        ctx.load_cert_chain(str(cert), str(key) if key is not None else None)
+        load_chain(ctx, cert, key)
     return ctx
 
 
@@ -82,7 +84,8 @@ def fetch(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, certs: str | os.Pa
     """Connect, verify the server, read its time, ask for ``nbytes`` (None: the server's default).
 
     ``certs`` is a folder made by ``make_certs``; ``ca``/``cert``/``key`` override single files
-    (``cert=""`` presents no certificate, for tests). Raises ``DemoClientError`` with the reason.
+    (``cert=""`` presents no certificate, for tests). Raises ``DemoClientError`` with the reason
+    (``CertificateError`` for a CA, certificate or key file that cannot be loaded).
     """
     if nbytes is not None and not 0 <= nbytes <= MAX_BYTES:
         raise DemoClientError(f"--bytes must be between 0 and {MAX_BYTES}")

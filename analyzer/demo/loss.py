@@ -7,8 +7,9 @@ capture on ``lo`` still sees the lost packet once, as a capture at the sender wo
 retransmission.
 
 The table is deleted when the ``with`` block ends (normally, by an exception, by Ctrl-C/SIGINT), on
-SIGTERM/SIGHUP (turned into ``SystemExit`` while the block runs) and at interpreter exit (atexit),
-whichever comes first. Only SIGKILL can leave it behind; ``remove_stale()`` deletes leftovers.
+SIGTERM/SIGHUP (turned into ``SystemExit`` while the block runs, see ``termination``) and at
+interpreter exit (atexit), whichever comes first. Only SIGKILL can leave it behind;
+``remove_stale()`` deletes leftovers.
 
     >>> with packet_loss(15001, 10):                    # doctest: +SKIP
     ...     run_clients()
@@ -19,12 +20,12 @@ import atexit
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import threading
 from collections.abc import Iterator
 
 from ..errors import EngineUnavailable, NeedsRoot
+from .termination import termination_raises
 
 TABLE_PREFIX = "tcp_analyzer_loss_"
 FAMILY = "inet"
@@ -98,10 +99,6 @@ def dropped(port: int) -> int:
     return total
 
 
-def _raise_system_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 @contextlib.contextmanager
 def packet_loss(port: int, percent: float) -> Iterator[str]:
     """Drop ``percent``% of the TCP packets from/to ``port`` on ``lo`` inside the block.
@@ -116,20 +113,17 @@ def packet_loss(port: int, percent: float) -> Iterator[str]:
     remove(port)  # a leftover from a killed run
     cleanup = _Cleanup(port)
     atexit.register(cleanup)
-    old_handlers = cleanup.install_signal_handlers()
-    try:
-        _nft("-f", "-", script=ruleset(port, percent))
-        yield table_name(port)
-    finally:
-        cleanup()
-        atexit.unregister(cleanup)
-        cleanup.restore_signal_handlers(old_handlers)
+    with termination_raises():  # still there while the table is removed
+        try:
+            _nft("-f", "-", script=ruleset(port, percent))
+            yield table_name(port)
+        finally:
+            cleanup()
+            atexit.unregister(cleanup)
 
 
 class _Cleanup:
     """Removes the table once, whoever calls first (finally block, atexit)."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, port: int):
         self.port = port
@@ -141,19 +135,3 @@ class _Cleanup:
             if not self.done:
                 remove(self.port)
                 self.done = True  # after: an interrupted removal is retried at exit
-
-    def install_signal_handlers(self) -> dict:
-        """SIGTERM/SIGHUP raise SystemExit so ``finally`` runs (SIGINT already raises
-        KeyboardInterrupt). Only possible in the main thread; elsewhere atexit still covers us."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        old = {}
-        for sig in self.SIGNALS:
-            if signal.getsignal(sig) in (signal.SIG_DFL, None):
-                old[sig] = signal.signal(sig, _raise_system_exit)
-        return old
-
-    @staticmethod
-    def restore_signal_handlers(old: dict) -> None:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)

@@ -25,6 +25,7 @@ import os
 import select
 import socket
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -54,8 +55,10 @@ SNAPLEN = 262_144  # as tcpdump's default
 RCVBUF = 32 << 20  # kernel socket buffer, so a fast loopback burst is not dropped
 BATCH_INTERVAL = 0.5
 MAX_READS_PER_WAKE = 10_000
-ROOT_FIX = ("live capture needs root or CAP_NET_RAW: run it with sudo, or grant the capability with "
-            "`sudo setcap cap_net_raw,cap_net_admin+eip \"$(readlink -f $(which python3))\"`")
+# Never suggest the capability on the system python3: every script run with it could then sniff.
+ROOT_FIX = ("live capture needs root (CAP_NET_RAW): run it with sudo, or give the capability to a "
+            "private copy of the interpreter only: `python3 -m venv --copies DIR`, install tcp-analyzer "
+            "there, `sudo setcap cap_net_raw+ep DIR/bin/python3` (see the README)")
 
 
 class PcapWriter:
@@ -88,9 +91,10 @@ class LiveResult:
 class LiveCapture:
     """Capture on ``iface`` with a BPF filter until ``duration`` s, ``count`` frames, ``stop()`` or Ctrl-C.
 
-    ``open()`` (called by ``run()`` if needed) raises ``NeedsRoot`` without the right to capture; once
-    it returns the filter is attached and packets are being buffered by the kernel, so traffic
-    started afterwards is captured (``ready`` is set at that point).
+    ``open()`` (called by ``run()`` if needed) raises ``NeedsRoot`` without the right to capture and
+    ``AnalyzerError`` when the pcap cannot be created; once it returns the filter is attached and
+    packets are being buffered by the kernel, so traffic started afterwards is captured (``ready``
+    is set at that point).
     """
 
     def __init__(self, iface: str = "lo", bpf: str | None = None, pcap_path: str | os.PathLike | None = None,
@@ -107,6 +111,7 @@ class LiveCapture:
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._sock: socket.socket | None = None
+        self._out: BinaryIO | None = None
         self.linktype = LINKTYPE_ETHERNET
         self._loopback = False
         self.frames = 0
@@ -139,12 +144,21 @@ class LiveCapture:
             self.linktype = ARPHRD_TO_LINKTYPE[hatype]
             self._loopback = hatype == ARPHRD_LOOPBACK
             sock.setblocking(False)
+            self._out = self._create_pcap()  # a bad path is told before anything is captured
         except BaseException:
             sock.close()
             raise
         self._sock = sock
         self.ready.set()
         return self
+
+    def _create_pcap(self) -> BinaryIO | None:
+        if self.pcap_path is None:
+            return None
+        try:
+            return open(self.pcap_path, "wb")
+        except OSError as exc:
+            raise AnalyzerError(f"{self.pcap_path}: cannot write the capture: {exc.strerror or exc}") from exc
 
     def stop(self) -> None:
         """Ask ``run()`` to finish (thread-safe); it returns after writing what it has."""
@@ -194,7 +208,7 @@ class LiveCapture:
             self.open()
         assert self._sock is not None
         notes: list[str] = []
-        out = open(self.pcap_path, "wb") if self.pcap_path is not None else None
+        out = self._out
         writer = PcapWriter(out, self.linktype, self.snaplen) if out is not None else None
         buf = bytearray(max(self.snaplen, 65_600))
         poller = select.poll()
@@ -252,16 +266,18 @@ class LiveCapture:
             finally:
                 drops = self.kernel_drops()
                 self.close()
-                if out is not None:
-                    out.close()
         if drops:
             notes.append(f"the kernel dropped {drops} frames (socket buffer full); the capture is incomplete")
         return LiveResult(self.pcap_path, self.frames, self.outgoing_dropped, drops, reason, notes)
 
     def close(self) -> None:
+        """Close the socket and the pcap."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._out is not None:
+            self._out.close()
+            self._out = None
         self.ready.clear()
 
     def __enter__(self) -> "LiveCapture":
@@ -269,6 +285,28 @@ class LiveCapture:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def can_capture() -> bool:
+    """True when this process may open a packet socket, i.e. holds CAP_NET_RAW (being root is not
+    enough: a container, ``capsh --drop=cap_net_raw`` or ``setpriv`` can take it away)."""
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except OSError:
+        return False
+    return True
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` if needed and check a file can be made in it, before a capture that
+    cannot be repeated starts; AnalyzerError naming it otherwise."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise AnalyzerError(f"{folder}: cannot write there: {exc.strerror or exc}") from exc
+    return folder
 
 
 def _attach_bpf(sock: socket.socket, bpf: str, iface: str, snaplen: int = SNAPLEN) -> None:
