@@ -22,8 +22,9 @@ import analyzer
 from analyzer.errors import CaptureError
 from tests import capwrite as cw
 
+MACS = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # explicit: scapy would look them up on the network
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "captures" / "real"
-FRAME = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=2, seq=5) / (b"d" * 20))
+FRAME = bytes(Ether(**MACS) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=2, seq=5) / (b"d" * 20))
 GOOD = cw.pcap([(k * 1000, FRAME) for k in range(10)])
 GOOD_NG = cw.shb() + cw.idb() + b"".join(cw.epb(FRAME, k) for k in range(10))
 
@@ -104,11 +105,22 @@ def _check_never_crashes(data: bytes) -> None:
     assert all("\n" not in p for p in stats["problems"])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _mutation_bases() -> list[bytes]:
+    """pcap, pcapng (odd clocks, interleaved interfaces), fragments, the link types beyond Ethernet, gzip."""
+    from tests.test_link_layers import DECODED
+    odd_clocks = cw.shb() + b"".join(cw.idb(1, tsresol=r, tsoffset=1 << 40) + cw.epb(FRAME, 1 << 63 | k, k)
+                                     for k, r in enumerate([0, 28, 0x80 | 70]))
+    link_types = [cw.pcap([(k, frame)], linktype=lt) for k, (lt, frame, _, _) in enumerate(DECODED.values())]
+    plain = [GOOD, GOOD_NG, odd_clocks, _frag_capture(), *link_types[::4]]
+    return plain + [gzip.compress(b, mtime=0) for b in plain[:3]]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_captures_never_crash(data):
-    """Property: random byte flips and cuts of a capture give rows or a one-line error, nothing else."""
-    base = bytearray(data.draw(st.sampled_from([GOOD, GOOD_NG, _frag_capture()])))
+    """Property: random byte flips and cuts of a capture give rows or a one-line error, nothing else.
+    (tests/test_fuzz_inputs.py runs hundreds more through the whole pipeline.)"""
+    base = bytearray(data.draw(st.sampled_from(MUTATION_BASES)))
     for _ in range(data.draw(st.integers(1, 8))):
         pos = data.draw(st.integers(0, len(base) - 1))
         base[pos] = data.draw(st.integers(0, 255))
@@ -119,7 +131,10 @@ def test_mutated_captures_never_crash(data):
 def _frag_capture() -> bytes:
     from scapy.layers.inet import fragment
     whole = IP(src="10.0.0.1", dst="10.0.0.2", id=1) / TCP() / (b"z" * 600)
-    return cw.pcap([(k, bytes(Ether() / f)) for k, f in enumerate(fragment(whole, 200))])
+    return cw.pcap([(k, bytes(Ether(**MACS) / f)) for k, f in enumerate(fragment(whole, 200))])
+
+
+MUTATION_BASES = _mutation_bases()
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="../shared/captures/real is absent (it ships with the dev workspace)")

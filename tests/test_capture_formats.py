@@ -19,6 +19,7 @@ from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 import analyzer
 from tests import capwrite as cw
 
+MACS = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")  # explicit: scapy would look them up on the network
 T0 = 1_700_000_000_123_456_789  # ns; the µs formats keep 1_700_000_000_123_456_000
 
 
@@ -50,7 +51,7 @@ def check_v4_row(row, payload_len=10):
 @pytest.mark.parametrize("big", [False, True], ids=["le", "be"])
 @pytest.mark.parametrize("nanos", [False, True], ids=["us", "ns"])
 def test_pcap_byte_order_and_resolution(big, nanos):
-    frames = [(T0 + k * 1_000_001, bytes(Ether() / IP(v4()))) for k in range(3)]
+    frames = [(T0 + k * 1_000_001, bytes(Ether(**MACS) / IP(v4()))) for k in range(3)]
     df = read(cw.pcap(frames, big=big, nanos=nanos))
     assert df["frame"].tolist() == [1, 2, 3]
     expect = [t if nanos else t // 1000 * 1000 for t, _ in frames]
@@ -62,7 +63,7 @@ def test_pcap_byte_order_and_resolution(big, nanos):
 
 @pytest.mark.parametrize("big", [False, True], ids=["le", "be"])
 def test_pcapng_blocks_interfaces_and_resolutions(big):
-    eth = bytes(Ether() / IP(v4()))
+    eth = bytes(Ether(**MACS) / IP(v4()))
     raw6 = v6()
     data = b"".join([
         cw.shb(big), cw.idb(1, big),  # interface 0: Ethernet, default µs
@@ -85,7 +86,7 @@ def test_pcapng_blocks_interfaces_and_resolutions(big):
 
 
 def test_pcapng_sections_change_byte_order():
-    eth = bytes(Ether() / IP(v4()))
+    eth = bytes(Ether(**MACS) / IP(v4()))
     data = cw.shb(False) + cw.idb(1, False) + cw.epb(eth, 1, 0, False) + \
         cw.shb(True) + cw.idb(101, True, tsresol=9) + cw.epb(v4(), 7, 0, True)
     df = read(data)
@@ -96,7 +97,7 @@ def test_pcapng_sections_change_byte_order():
 
 
 def test_interface_ids_are_per_section_as_tshark():
-    eth = bytes(Ether() / IP(v4()))
+    eth = bytes(Ether(**MACS) / IP(v4()))
     data = cw.shb() + cw.idb() + cw.idb(101, tsresol=9) + cw.epb(v4(), 7, 1) + \
         cw.shb(True) + cw.idb(1, True) + cw.epb(eth, 2, 0, True) + cw.epb(eth, 3, 1, True) + cw.spb(eth, True)
     df = read(data)
@@ -110,7 +111,7 @@ def test_interleaved_interface_and_packet_blocks_read_in_linear_time():
     """16,000 IDB + EPB pairs, each packet on the interface just described (some writers do this): every
     IDB used to end a batch that then looked at every interface, 8 s for 2,000 pairs, minutes for these."""
     ip = v4()
-    eth = bytes(Ether() / IP(ip))
+    eth = bytes(Ether(**MACS) / IP(ip))
     n = 16_000
     blocks = [cw.shb()]
     for k in range(n):
@@ -129,7 +130,7 @@ def test_interleaved_interface_and_packet_blocks_read_in_linear_time():
 
 @pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
 def test_gzip_detected_by_magic(tmp_path, fmt):
-    eth = bytes(Ether() / IP(v4()))
+    eth = bytes(Ether(**MACS) / IP(v4()))
     data = cw.pcap([(T0, eth)]) if fmt == "pcap" else cw.shb() + cw.idb() + cw.epb(eth, T0 // 1000)
     path = tmp_path / "capture.bin"  # the name says nothing
     path.write_bytes(cw.gz(data))
@@ -148,9 +149,9 @@ def sll2(ip: bytes, proto: int = 0x0800) -> bytes:
 
 
 LINK_CASES = {
-    "ethernet": (1, lambda ip: bytes(Ether() / IP(ip)), -1, -1),
-    "dot1q": (1, lambda ip: bytes(Ether() / Dot1Q(vlan=42) / IP(ip)), 42, -1),
-    "qinq-8021ad": (1, lambda ip: bytes(Ether() / Dot1AD(vlan=100) / Dot1Q(vlan=7) / IP(ip)), 100, 7),
+    "ethernet": (1, lambda ip: bytes(Ether(**MACS) / IP(ip)), -1, -1),
+    "dot1q": (1, lambda ip: bytes(Ether(**MACS) / Dot1Q(vlan=42) / IP(ip)), 42, -1),
+    "qinq-8021ad": (1, lambda ip: bytes(Ether(**MACS) / Dot1AD(vlan=100) / Dot1Q(vlan=7) / IP(ip)), 100, 7),
     "sll": (113, sll, -1, -1),
     "sll2": (276, sll2, -1, -1),
     "null-le": (0, lambda ip: struct.pack("<I", 2) + ip, -1, -1),
@@ -171,8 +172,8 @@ def test_link_types_ipv4(name):
 
 
 @pytest.mark.parametrize("linktype,wrap", [
-    (1, lambda ip: bytes(Ether() / IPv6(ip))),
-    (1, lambda ip: bytes(Ether() / Dot1Q(vlan=5) / IPv6(ip))),
+    (1, lambda ip: bytes(Ether(**MACS) / IPv6(ip))),
+    (1, lambda ip: bytes(Ether(**MACS) / Dot1Q(vlan=5) / IPv6(ip))),
     (113, lambda ip: sll(ip, 0x86DD)),
     (276, lambda ip: sll2(ip, 0x86DD)),
     (0, lambda ip: struct.pack("<I", 30) + ip),  # macOS AF_INET6
@@ -188,7 +189,7 @@ def test_link_types_ipv6(linktype, wrap):
 
 
 def test_unknown_link_type_counted_and_named():
-    data = cw.shb() + cw.idb(147) + cw.epb(v4(), 1) + cw.idb(1) + cw.epb(bytes(Ether() / IP(v4())), 2, 1)
+    data = cw.shb() + cw.idb(147) + cw.epb(v4(), 1) + cw.idb(1) + cw.epb(bytes(Ether(**MACS) / IP(v4())), 2, 1)
     df = read(data)
     assert df["frame"].tolist() == [2]
     assert df.attrs["stats"]["skipped"] == {"unknown link type 147": 1}
@@ -197,7 +198,8 @@ def test_unknown_link_type_counted_and_named():
 def test_non_ip_and_non_tcp_frames_are_counted():
     from scapy.layers.inet import UDP
     from scapy.layers.l2 import ARP
-    frames = [(T0, bytes(Ether() / ARP())), (T0, bytes(Ether() / IP() / UDP())), (T0, bytes(Ether() / IP(v4())))]
+    frames = [(T0, bytes(Ether(**MACS) / ARP())), (T0, bytes(Ether(**MACS) / IP() / UDP())),
+              (T0, bytes(Ether(**MACS) / IP(v4())))]
     df = read(cw.pcap(frames))
     assert df["frame"].tolist() == [3]
     assert df.attrs["stats"]["skipped"] == {"not IP (ARP, LLC, other EtherTypes)": 1, "IP but not TCP": 1}
@@ -233,8 +235,8 @@ def ipv4_fragments(payload_len=1000, ident=4242):
 def test_ipv4_fragments_reassembled_on_last_frame():
     frags = ipv4_fragments()
     assert len(frags) == 3
-    frames = [(T0 + k, bytes(Ether() / Dot1Q(vlan=9) / IP(f))) for k, f in enumerate(frags)]
-    frames.insert(1, (T0, bytes(Ether() / IP(v4()))))  # an unrelated segment in between
+    frames = [(T0 + k, bytes(Ether(**MACS) / Dot1Q(vlan=9) / IP(f))) for k, f in enumerate(frags)]
+    frames.insert(1, (T0, bytes(Ether(**MACS) / IP(v4()))))  # an unrelated segment in between
     df = read(cw.pcap(frames))
     assert df["frame"].tolist() == [2, 4]
     r = df.iloc[1]
@@ -245,7 +247,7 @@ def test_ipv4_fragments_reassembled_on_last_frame():
 def test_ipv4_fragments_out_of_order_and_overlapping():
     frags = ipv4_fragments()
     dup = frags[1]
-    frames = [(T0, bytes(Ether() / IP(f))) for f in (frags[2], dup, frags[0], dup)]
+    frames = [(T0, bytes(Ether(**MACS) / IP(f))) for f in (frags[2], dup, frags[0], dup)]
     df = read(cw.pcap(frames))
     assert df["frame"].tolist() == [3]
     assert df.iloc[0].payload_len == 1000
@@ -255,7 +257,7 @@ def test_ipv4_fragments_out_of_order_and_overlapping():
 
 def test_ipv4_fragments_across_batches():
     frags = ipv4_fragments()
-    data = cw.pcap([(T0, bytes(Ether() / IP(f))) for f in frags])
+    data = cw.pcap([(T0, bytes(Ether(**MACS) / IP(f))) for f in frags])
     batches = list(analyzer.iter_packets(io.BytesIO(data), batch_size=1))
     rows = [b for b in batches if len(b)]
     assert len(rows) == 1 and rows[0].iloc[0].frame == 3 and rows[0].iloc[0].payload_len == 1000
@@ -266,7 +268,7 @@ def test_ipv6_fragments_reassembled():
     whole = IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrFragment(id=99) / seg() / (b"q" * 1500)
     frags = fragment6(whole, 600)
     assert len(frags) >= 3
-    df = read(cw.pcap([(T0, bytes(Ether() / f)) for f in frags]))
+    df = read(cw.pcap([(T0, bytes(Ether(**MACS) / f)) for f in frags]))
     assert df["frame"].tolist() == [len(frags)]
     r = df.iloc[0]
     assert (r.payload_len, r.fragmented, r.ip_id, r.ip_version) == (1500, True, 99, 6)
@@ -305,7 +307,7 @@ def test_all_flag_bits_and_reserved_bits():
 
 
 def test_snaplen_cut_payload_length_from_ip_header():
-    full = bytes(Ether() / IP(v4(payload=b"p" * 1000)))
+    full = bytes(Ether(**MACS) / IP(v4(payload=b"p" * 1000)))
     df = read(cw.pcap([(T0, full[:96])], snaplen=96, wirelens=[len(full)]))
     r = df.iloc[0]
     assert (r.payload_len, r.caplen, r.wirelen, r.truncated) == (1000, 96, len(full), True)
@@ -313,7 +315,7 @@ def test_snaplen_cut_payload_length_from_ip_header():
 
 
 def test_frame_cut_inside_tcp_header_is_skipped():
-    full = bytes(Ether() / IP(v4()))
+    full = bytes(Ether(**MACS) / IP(v4()))
     df = read(cw.pcap([(T0, full[:40]), (T0, full)], wirelens=[len(full), len(full)]))
     assert df["frame"].tolist() == [2]
     assert df.attrs["stats"]["skipped"] == {"frame ends before the TCP header does (snaplen or damage)": 1}
@@ -342,7 +344,7 @@ def test_ip_total_length_beyond_frame_uses_frame_length():
 # -- batches -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("batch_size", [1, 2, 5, 1000])
 def test_batches_equal_whole_file(batch_size):
-    frames = [(T0 + k, bytes(Ether() / (IP(v4(seq=k)) if k % 3 else IPv6(v6(seq=k))))) for k in range(11)]
+    frames = [(T0 + k, bytes(Ether(**MACS) / (IP(v4(seq=k)) if k % 3 else IPv6(v6(seq=k))))) for k in range(11)]
     data = cw.pcap(frames)
     whole = read(data)
     parts = list(analyzer.iter_packets(io.BytesIO(data), batch_size=batch_size))
@@ -362,8 +364,8 @@ def _tunnels():
         "ipv4-in-ipv6": (101, bytes(IPv6(src="2001:db8::a", dst="2001:db8::b") / inner)),
         "gre": (101, bytes(outer / GRE(proto=0x0800) / inner)),
         "gre-with-key": (101, bytes(outer / GRE(proto=0x0800, key_present=1, key=5) / inner)),
-        "mpls-two-labels": (1, bytes(Ether(type=0x8847) / MPLS(label=16, s=0) / MPLS(label=17, s=1) / inner)),
-        "pppoe": (1, bytes(Ether() / PPPoE(sessionid=3) / PPP(proto=0x0021) / inner)),
+        "mpls-two-labels": (1, bytes(Ether(**MACS, type=0x8847) / MPLS(label=16, s=0) / MPLS(label=17, s=1) / inner)),
+        "pppoe": (1, bytes(Ether(**MACS) / PPPoE(sessionid=3) / PPP(proto=0x0021) / inner)),
     }
 
 
@@ -392,7 +394,7 @@ def exact_ns(raw: int, tsresol: int, tsoffset: int) -> int:
                                      0x80 | 35, 0x80 | 63, 0x80 | 64, 0x80 | 96, 0xFF])
 def test_pcapng_every_time_resolution_is_exact_and_never_raises(tsresol, tsoffset):
     """10^-n and 2^-n for every n, huge offsets: the frames are kept, times exact or clamped and said once."""
-    eth = bytes(Ether() / IP(v4()))
+    eth = bytes(Ether(**MACS) / IP(v4()))
     data = cw.shb() + cw.idb(1, tsresol=tsresol, tsoffset=tsoffset) + b"".join(cw.epb(eth, t) for t in RAW_TIMES)
     df = read(data)
     assert df["frame"].tolist() == [1, 2, 3, 4, 5]
@@ -423,7 +425,7 @@ def test_pcapng_time_resolutions_as_tshark(tmp_path, tsresol, same_times):
     exact; it is not for 10^-19 s, 2^-40 s or 2^-63 s (0xFFFF...F0 ticks of 2^-40 s are 16777215.999999999 s,
     tshark says 16777215.010144255), and it takes 10^-20 s and finer, 2^-64 s and finer as no time (right
     for 10^-127 and 2^-127 s, where every 64-bit count is under a nanosecond)."""
-    eth = bytes(Ether() / IP(v4()))
+    eth = bytes(Ether(**MACS) / IP(v4()))
     path = tmp_path / "clock.pcapng"
     path.write_bytes(cw.shb() + cw.idb(1, tsresol=tsresol) + b"".join(cw.epb(eth, t) for t in RAW_TIMES))
     out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.time_epoch"],
@@ -437,7 +439,7 @@ def test_pcapng_time_resolutions_as_tshark(tmp_path, tsresol, same_times):
 
 def test_bad_clock_does_not_stop_a_multi_file_run(tmp_path):
     from analyzer.commands.cli import main
-    eth = bytes(Ether() / IP(v4()))
+    eth = bytes(Ether(**MACS) / IP(v4()))
     odd, good = tmp_path / "odd.pcapng", tmp_path / "good.pcap"
     odd.write_bytes(cw.shb() + cw.idb(1, tsresol=0xFF, tsoffset=1 << 62) + cw.epb(eth, 5))
     good.write_bytes(cw.pcap([(T0, eth)]))

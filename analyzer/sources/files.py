@@ -109,9 +109,10 @@ def _inflate_until_error(z, data: bytes) -> tuple[bytes, int]:
 def _open(path_or_file) -> tuple[BinaryIO, BinaryIO, bytes, str, bool]:
     """Open a path or take a file object; gunzip when it starts with gzip's magic.
 
-    Returns (file as read, file as opened, its first bytes, already read from the file as read, name,
-    owned). A path is read unbuffered, each read one system call, so that the bytes read before a read
-    error are kept. Unopenable or unreadable: ``CaptureError``.
+    Returns (reader, file, head, name, owned): the capture is ``head`` (its first bytes, read already)
+    then what ``reader`` gives (the file itself, or a ``Gunzip`` of it). A path is read unbuffered, one
+    system call per read, so that the bytes read before a read error are kept. A file that cannot be
+    opened or read: ``CaptureError``.
     """
     if hasattr(path_or_file, "read"):
         f, name, owned = path_or_file, str(getattr(path_or_file, "name", "<stream>")), False
