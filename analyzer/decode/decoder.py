@@ -83,15 +83,14 @@ class Decoder:
         self.stats.tcp_segments += store.n - start
 
     def finish(self) -> None:
-        """Count fragment sets still incomplete at the end of the capture."""
-        self.defrag.expired += len(self.defrag.pending)
-        self.defrag.pending.clear()
-        if self.defrag.expired:
-            self.stats.skipped["IP datagrams whose fragments never all arrived"] += self.defrag.expired
-            self.defrag.expired = 0
-        if self.defrag.bad:
-            self.stats.skipped["IP fragments that could not be reassembled (cut or malformed)"] += self.defrag.bad
-            self.defrag.bad = 0
+        """Count fragment sets still incomplete at the end of the capture, and those dropped before."""
+        self.defrag.drop_all()
+        for count, reason in (("expired", "IP datagrams whose fragments never all arrived"),
+                              ("evicted", "IP datagrams dropped to bound the fragments held (oldest first)"),
+                              ("bad", "IP fragments that could not be reassembled (cut or malformed)")):
+            if getattr(self.defrag, count):
+                self.stats.skipped[reason] += getattr(self.defrag, count)
+                setattr(self.defrag, count, 0)
 
     def _count_skips(self, counts: np.ndarray, linktypes: np.ndarray) -> None:
         for code, reason in SKIP_REASONS.items():

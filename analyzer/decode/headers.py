@@ -5,11 +5,12 @@ fields into preallocated column arrays (``store.py``); there is no Python object
 
 Layers understood (constants from https://www.tcpdump.org/linktypes.html):
   Ethernet (1) with any stack of 802.1Q / 802.1ad / 0x9100 tags, Linux SLL (113) and SLL2 (276),
-  BSD NULL (0) and LOOP (108), RAW (101, and the platform DLT values 12 and 14), IPv4 (228), IPv6 (229).
+  BSD NULL (0) and LOOP (108), RAW (101, and the platform DLT values 12 and 14), IPv4 (228), IPv6 (229),
+  Cisco HDLC (104), 802.11 data frames (105) and behind radiotap (127), ARCNET (129), NFLOG (239).
   IPv4 with options; IPv6 with the extension-header chain (hop-by-hop, routing, destination options,
   mobility, HIP, shim6, AH, fragment). A fragmented datagram is handed back for reassembly
-  (``fragments.py``) before TCP is read. Tunnels (IP in IP, 6in4, 4in6, GRE version 0), MPLS label
-  stacks and PPPoE sessions are followed to the innermost IP header.
+  (``fragments.py``) before TCP is read. Tunnels (IP in IP, 6in4, 4in6, GRE version 0, VXLAN), Cisco
+  FabricPath, MPLS label stacks and PPPoE sessions are followed to the innermost IP header.
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import numpy as np
 
 from ..jit import njit
 from ..schema import SACK_MAX_BLOCKS
+from ..sources.frames import (LINKTYPE_ARCNET_LINUX, LINKTYPE_C_HDLC, LINKTYPE_ETHERNET, LINKTYPE_IEEE802_11,
+                              LINKTYPE_IEEE802_11_RADIOTAP, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL,
+                              LINKTYPE_LINUX_SLL2, LINKTYPE_LOOP, LINKTYPE_NFLOG, LINKTYPE_NULL, LINKTYPE_RAW)
 from .store import (Q_ACK, Q_CAPLEN, Q_DPORT, Q_DST0, Q_FLAGS, Q_FRAG, Q_FRAME, Q_HLEN, Q_IFACE, Q_IPID, Q_IPVER,
                     Q_MSS, Q_PLEN, Q_SACK0, Q_SACKN, Q_SACKP, Q_SEQ, Q_SPORT, Q_SRC0, Q_TFO, Q_TRUNC, Q_TSECR,
                     Q_TSNS, Q_TSVAL, Q_TTL, Q_VLAN, Q_VLAN2, Q_WIN, Q_WIRELEN, Q_WS)
@@ -49,12 +53,38 @@ ETHERTYPE_QINQ_OLD = 0x9100
 ETHERTYPE_MPLS = 0x8847  # RFC 3032
 ETHERTYPE_MPLS_MC = 0x8848
 ETHERTYPE_PPPOE = 0x8864  # RFC 2516 session stage
+ETHERTYPE_FABRICPATH = 0x8903  # Cisco FabricPath: 2 bytes of FTag/TTL, then a whole inner Ethernet frame
 PPP_IPV4, PPP_IPV6 = 0x0021, 0x0057
+DLT_RAW_BSD, DLT_RAW_OPENBSD = 12, 14  # raw IP under the platforms' own DLT numbers
 
 IPPROTO_TCP = 6
 IPPROTO_IPIP = 4  # IPv4 in IP (RFC 2003)
+IPPROTO_UDP = 17
 IPPROTO_IPV6 = 41  # IPv6 in IP (RFC 4213)
 IPPROTO_GRE = 47  # RFC 2784
+VXLAN_PORT = 4789  # RFC 7348: 8-byte header, then an Ethernet frame (tshark's default port)
+
+AF_INET = 2  # address families of BSD loopback and NFLOG headers
+AF_INET6 = (10, 24, 28, 30)  # Linux, NetBSD/OpenBSD, FreeBSD, macOS
+
+# IEEE 802.11-2020 section 9.2.4: frame control, then addresses per ToDS/FromDS, QoS and HT control
+WLAN_TYPE_DATA = 2
+WLAN_SUBTYPE_NULL = 0x4  # subtype bit: a data frame without a body
+WLAN_SUBTYPE_QOS = 0x8  # subtype bit: a QoS Control field follows the addresses
+WLAN_FC_DS = 0x03  # ToDS | FromDS: both set, a fourth address follows
+WLAN_FC_PROTECTED = 0x40  # encrypted body: not readable as IP
+WLAN_FC_ORDER = 0x80  # in a QoS frame: a 4-byte HT Control field follows
+WLAN_QOS_AMSDU = 0x80  # QoS Control: the body is an A-MSDU (not followed)
+LLC_SNAP = 0xAAAA03  # 802.2 LLC with a SNAP header (RFC 1042): OUI, then an EtherType
+RADIOTAP_TSFT, RADIOTAP_FLAGS, RADIOTAP_EXT = 1 << 0, 1 << 1, 1 << 31  # present bits (radiotap.org)
+RADIOTAP_F_FCS, RADIOTAP_F_DATAPAD = 0x10, 0x20  # flags: FCS at the end; header padded to 4 bytes
+
+NFULA_PAYLOAD = 9  # NFLOG TLV holding the packet (libpcap pcap/nflog.h)
+NFLOG_TLV_TYPE = 0x3FFF  # type bits of a TLV (the top two are netlink's nested / byte-order flags)
+
+ARC_P_IP, ARC_P_IPV6 = 212, 196  # ARCNET protocol ids with RFC 1201 / RFC 2497 headers
+ARC_P_IP_RFC1051, ARC_P_ARP_RFC1051 = 240, 241  # the older ids, without split flag and sequence
+ARC_EXCEPTION = 0xFF  # split flag of an RFC 1201 exception packet
 # IPv6 extension headers with the generic (next header, length in 8-octet units - 1) layout (RFC 8200)
 IPV6_EXT_GENERIC = (0, 43, 60, 135, 139, 140)
 IPV6_EXT_AH = 51  # length in 4-octet units - 2 (RFC 4302)
@@ -64,12 +94,25 @@ TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOPT_WSCALE = 0, 1, 2, 3  # RFC 9293, RFC 
 TCPOPT_SACK_PERM, TCPOPT_SACK, TCPOPT_TIMESTAMP = 4, 5, 8  # RFC 2018, RFC 7323
 TCPOPT_TFO, TCPOPT_EXP, TFO_EXP_MAGIC = 34, 254, 0xF989  # RFC 7413 (and its experimental form)
 
-KNOWN_LINKTYPES = np.array([0, 1, 12, 14, 101, 108, 113, 228, 229, 276], dtype=np.int32)
+KNOWN_LINKTYPES = np.array([LINKTYPE_NULL, LINKTYPE_ETHERNET, DLT_RAW_BSD, DLT_RAW_OPENBSD, LINKTYPE_RAW,
+                            LINKTYPE_C_HDLC, LINKTYPE_IEEE802_11, LINKTYPE_LOOP, LINKTYPE_LINUX_SLL,
+                            LINKTYPE_IEEE802_11_RADIOTAP, LINKTYPE_ARCNET_LINUX, LINKTYPE_IPV4, LINKTYPE_IPV6,
+                            LINKTYPE_NFLOG, LINKTYPE_LINUX_SLL2], dtype=np.int32)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _be16(d, p):
     return (np.int64(d[p]) << 8) | np.int64(d[p + 1])
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _le16(d, p):
+    return np.int64(d[p]) | (np.int64(d[p + 1]) << 8)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _le32(d, p):
+    return _le16(d, p) | (_le16(d, p + 2) << 16)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -158,11 +201,24 @@ def _gre_inner(d, g, end):
     return 0, g
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def _udp_tunnel(d, u, end, wend, j, i32):
+    """The IP header inside a UDP datagram at ``u`` when it is VXLAN (RFC 7348: UDP header, 8-byte VXLAN
+    header, inner Ethernet frame); returns (status, ip offset, ip version, wire end): ST_TUNNEL or not TCP."""
+    if u + 8 > end or _be16(d, u + 2) != VXLAN_PORT:
+        return ST_NOT_TCP, u, 0, wend
+    e = u + 16
+    if e + 14 > end:
+        return ST_SHORT, u, 0, wend
+    q, v, st, wend = _ethertype_chain(d, e + 14, end, wend, _be16(d, e + 12), j, i32)
+    return (ST_TUNNEL if st == ST_TCP else st), q, v, wend
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
     """Decode the IP layer at ``p`` into row ``j``; returns a status (ST_FRAGMENT: Python's turn).
 
-    Tunnels (IP in IP, IPv6 in IPv4 and back, GRE version 0) are followed to the innermost IP
+    Tunnels (IP in IP, IPv6 in IPv4 and back, GRE version 0, VXLAN) are followed to the innermost IP
     header, whose addresses the row reports, as tshark's fields do.
     """
     for _depth in range(MAX_TUNNEL_DEPTH):
@@ -213,6 +269,8 @@ def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
             v, q = _gre_inner(d, p + ihl, end)
             if v:
                 return ST_TUNNEL, q, v, p + total
+        if proto == IPPROTO_UDP:
+            return _udp_tunnel(d, p + ihl, end, p + total, j, i32)
         return ST_NOT_TCP, p, 0, wend
     if ipver == 6:
         if p + 40 > end:
@@ -231,7 +289,8 @@ def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
         if remaining > wend - q:
             remaining = wend - q
         for _hop in range(32):
-            if nh == IPPROTO_TCP or nh == IPPROTO_IPIP or nh == IPPROTO_IPV6 or nh == IPPROTO_GRE:
+            if nh == IPPROTO_TCP or nh == IPPROTO_IPIP or nh == IPPROTO_IPV6 or nh == IPPROTO_GRE \
+                    or nh == IPPROTO_UDP:
                 break
             if q + 8 > end:
                 return ST_SHORT, p, 0, wend
@@ -262,91 +321,226 @@ def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
             v, g = _gre_inner(d, q, end)
             if v:
                 return ST_TUNNEL, g, v, q + remaining
+        if nh == IPPROTO_UDP:
+            return _udp_tunnel(d, q, end, q + remaining, j, i32)
         return ST_NOT_TCP, p, 0, wend
     return ST_BAD_IP, p, 0, wend
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _link_layer(d, p, end, lt, j, i32):
-    """Skip the link header of one frame; returns (ip offset, ip version, status)."""
+def _link_layer(d, p, end, wend, lt, j, i32):
+    """Skip the link header of one frame; returns (ip offset, ip version, status, wire end of the IP)."""
     i32[Q_VLAN, j] = -1
     i32[Q_VLAN2, j] = -1
-    etype = -1
-    ipver = 0
-    if lt == 1:  # Ethernet
+    if lt == LINKTYPE_ETHERNET:
         if p + 14 > end:
-            return p, 0, ST_SHORT
-        etype = _be16(d, p + 12)
-        p += 14
-    elif lt == 113:  # Linux SLL: protocol at byte 14
+            return p, 0, ST_SHORT, wend
+        return _ethertype_chain(d, p + 14, end, wend, _be16(d, p + 12), j, i32)
+    if lt == LINKTYPE_LINUX_SLL:  # protocol at byte 14
         if p + 16 > end:
-            return p, 0, ST_SHORT
-        etype = _be16(d, p + 14)
-        p += 16
-    elif lt == 276:  # Linux SLL2: protocol first
+            return p, 0, ST_SHORT, wend
+        return _ethertype_chain(d, p + 16, end, wend, _be16(d, p + 14), j, i32)
+    if lt == LINKTYPE_LINUX_SLL2:  # protocol first
         if p + 20 > end:
-            return p, 0, ST_SHORT
-        etype = _be16(d, p)
-        p += 20
-    elif lt == 0 or lt == 108:  # BSD loopback: address family, host (0) or network (108) order
+            return p, 0, ST_SHORT, wend
+        return _ethertype_chain(d, p + 20, end, wend, _be16(d, p), j, i32)
+    if lt == LINKTYPE_NULL or lt == LINKTYPE_LOOP:  # address family, host (NULL) or network (LOOP) order
         if p + 4 > end:
-            return p, 0, ST_SHORT
+            return p, 0, ST_SHORT, wend
         af = _be32(d, p)
-        if lt == 0 and af > 0xFFFF:
-            af = ((af & 0xFF) << 24) | ((af & 0xFF00) << 8) | ((af >> 8) & 0xFF00) | (af >> 24)
-        p += 4
-        if af == 2:
-            ipver = 4
-        elif af == 10 or af == 24 or af == 28 or af == 30:
-            ipver = 6
-        else:
-            return p, 0, ST_NOT_IP
-    elif lt == 101 or lt == 12 or lt == 14:  # raw IP: version nibble
+        if lt == LINKTYPE_NULL and af > 0xFFFF:
+            af = _le32(d, p)
+        v = _address_family(af)
+        return p + 4, v, ST_TCP if v else ST_NOT_IP, wend
+    if lt == LINKTYPE_RAW or lt == DLT_RAW_BSD or lt == DLT_RAW_OPENBSD:  # version nibble
         if p + 1 > end:
-            return p, 0, ST_SHORT
-        ipver = d[p] >> 4
-    elif lt == 228:
-        ipver = 4
-    elif lt == 229:
-        ipver = 6
-    else:
-        return p, 0, ST_UNKNOWN_LINK
-    if etype != -1:
-        tags = 0
-        while (etype == ETHERTYPE_VLAN or etype == ETHERTYPE_QINQ or etype == ETHERTYPE_QINQ_OLD) \
-                and p + 4 <= end:
-            tci = _be16(d, p) & 0xFFF
-            if tags == 0:
-                i32[Q_VLAN, j] = tci
-            elif tags == 1:
-                i32[Q_VLAN2, j] = tci
+            return p, 0, ST_SHORT, wend
+        return p, d[p] >> 4, ST_TCP, wend
+    if lt == LINKTYPE_IPV4:
+        return p, 4, ST_TCP, wend
+    if lt == LINKTYPE_IPV6:
+        return p, 6, ST_TCP, wend
+    if lt == LINKTYPE_C_HDLC:  # address, control, protocol (an EtherType)
+        if p + 4 > end:
+            return p, 0, ST_SHORT, wend
+        return _ethertype_chain(d, p + 4, end, wend, _be16(d, p + 2), j, i32)
+    if lt == LINKTYPE_IEEE802_11_RADIOTAP or lt == LINKTYPE_IEEE802_11:
+        return _wlan(d, p, end, wend, lt == LINKTYPE_IEEE802_11_RADIOTAP, j, i32)
+    if lt == LINKTYPE_NFLOG:
+        return _nflog(d, p, end, wend)
+    if lt == LINKTYPE_ARCNET_LINUX:
+        return _arcnet(d, p, end, wend)
+    return p, 0, ST_UNKNOWN_LINK, wend
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _address_family(af):
+    """IP version of an address family number (BSD loopback, NFLOG), 0 when not IP."""
+    if af == AF_INET:
+        return 4
+    for v6 in AF_INET6:
+        if af == v6:
+            return 6
+    return 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ethertype_chain(d, p, end, wend, etype, j, i32):
+    """From the EtherType ``etype`` (its header ends at ``p``) to IP: VLAN tags (the first two are kept,
+    in the first free of the two columns: an inner frame's follow the outer's), Cisco FabricPath, an MPLS
+    label stack, a PPPoE session. Returns as ``_link_layer``."""
+    while True:
+        if etype == ETHERTYPE_VLAN or etype == ETHERTYPE_QINQ or etype == ETHERTYPE_QINQ_OLD:
+            if p + 4 > end:
+                return p, 0, ST_SHORT, wend
             etype = _be16(d, p + 2)
+            if etype == ETHERTYPE_FABRICPATH:  # this tag belongs to the FabricPath header (tshark: cfp.1ad)
+                pass
+            elif i32[Q_VLAN, j] == -1:
+                i32[Q_VLAN, j] = _be16(d, p) & 0xFFF
+            elif i32[Q_VLAN2, j] == -1:
+                i32[Q_VLAN2, j] = _be16(d, p) & 0xFFF
             p += 4
-            tags += 1
-        if etype == ETHERTYPE_MPLS or etype == ETHERTYPE_MPLS_MC:
-            for _label in range(16):  # pop labels to the bottom of the stack (RFC 3032)
-                if p + 4 > end:
-                    return p, 0, ST_SHORT
-                bottom = d[p + 2] & 1
-                p += 4
-                if bottom:
-                    break
-            if p + 1 > end:
-                return p, 0, ST_SHORT
-            etype = ETHERTYPE_IPV4 if (d[p] >> 4) == 4 else ETHERTYPE_IPV6 if (d[p] >> 4) == 6 else 0
-        elif etype == ETHERTYPE_PPPOE:  # PPPoE session header (RFC 2516), then the PPP protocol
-            if p + 8 > end:
-                return p, 0, ST_SHORT
-            ppp = _be16(d, p + 6)
-            p += 8
-            etype = ETHERTYPE_IPV4 if ppp == PPP_IPV4 else ETHERTYPE_IPV6 if ppp == PPP_IPV6 else 0
-        if etype == ETHERTYPE_IPV4:
-            ipver = 4
-        elif etype == ETHERTYPE_IPV6:
-            ipver = 6
+        elif etype == ETHERTYPE_FABRICPATH:  # FTag/TTL, then the inner frame's addresses and EtherType
+            if p + 16 > end:
+                return p, 0, ST_SHORT, wend
+            etype = _be16(d, p + 14)
+            p += 16
         else:
-            return p, 0, ST_NOT_IP
-    return p, ipver, ST_TCP
+            break
+    if etype == ETHERTYPE_MPLS or etype == ETHERTYPE_MPLS_MC:
+        for _label in range(16):  # pop labels to the bottom of the stack (RFC 3032)
+            if p + 4 > end:
+                return p, 0, ST_SHORT, wend
+            bottom = d[p + 2] & 1
+            p += 4
+            if bottom:
+                break
+        if p + 1 > end:
+            return p, 0, ST_SHORT, wend
+        etype = ETHERTYPE_IPV4 if (d[p] >> 4) == 4 else ETHERTYPE_IPV6 if (d[p] >> 4) == 6 else 0
+    elif etype == ETHERTYPE_PPPOE:  # session header (RFC 2516): its length bounds the PPP frame
+        if p + 8 > end:
+            return p, 0, ST_SHORT, wend
+        wend = min(wend, p + 6 + _be16(d, p + 4))
+        ppp = _be16(d, p + 6)
+        p += 8
+        etype = ETHERTYPE_IPV4 if ppp == PPP_IPV4 else ETHERTYPE_IPV6 if ppp == PPP_IPV6 else 0
+    if etype == ETHERTYPE_IPV4:
+        return p, 4, ST_TCP, wend
+    if etype == ETHERTYPE_IPV6:
+        return p, 6, ST_TCP, wend
+    return p, 0, ST_NOT_IP, wend
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _wlan(d, p, end, wend, radiotap, j, i32):
+    """An 802.11 data frame (behind a radiotap header when ``radiotap``) to its LLC/SNAP EtherType.
+
+    Frames that are not data, carry no body, are protected (encrypted) or hold an A-MSDU are not IP here.
+    """
+    pad = False
+    if radiotap:  # version, pad, length (little-endian), present bitmaps, fields (radiotap.org)
+        if p + 8 > end:
+            return p, 0, ST_SHORT, wend
+        rlen = _le16(d, p + 2)
+        if p + rlen > end:
+            return p, 0, ST_SHORT, wend
+        flags = _radiotap_flags(d, p, p + rlen)
+        if flags & RADIOTAP_F_FCS:
+            wend -= 4
+        pad = (flags & RADIOTAP_F_DATAPAD) != 0
+        p += rlen
+    if p + 24 > end:
+        return p, 0, ST_SHORT, wend
+    fc, flags = np.int64(d[p]), np.int64(d[p + 1])
+    subtype = fc >> 4
+    if (fc & 3) != 0 or ((fc >> 2) & 3) != WLAN_TYPE_DATA or subtype & WLAN_SUBTYPE_NULL \
+            or flags & WLAN_FC_PROTECTED:
+        return p, 0, ST_NOT_IP, wend
+    hl = 24 + (6 if (flags & WLAN_FC_DS) == WLAN_FC_DS else 0)
+    if subtype & WLAN_SUBTYPE_QOS:
+        if p + hl + 2 > end:
+            return p, 0, ST_SHORT, wend
+        if d[p + hl] & WLAN_QOS_AMSDU:
+            return p, 0, ST_NOT_IP, wend
+        hl += 2 + (4 if flags & WLAN_FC_ORDER else 0)
+    if pad:
+        hl = (hl + 3) & ~3
+    q = p + hl
+    if q + 8 > end:
+        return p, 0, ST_SHORT, wend
+    if (_be16(d, q) << 8 | d[q + 2]) != LLC_SNAP:
+        return p, 0, ST_NOT_IP, wend
+    return _ethertype_chain(d, q + 8, end, wend, _be16(d, q + 6), j, i32)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _radiotap_flags(d, r, rend):
+    """The Flags field of the radiotap header ``d[r:rend]``, 0 when absent: it follows the present
+    bitmaps and, when present, the 8-byte TSFT field aligned to 8 bytes from the header's start."""
+    present = _le32(d, r + 4)
+    q = r + 8
+    word = present
+    while word & RADIOTAP_EXT and q + 4 <= rend:
+        word = _le32(d, q)
+        q += 4
+    if not present & RADIOTAP_FLAGS:
+        return 0
+    if present & RADIOTAP_TSFT:
+        q = r + ((q - r + 7) & ~7) + 8
+    return d[q] if q < rend else 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _nflog(d, p, end, wend):
+    """NFLOG: address family, version, resource id, then TLVs padded to 4 bytes, the packet in
+    NFULA_PAYLOAD. TLV lengths and types are in the capturing host's byte order: little-endian unless
+    the first TLV's length only makes sense big-endian."""
+    if p + 8 > end:
+        return p, 0, ST_SHORT, wend
+    ipver = _address_family(d[p])
+    if not ipver:
+        return p, 0, ST_NOT_IP, wend
+    q = p + 4
+    little = 4 <= _le16(d, q) <= end - q
+    while q + 4 <= end:
+        tlen = _le16(d, q) if little else _be16(d, q)
+        ttype = (_le16(d, q + 2) if little else _be16(d, q + 2)) & NFLOG_TLV_TYPE
+        if tlen < 4:
+            return p, 0, ST_NOT_IP, wend
+        if ttype == NFULA_PAYLOAD:
+            return q + 4, ipver, ST_TCP, min(wend, q + tlen)
+        q += (tlen + 3) & ~3
+    return p, 0, ST_SHORT if q < wend else ST_NOT_IP, wend
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _arcnet(d, p, end, wend):
+    """ARCNET as Linux captures it: source, destination, 2-byte offset, protocol id; then, for RFC 1201
+    and RFC 2497 ids, split flag and sequence number (an exception packet, split flag FF, first has
+    2 bytes of FF padding and the protocol id again). RFC 1051 ids have nothing more."""
+    if p + 5 > end:
+        return p, 0, ST_SHORT, wend
+    proto = d[p + 4]
+    q = p + 5
+    if proto == ARC_P_IP_RFC1051:
+        return q, 4, ST_TCP, wend
+    if proto == ARC_P_ARP_RFC1051:
+        return q, 0, ST_NOT_IP, wend
+    if q + 3 > end:
+        return p, 0, ST_SHORT, wend
+    if d[q] == ARC_EXCEPTION:
+        if q + 7 > end:
+            return p, 0, ST_SHORT, wend
+        proto = d[q + 3]
+        q += 4
+    q += 3
+    if proto == ARC_P_IP:
+        return q, 4, ST_TCP, wend
+    if proto == ARC_P_IPV6:
+        return q, 6, ST_TCP, wend
+    return q, 0, ST_NOT_IP, wend
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -361,8 +555,7 @@ def _decode_frames(d, offsets, caplens, wirelens, linktypes, ts_ns, ifaces, firs
     for i in range(len(offsets)):
         p = offsets[i]
         end = p + caplens[i]
-        wend = p + max(wirelens[i], caplens[i])
-        p, ipver, st = _link_layer(d, p, end, linktypes[i], j, i32)
+        p, ipver, st, wend = _link_layer(d, p, end, p + max(wirelens[i], caplens[i]), linktypes[i], j, i32)
         if st == ST_TCP:
             st = _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
         counts[st] += 1

@@ -2,11 +2,12 @@
 
 ``FrameSource(path).batches(batch_size)`` yields ``FrameBatch`` objects. Memory stays flat: the file
 is read in chunks and each batch references only its own chunk. Damage (a truncated file, an
-impossible length) ends the reading with one line in ``problems``; every frame before it is kept.
+impossible length, a cut or corrupt gzip stream, a read error) ends the reading with one line in
+``problems``; every frame before it is kept.
 """
 from __future__ import annotations
 
-import gzip
+import io
 import os
 import zlib
 from collections.abc import Callable, Iterator
@@ -19,32 +20,128 @@ from . import pcap, pcapng
 from .frames import FrameBatch
 
 GZIP_MAGIC = b"\x1f\x8b"
+GZIP_WBITS = 31  # zlib: a gzip stream (RFC 1952), its CRC-32 and length checked at the end
+GZIP_STEP = 1 << 16  # compressed bytes inflated per call
 CHUNK_BYTES = 2 << 20  # read granularity: small enough that a piece is decoded while cached
 
 
-def _open(path_or_file) -> tuple[BinaryIO, str, bool]:
-    """Open a path or take a file object; transparently gunzip. Returns (file, name, owned)."""
+class Gunzip(io.RawIOBase):
+    """Reads a gzip file (RFC 1952, any number of members) as its decompressed bytes, keeping every
+    byte zlib can give before damage: a cut file, a corrupt block or a failed CRC stop the stream
+    there and leave one line in ``damage``."""
+
+    def __init__(self, raw: BinaryIO, head: bytes = b""):
+        self.raw = raw
+        self.damage: str | None = None
+        self._z = zlib.decompressobj(GZIP_WBITS)
+        self._input = head  # compressed bytes not yet given to zlib (``head``: read from ``raw`` already)
+        self._taken = 0  # compressed bytes given to zlib so far
+        self._pending = b""  # decompressed bytes not yet read (after damage)
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        view = memoryview(b).cast("B")
+        while not self._pending and not self._done:
+            out = self._inflate(len(view))
+            if out:
+                view[:len(out)] = out
+                return len(out)
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _inflate(self, limit: int) -> bytes:
+        if self._z.eof and not self._next_member():
+            return b""
+        if not self._input:
+            self._input = self.raw.read(GZIP_STEP)
+            if not self._input:
+                try:
+                    self._pending = self._z.flush()  # what the last bytes give
+                except zlib.error:
+                    self._pending = b""
+                self._stop(f"gzip data ends early (the file is cut {self._taken} compressed bytes in)")
+                return b""
+        before, data = self._z.copy(), self._input
+        try:
+            out = self._z.decompress(data, limit)
+        except zlib.error as exc:
+            self._pending, bad = _inflate_until_error(before, data)
+            self._stop(f"gzip data damaged at compressed byte {self._taken + bad}: {exc}")
+            return b""
+        self._input = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
+        self._taken += len(data) - len(self._input)
+        return out
+
+    def _next_member(self) -> bool:
+        """After a member's end: start the next one (False at the end of the file; zero padding is skipped)."""
+        while not self._input.lstrip(b"\0"):
+            self._taken += len(self._input)
+            self._input = self.raw.read(GZIP_STEP)
+            if not self._input:
+                self._done = True
+                return False
+        stripped = self._input.lstrip(b"\0")
+        self._taken += len(self._input) - len(stripped)
+        self._input = stripped
+        self._z = zlib.decompressobj(GZIP_WBITS)
+        return True
+
+    def _stop(self, damage: str) -> None:
+        self.damage, self._done = damage, True
+
+
+def _inflate_until_error(z, data: bytes) -> tuple[bytes, int]:
+    """Feed ``data`` to ``z`` byte by byte: everything it decodes before the error, and where it is."""
+    out = []
+    for at in range(len(data)):
+        try:
+            out.append(z.decompress(data[at:at + 1]))
+        except zlib.error:
+            return b"".join(out), at
+    return b"".join(out), len(data)
+
+
+def _open(path_or_file) -> tuple[BinaryIO, BinaryIO, bytes, str, bool]:
+    """Open a path or take a file object; gunzip when it starts with gzip's magic.
+
+    Returns (reader, file, head, name, owned): the capture is ``head`` (its first bytes, read already)
+    then what ``reader`` gives (the file itself, or a ``Gunzip`` of it). A path is read unbuffered, one
+    system call per read, so that the bytes read before a read error are kept. A file that cannot be
+    opened or read: ``CaptureError``.
+    """
     if hasattr(path_or_file, "read"):
-        f, name, owned = path_or_file, getattr(path_or_file, "name", "<stream>"), False
+        f, name, owned = path_or_file, str(getattr(path_or_file, "name", "<stream>")), False
     else:
         name = os.fspath(path_or_file)
         try:
-            f = open(name, "rb")
+            f = open(name, "rb", buffering=0)
         except OSError as exc:
             raise CaptureError(name, None, f"cannot open: {exc.strerror or exc}") from None
         owned = True
-    head = _peek(f, 2)
+    try:
+        head = _read_exactly(f, len(GZIP_MAGIC))
+    except OSError as exc:
+        if owned:
+            f.close()
+        raise CaptureError(name, 0, f"cannot read: {exc.strerror or exc}") from None
     if head == GZIP_MAGIC:
-        f = gzip.GzipFile(fileobj=f, mode="rb")
-    return f, str(name), owned
+        return Gunzip(f, head), f, b"", name, owned
+    return f, f, head, name, owned
 
 
-def _peek(f: BinaryIO, n: int) -> bytes:
-    if hasattr(f, "peek"):
-        return f.peek(n)[:n]
-    pos = f.tell()
-    data = f.read(n)
-    f.seek(pos)
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes (fewer only at the end of the file): pipes and raw files may return less per read."""
+    data = b""
+    while len(data) < n:
+        more = f.read(n - len(data))
+        if not more:
+            break
+        data += more
     return data
 
 
@@ -52,13 +149,14 @@ class FrameSource:
     """Reads a pcap or pcapng file (optionally gzip-compressed) as frame batches."""
 
     def __init__(self, path_or_file):
-        self.file, self.name, self._owned = _open(path_or_file)
+        self.file, self._raw, head, self.name, self._owned = _open(path_or_file)
         self.problems: list[str] = []
         self.frames = 0  # frames read so far (= last frame number)
-        self.bytes_read = 0
-        self._arr = np.empty(0, dtype=np.uint8)
-        self._lo = self._hi = 0
+        self.bytes_read = len(head)
+        self._arr = np.frombuffer(head, dtype=np.uint8).copy()
+        self._lo, self._hi = 0, len(head)
         self._eof = False
+        self._cut: str | None = None  # why the data ended early (read error, gzip damage), once said
         self._buf_base = 0  # file offset of self._buf[0]
         try:
             self._read_file_header()
@@ -69,23 +167,27 @@ class FrameSource:
     def _read_file_header(self) -> None:
         head = self._need(24)
         if len(head) < 4:
+            if self._cut:
+                raise CaptureError(self.name, len(head), self._cut)
             raise CaptureError(self.name, 0, "not a capture file (empty or shorter than a file header)")
         self.pcap_header = pcap.parse_pcap_header(head)
         if self.pcap_header is not None:
             self.format = "pcap"
             if len(head) < pcap.PCAP_FILE_HEADER_LEN:
-                raise CaptureError(self.name, len(head), "truncated pcap file header")
+                raise CaptureError(self.name, len(head), self._cut or "truncated pcap file header")
             self._drop(pcap.PCAP_FILE_HEADER_LEN)
         elif head[:4] == b"\x0a\x0d\x0d\x0a":
             self.format = "pcapng"
             self.big = False
-            self.interfaces: list[pcapng.Interface] = []
+            self.interfaces = pcapng.InterfaceTable()
+            self._said_full = False  # the interface limit was reported
+            self._said_clock: set[int] = set()  # clocks whose clamped times were reported
         else:
             raise CaptureError(self.name, 0, f"not a pcap or pcapng file (magic {head[:4].hex()})")
 
     def file_size(self) -> int | None:
         """Size of a plain file being read (None for gzip and streams)."""
-        if isinstance(self.file, gzip.GzipFile):
+        if isinstance(self.file, Gunzip):
             return None
         try:
             return os.fstat(self.file.fileno()).st_size
@@ -117,17 +219,24 @@ class FrameSource:
         while self._hi < need and not self._eof:
             try:
                 got = self.file.readinto(view[self._hi:need])
-            except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
-                self._eof = True
-                self._problem(self._buf_base + self._hi - self._lo, f"read error: {exc}")
+            except OSError as exc:
+                self._end_early(f"read error: {exc.strerror or exc}; the rest of the file is not read")
                 break
             if not got:
                 self._eof = True
+                if getattr(self.file, "damage", None):
+                    self._end_early(self.file.damage)
                 break
             self.bytes_read += got
             self._hi += got
             if self._hi - self._lo >= want:
                 break
+
+    def _end_early(self, why: str) -> None:
+        """The data ends here for a reason other than the file's end: say it once, at this offset."""
+        self._eof = True
+        self._cut = why
+        self._problem(self._buf_base + self._hi - self._lo, why)
 
     def _need(self, n: int) -> bytes:
         self._fill(n)
@@ -140,9 +249,14 @@ class FrameSource:
     def _problem(self, offset: int, text: str) -> None:
         self.problems.append(f"{self.name} at offset {offset}: {text}")
 
+    def _truncated(self, what: str) -> None:
+        """The data ended inside a record or block: say so, unless the reason was said already."""
+        if not self._cut:
+            self._problem(self._buf_base, what)
+
     def close(self) -> None:
         if self._owned:
-            self.file.close()
+            self._raw.close()
 
     # -- batches -------------------------------------------------------------------------------
     def batches(self, batch_size: int | Callable[[], int] = 262_144) -> Iterator[FrameBatch]:
@@ -181,15 +295,15 @@ class FrameSource:
                                          np.full(n, h.linktype, np.int32), np.zeros(n, np.int16))
                 self._drop(pos)
                 return batch
-            where = self._buf_base + pos
+            self._drop(pos)
             if status == pcap.WALK_BAD_LENGTH:
                 bad = pcap.u32(arr, pos + 8, h.big_endian)
-                self._problem(where, f"impossible record length {bad} (after frame {self.frames}); "
-                                     "the rest of the file is not read")
+                self._problem(self._buf_base, f"impossible record length {bad} (after frame {self.frames}); "
+                                              "the rest of the file is not read")
                 return None
             if self._eof:
-                self._problem(where, f"truncated record: file ends {len(arr) - pos} bytes into frame "
-                                     f"{self.frames + 1}")
+                self._truncated(f"truncated record: file ends {len(self._buf)} bytes into frame "
+                                f"{self.frames + 1}")
                 return None
             want = len(self._buf) + 1  # the next record is not whole yet: read another chunk
 
@@ -201,81 +315,89 @@ class FrameSource:
                 return None
             arr = self._buf
             off, cap, wire, ts, iface = self._alloc(min(batch_size, len(arr) // 12 + 1))
-            n, pos, status = pcapng.walk_pcapng_blocks(arr, 0, len(arr), self.big, len(off),
-                                                       off, cap, wire, ts, iface)
+            n, pos, status, problem = self._walk_blocks(arr, off, cap, wire, ts, iface)
             if n:
                 batch = self._pcapng_batch(arr, off[:n], cap[:n], wire[:n], ts[:n], iface[:n])
                 self._drop(pos)
                 return batch
             self._drop(pos)
-            where = self._buf_base
-            if status == pcapng.WALK_PYTHON:
-                if not self._read_section_block():
-                    return None
-                want = 1  # read more only when the buffer holds no whole record
-                continue
+            if problem:
+                self._problem(self._buf_base, problem + f" (after frame {self.frames}); "
+                                                        "the rest of the file is not read")
+                return None
             if status == pcapng.WALK_BAD_LENGTH:
-                self._problem(where, f"impossible block length (after frame {self.frames}); "
-                                     "the rest of the file is not read")
+                self._problem(self._buf_base, f"impossible block length (after frame {self.frames}); "
+                                              "the rest of the file is not read")
                 return None
             if status == pcapng.WALK_BAD_PACKET:
-                self._problem(where, f"packet block too short for its captured length (frame "
-                                     f"{self.frames + 1}); the rest of the file is not read")
+                self._problem(self._buf_base, f"packet block too short for its captured length (frame "
+                                              f"{self.frames + 1}); the rest of the file is not read")
                 return None
             if self._eof:
                 if len(self._buf):
-                    self._problem(where, f"truncated block: file ends {len(self._buf)} bytes into "
-                                         f"a block (after frame {self.frames})")
+                    self._truncated(f"truncated block: file ends {len(self._buf)} bytes into a block "
+                                    f"(after frame {self.frames})")
                 return None
             want = len(self._buf) + 1
 
-    def _read_section_block(self) -> bool:
-        """Read the SHB or IDB at the start of the buffer. False when the file cannot go on."""
-        head = self._need(12)
-        where = self._buf_base
-        if len(head) < 12:
-            self._problem(where, "truncated block header")
-            return False
-        if head[:4] == b"\x0a\x0d\x0d\x0a":
+    def _walk_blocks(self, arr, off, cap, wire, ts, iface) -> tuple[int, int, int, str | None]:
+        """Walk packet blocks, reading the SHBs and IDBs met on the way, until the output arrays are full,
+        the buffer holds no whole block or damage. Returns (frames, offset reached, walk status, problem)."""
+        n = pos = 0
+        while True:
+            got, pos, status = pcapng.walk_pcapng_blocks(
+                arr, pos, len(arr), self.big, len(off) - n, self.interfaces.section_first,
+                self.interfaces.in_section, off[n:], cap[n:], wire[n:], ts[n:], iface[n:])
+            n += got
+            if status != pcapng.WALK_PYTHON:
+                return n, pos, status, None
+            used, problem = self._section_block(arr, pos)
+            if not used:
+                return n, pos, status, problem
+            pos += used
+
+    def _section_block(self, arr: np.ndarray, pos: int) -> tuple[int, str | None]:
+        """Read the SHB or IDB at ``arr[pos:]``. Returns (its length, or 0 when it is not whole in the
+        buffer or is damaged; the damage)."""
+        if pos + 12 > len(arr):
+            return 0, None
+        head = bytes(arr[pos:pos + 12])
+        is_shb = head[:4] == b"\x0a\x0d\x0d\x0a"
+        if is_shb:
             shb = pcapng.parse_shb(head)
             if shb is None:
-                self._problem(where, "section header block with a bad byte-order magic")
-                return False
-            self.big, length = shb
-            self.interfaces = []
+                return 0, "section header block with a bad byte-order magic"
+            big, length = shb
         else:
-            length = int.from_bytes(head[4:8], "big" if self.big else "little")
+            big, length = self.big, int.from_bytes(head[4:8], "big" if self.big else "little")
         if length < 12 or length % 4 or length > pcapng.PCAPNG_MAX_BLOCK:
-            self._problem(where, f"impossible block length {length}")
-            return False
-        block = self._need(length)
-        if len(block) < length:
-            self._problem(where, f"truncated block: file ends {len(block)} bytes into a {length}-byte block")
-            return False
-        if head[:4] != b"\x0a\x0d\x0d\x0a":
-            try:
-                self.interfaces.append(pcapng.parse_idb(block, self.big))
-            except Exception:  # noqa: BLE001 - any damage inside an IDB is the same problem
-                self._problem(where, "malformed interface description block")
-                return False
-        self._drop(length)
-        return True
+            return 0, f"impossible block length {length}"
+        if pos + length > len(arr):
+            return 0, None
+        if is_shb:
+            self.big = big
+            self.interfaces.new_section()
+            return length, None
+        try:
+            iface = pcapng.parse_idb(bytes(arr[pos:pos + length]), big)
+        except Exception:  # noqa: BLE001 - any damage inside an IDB is the same problem
+            return 0, "malformed interface description block"
+        iface.where = self._buf_base + pos
+        if not self.interfaces.add(iface) and not self._said_full:
+            self._said_full = True
+            self._problem(iface.where, f"more than {pcapng.MAX_INTERFACES} interfaces: frames on the "
+                                       "others are skipped")
+        return length, None
 
     def _pcapng_batch(self, arr, off, cap, wire, ts, iface) -> FrameBatch:
-        n = len(off)
-        linktypes = np.full(n, -1, np.int32)  # -1: frame names an interface that was never described
-        ts_ns = np.zeros(n, np.int64)
-        for i, itf in enumerate(self.interfaces):
-            sel = iface == i
-            if not sel.any():
-                continue
-            linktypes[sel] = itf.linktype
-            ts_ns[sel] = itf.to_ns(ts[sel])
-            if itf.snaplen:
-                spb = sel & (ts == -1)
-                cap[spb] = np.minimum(cap[spb], itf.snaplen)
-        ts_ns[ts == -1] = 0  # simple packet blocks carry no time
-        return self._make_batch(arr, off, cap, wire, ts_ns, linktypes, iface.astype(np.int16))
+        linktypes, numbers, ts_ns, clamped = self.interfaces.resolve(iface, ts, cap)
+        for first in clamped:
+            itf = self.interfaces.interfaces[first]
+            if first not in self._said_clock:
+                self._said_clock.add(first)
+                self._problem(itf.where, f"interface {first} ({itf.clock_text()}): times beyond the years "
+                                         "1823-2116 are clamped to them")
+        return self._make_batch(arr, off, cap, wire, ts_ns, linktypes, numbers)
 
     def _make_batch(self, arr, off, cap, wire, ts_ns, linktypes, ifaces) -> FrameBatch:
         batch = FrameBatch(
