@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,26 +229,94 @@ def warm_cache(path: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def accuracy(outdir: Path, path: Path) -> dict:
-    """Our retransmissions.csv against the generator's truth file (frames and kinds)."""
-    truth = gen.read_truth(str(path))
-    rfile = next((p for p in (outdir / "retransmissions.csv",) if p.exists()), None)
-    if rfile is None:
-        return {"error": "no retransmissions.csv"}
-    found: dict[int, str] = {}
-    with open(rfile, newline="") as fh:
-        for row in csv.DictReader(fh):
-            found[int(row["frame"])] = row.get("kind", "")
-    tp = set(found) & set(truth)
-    same_kind = sum(1 for fr in tp if found[fr] == truth[fr]["kind"])
+NEEDED = (gen.KIND_RTO, gen.KIND_FAST)  # needed retransmissions: the trigger is timeout or fast recovery
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "yes")
+
+
+def _ratio(hits: int, total: int) -> float | None:
+    return round(hits / total, 4) if total else None
+
+
+def _cause_report(kind: str, truth: dict[int, dict], found: dict[int, dict], has_oc: bool) -> dict:
+    """How our rows read the truth rows of one cause."""
+    rows = [(fr, r) for fr, r in truth.items() if r["kind"] == kind]
+    ours = [found[fr]["kind"] if fr in found else "none" for fr, _ in rows]
+    right = [o == kind for o in ours]
+    lost = [ok for ok, (_, r) in zip(right, rows) if r["original_captured"] == "false"]
+    oc = [fr in found and _truthy(found[fr]["original_captured"]) == _truthy(r["original_captured"])
+          for fr, r in rows] if has_oc else []
     return {
+        "truth": len(rows), "correct": sum(right), "accuracy": _ratio(sum(right), len(rows)),
+        "accuracy_original_not_captured": _ratio(sum(lost), len(lost)),
+        "original_captured_agreement": _ratio(sum(oc), len(oc)) if has_oc else "n/a",
+        "ours": dict(sorted(Counter(ours).items())),
+    }
+
+
+def accuracy(outdir: Path, path: Path) -> dict:
+    """Our retransmissions.csv against the generator's truth file: for every out-of-sequence frame, is our
+    ``kind`` its true cause (and our ``original_captured`` the truth's: n/a while the engine has no such
+    column), per cause; the trigger among needed retransmissions; recall and precision of the flagged
+    frames; and tshark's agreement per cause when ``gen.py --check`` left it beside the capture."""
+    truth = gen.read_truth(str(path))
+    rfile = outdir / "retransmissions.csv"
+    if not rfile.exists():
+        return {"error": "no retransmissions.csv"}
+    with open(rfile, newline="") as fh:
+        reader = csv.DictReader(fh)
+        has_oc = "original_captured" in (reader.fieldnames or [])
+        found = {int(row["frame"]): row for row in reader}
+    per_cause = {kind: _cause_report(kind, truth, found, has_oc) for kind in gen.KINDS}
+    spurious = [(fr, r) for fr, r in truth.items() if r["kind"] == gen.KIND_SPURIOUS]
+    by_evidence = {}
+    for shown in (True, False):
+        sel = [fr for fr, r in spurious if (r["evidence"] != "none") == shown]
+        by_evidence["with_evidence" if shown else "no_evidence"] = {
+            "truth": len(sel), "accuracy": _ratio(sum(found.get(fr, {}).get("kind") == gen.KIND_SPURIOUS
+                                                      for fr in sel), len(sel))}
+    needed = [(fr, r) for fr, r in truth.items() if r["kind"] in NEEDED and found.get(fr, {}).get("kind") in NEEDED]
+    tp = set(found) & set(truth)
+    correct = sum(v["correct"] for v in per_cause.values())
+    report = {
         "truth": len(truth), "reported": len(found), "true_positive": len(tp),
-        "recall": round(len(tp) / len(truth), 6) if truth else 1.0,
-        "precision": round(len(tp) / len(found), 6) if found else 1.0,
-        "kind_agreement": round(same_kind / len(tp), 6) if tp else 1.0,
+        "recall": _ratio(len(tp), len(truth)), "precision": _ratio(len(tp), len(found)),
+        "overall_accuracy": _ratio(correct, len(truth)),
+        "trigger_accuracy_needed": _ratio(sum(found[fr]["kind"] == r["kind"] for fr, r in needed), len(needed)),
+        "original_captured": "reported" if has_oc else "n/a (no original_captured column)",
+        "per_cause": per_cause, "spurious_by_evidence": by_evidence,
         "missed_sample": sorted(set(truth) - set(found))[:10],
         "extra_sample": sorted(set(found) - set(truth))[:10],
     }
+    baseline = Path(str(path) + ".tshark.json")
+    if baseline.exists():
+        report["tshark"] = json.loads(baseline.read_text())
+    return report
+
+
+def print_accuracy(a: dict) -> None:
+    """The accuracy report as a table, one line per cause, tshark's agreement beside ours when known."""
+    if "error" in a:
+        print(f"  accuracy vs truth file: {a['error']}")
+        return
+    ts = a.get("tshark", {}).get("per_cause", {})
+    print(f"  cause accuracy vs truth file: overall {a['overall_accuracy']} over {a['truth']:,} out-of-sequence "
+          f"frames; flagged recall {a['recall']}, precision {a['precision']} ({a['reported']:,} reported)")
+    print(f"    {'cause':26s} {'truth':>7s} {'ours':>9s} {'orig. not capt.':>15s} {'orig_captured':>13s}"
+          f" {'tshark':>7s}")
+    for kind, v in a["per_cause"].items():
+        cells = (v["accuracy"], v["accuracy_original_not_captured"], v["original_captured_agreement"],
+                 ts.get(kind, {}).get("agreement"))
+        cells = ["-" if c is None else c for c in cells]
+        print(f"    {kind:26s} {v['truth']:>7,} {cells[0]:>9} {cells[1]:>15} {cells[2]:>13} {cells[3]:>7}")
+    ev = a["spurious_by_evidence"]
+    print(f"    trigger (timeout vs fast) among needed retransmissions: {a['trigger_accuracy_needed']}; spurious "
+          f"with evidence in the file {ev['with_evidence']['accuracy']} ({ev['with_evidence']['truth']:,}), "
+          f"without {ev['no_evidence']['accuracy']} ({ev['no_evidence']['truth']:,})")
+    if "tshark" in a:
+        print(f"    tshark overall {a['tshark'].get('agreement')} (gen.py --check)")
 
 
 def speed(args) -> dict:
@@ -355,9 +424,7 @@ def speed(args) -> dict:
     for c in checks:
         print(f"  [{c['verdict']:4s}] {c['target']}: {c['measured']}")
     if accuracy_report:
-        a = accuracy_report
-        print(f"  accuracy vs truth file: recall {a.get('recall')}, precision {a.get('precision')}, "
-              f"kind agreement {a.get('kind_agreement')} ({a.get('reported')} reported, {a.get('truth')} true)")
+        print_accuracy(accuracy_report)
     return report
 
 
@@ -560,8 +627,7 @@ def memory(args) -> dict:
             note = " ".join(argv[1:]).replace(str(path), "FILE").replace(str(outdir), "DIR")
             record("analyze CLI", "ok", note, samples, 1.0, run)
             out["modes"][-1]["accuracy"] = acc
-            print(f"  {'analyze CLI':22s} vs truth file: recall {acc.get('recall')}, precision {acc.get('precision')}"
-                  f" ({acc.get('reported')} reported, {acc.get('truth')} true)")
+            print_accuracy(acc)
     return out
 
 
