@@ -262,11 +262,11 @@ def test_unreadable_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs Linux /proc/self/mem (EIO at offset 0)")
-def test_read_error_at_the_start_is_one_line(capsys):
+def test_read_error_at_the_start_is_one_line(capsys, tmp_path):
     from analyzer.commands.cli import main
     with pytest.raises(CaptureError, match="/proc/self/mem at offset 0: cannot read: Input/output error"):
         analyzer.read_packets("/proc/self/mem")
-    assert main(["analyze", "/proc/self/mem", "-o", os.devnull, "-q"]) == 1
+    assert main(["analyze", "/proc/self/mem", "-o", str(tmp_path / "out"), "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Input/output error" in err[0]
 
