@@ -506,5 +506,5 @@ def test_eifel_marks_a_resend_spurious_when_the_ack_echoes_the_original(tmp_path
     assert rows(t.retransmissions, *RX, "evidence_frame") == [(5, "spurious_retransmission", 4, 1000, 6),
                                                               (8, "retransmission", 7, 1000, None)]
     assert t.retransmissions.reason[0].endswith(
-        "but the ACK in frame 6 echoes TSval 7000 of the original, older than this one's 7300: it answered the "
-        "original, which had arrived, so this was not needed (Eifel, RFC 3522)")
+        "but the ACK in frame 6 echoes TSval 7000 of the copy before it, older than this one's 7300: it answered an "
+        "earlier copy, which had arrived, so this was not needed (Eifel, RFC 3522)")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..table import Masked, seconds
-from .sequence import (EV_ACKED, EV_CLOCK_BACK, EV_DUPACKS, EV_IPID_EARLIER, EV_IPID_LATER, EV_LATE, EV_PARTIAL,
-                       EV_SACK, EV_SACKED, EV_SEEN, EV_SIMOPEN, EV_TIMING, EV_TSVAL_EARLIER, EV_TSVAL_LATER)
+from .sequence import (EV_ACKED, EV_CLOCK_BACK, EV_COPY_GONE, EV_DUPACKS, EV_IPID_EARLIER, EV_IPID_GAP, EV_IPID_LATER, EV_LATE,
+                       EV_PARTIAL, EV_RTO_RECOVERY, EV_SACK, EV_SACKED, EV_SEEN, EV_SIMOPEN, EV_TIMING,
+                       EV_TSVAL_EARLIER, EV_TSVAL_LATER)
 from .state import NONE, NOTE_FIN_REPEATED, Evidence, Kind
 
 KIND_NAMES = {k: k.name.lower() for k in Kind}  # the table's labels: Kind.FAST_RETRANSMISSION -> fast_retransmission
@@ -56,6 +57,10 @@ def _trigger_text(kind: int, why: int, count: int, ref: int, gap: str, limit: st
     signal = ("the receiver's 2nd duplicate ACK for it" + (f" ({count} in all)" if count > 2 else "") if why & EV_DUPACKS
               else "SACK blocks showing data above it received" if why & EV_SACK
               else "a partial ACK during fast recovery asking for it" if why & EV_PARTIAL else "")
+    if why & EV_RTO_RECOVERY:
+        return (f"resent in the loss recovery after the timeout retransmission in frame {ref}, {gap} earlier "
+                "(the sender resends what is still missing of the window it had sent, RFC 5681 5.1)"
+                + (f", as {signal} asked" if signal else ""))
     if kind == Kind.FAST_RETRANSMISSION:
         return f"{signal} (frame {ref}), resent {gap} later, within {limit}: fast recovery"
     if why & EV_LATE:
@@ -78,7 +83,10 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
         first = f"frame {ORIG[i]}, {sinces[i]} earlier" if ORIG[i] != NONE else ""
         if kind == Kind.DUPLICATE:
             text = ("same " + (f"IP ID {IPID[i]}" if IPID[i] > 0 else "TSval") + f", seq, ack, length and flags as "
-                    f"frame {ref}, {gap} later" + ("" if IPID[i] > 0 else ", nothing from the peer in between")
+                    f"frame {ref}, {gap} later"
+                    + ("" if IPID[i] > 0 else
+                       ", no loss signal from the receiver in between (no TCP resends data that soon unasked)"
+                       if why & EV_TIMING else ", nothing from the peer in between")
                     + ": the same packet captured twice")
         elif kind == Kind.SYN_RETRANSMISSION:
             text = ("SYN-ACK" if sa[i] else "SYN") + " repeated with the same ISN" + (f", first sent in {first}"
@@ -89,7 +97,11 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
                     "no byte of it was sent before: it does not start below the highest byte sent in its direction")
             text += f"; Wireshark calls it {KIND_NAMES[Kind(W[i])]}"
         elif kind == Kind.OUT_OF_ORDER:
-            if why & EV_SEEN:
+            if why & EV_COPY_GONE:
+                text = ("its bytes were captured before, in a copy no longer kept; "
+                        + _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "the highest sent")
+                        + f" (frame {ref}): the original, delayed in the network past its resend")
+            elif why & EV_SEEN:
                 text = (f"the original of frame {ref}, which was its retransmission, captured {gap} earlier: "
                         + _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "that copy")
                         + "; sent once, delayed in the network")
@@ -111,6 +123,12 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
                     text += "; " + order
                 elif why & EV_TIMING:
                     text += "; no IP ID or TSval to order the copies: the one captured later taken as the resend"
+            elif why & EV_IPID_GAP:
+                missing = CNT[i]
+                text = (f"at the highest byte sent, but IP ID {IPID[i]} follows {RIPID[i]} of the sender's previous "
+                        f"packet (frame {ref}, {gap} earlier): {missing} packet{'s' if missing > 1 else ''} of it "
+                        "not captured, while the peer had acknowledged everything and sent nothing to answer: they "
+                        "carried these bytes, lost before the capture point (a tail loss)")
             else:
                 order = _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "the highest sent")
                 text = (f"its {LEN[i]} bytes lie below the highest byte sent but were never captured: the original "
@@ -126,9 +144,14 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
                      "not needed (RFC 2883)")
         elif spur == Evidence.EIFEL:
             text += (f"; but the ACK in frame {SFR[i]} echoes TSval {SA[i]}"
-                     + (" of the original" if SA[i] == SC[i] else f" (the original's is {SC[i]})")
-                     + f", older than this one's {SB[i]}: it answered the original, which had arrived, so this was "
+                     + (" of the copy before it" if SA[i] == SC[i] else f" (the copy before it had {SC[i]})"
+                        if SC[i] >= 0 else "")
+                     + f", older than this one's {SB[i]}: it answered an earlier copy, which had arrived, so this was "
                      "not needed (Eifel, RFC 3522)")
+        elif spur == Evidence.DUPACK:
+            text += (f"; but in frame {SFR[i]} the receiver, which had acknowledged everything sent, repeated "
+                     "that ACK with nothing new from the sender: it had received a second copy (RFC 5681 4.2), "
+                     "the original had arrived, so this was not needed")
         elif spur == Evidence.LATE_ORIGINAL:
             text += (f"; but its original arrived after it (frame {SFR[i]}" + (f", IP ID {SA[i]}" if SA[i] > 0 else "")
                      + "): the original was delayed, not lost, so this was not needed")

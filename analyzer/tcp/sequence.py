@@ -43,7 +43,8 @@ from ..jit import njit
 from ..schema import TH_ACK, TH_FIN, TH_RST, TH_SYN
 from .connections import ZS, track_connection
 from .handshake import track_handshake
-from .state import (HOLES, NEW_CONVERSATION, NEW_DIRECTION, NEW_EVENT, NONE, NOTE_FIN_REPEATED, PEND_SLOTS,
+from .state import (FILL_END, FILL_EV, FILL_FRAME, FILL_IPID, FILL_START, FILL_TS, FILL_TSVAL, FILLS, HOLES,
+                    NEW_CONVERSATION, RECENT, NEW_DIRECTION, NEW_EVENT, NONE, NOTE_FIN_REPEATED, PEND_SLOTS,
                     RECORD_KEEP_OVER, RECORD_WALK, Evidence, Kind)
 from .wireshark import (TCP_A_FAST_RETRANSMISSION, TCP_A_KEEP_ALIVE, TCP_A_OUT_OF_ORDER, TCP_A_RETRANSMISSION,
                         TCP_A_SPURIOUS_RETRANSMISSION, TCP_A_ZERO_WINDOW_PROBE)
@@ -54,9 +55,15 @@ FAST_MIN_NS = 20_000_000  # a fast retransmission follows the loss signal within
 FAST_UNKNOWN_RTT_NS = 200_000_000  # ... or, without an RTT estimate, within Linux's minimum RTO
 REORDER_UNKNOWN_RTT_NS = 3_000_000  # without IP ID or TSval evidence nor an RTT: Wireshark's 3 ms
 IPID_STEP_MAX = 1024  # an IP ID this far above the highest is "the next packets" (per-host counters too)
+IPID_GAP_MAX = 8  # at most this many packets of a direction missing between two captured ones (a tail loss)
+# the same data segment captured twice, without an IP ID to compare and with a peer packet in between: at
+# most this far apart (no stack resends within 1 ms unless the receiver asked: Linux's RTO and tail-loss
+# probe wait at least 200 ms and 10 ms)
+DUP_NO_ID_NS = 1_000_000
+DUP_RECORDS = 8  # records searched for a copy that is not the direction's previous packet
 
-# how the receiver signalled a loss (``DIRECTION.signal_how``)
-SIG_DUPACKS, SIG_SACK, SIG_PARTIAL = 1, 2, 3
+# how the receiver signalled a loss (``DIRECTION.signal_how`` bits)
+SIG_DUPACKS, SIG_SACK, SIG_PARTIAL = 1, 2, 4
 
 # the evidence that decided a row's kind (``EVENT.why`` bits), named in its reason
 EV_SEEN = 1  # its bytes were captured before
@@ -73,6 +80,9 @@ EV_PARTIAL = 1024  # a partial ACK during fast recovery asked for it
 EV_LATE = 2048  # the loss signal came, but it was resent only after a timeout could fire
 EV_CLOCK_BACK = 4096  # the capture's clock went backwards before it
 EV_SIMOPEN = 8192  # a SYN-ACK of a simultaneous open (not a retransmission)
+EV_IPID_GAP = 16384  # at the highest byte, but IP IDs show packets of the sender missing: their resend
+EV_RTO_RECOVERY = 32768  # resent in the loss recovery after a timeout, whatever the receiver signalled
+EV_COPY_GONE = 65536  # its bytes were captured before, in a copy no longer kept: ordered against the highest sent
 
 _M32 = 0xFFFFFFFF
 
@@ -231,20 +241,115 @@ def _copies(d, records, s, e):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _is_duplicate(d, r, ts, seq, ack, plen, flags, win, ipid, tsval, sack):
-    """The same packet captured twice: identical to direction ``d``'s previous packet (seq, ack, length,
-    flags, window, TSval, first SACK block), at most 5 ms later, with the same non-zero IPv4 ID; or,
-    without a usable ID (IPv6, ID 0), no packet of the opposite direction ``r`` in between (whatever
-    a stack sends again, a retransmission of a SYN-ACK or a genuine duplicate ACK, answers a packet of the
-    peer, which the capture sees in between)."""
-    if d.prev_frame == NONE or ts - d.prev_ts > DUPLICATE_GAP_NS or ts < d.prev_ts:
-        return False
-    if (d.prev_seq != seq or d.prev_ack != ack or d.prev_len != plen or d.prev_flags != flags
-            or d.prev_win != win or d.prev_tsval != tsval or d.prev_sack != sack):
-        return False
-    if ipid > 0:
-        return d.prev_ipid == ipid
-    return d.prev_ipid == ipid and (r.prev_frame == NONE or r.prev_frame < d.prev_frame)
+def _fill_of(d, s, e):
+    """The slot of direction ``d``'s newest remembered hole fill overlapping [s, e), or -1."""
+    best = -1
+    for k in range(FILLS):
+        f = d.fills[k]
+        if (f[FILL_FRAME] != NONE and f[FILL_START] < e and f[FILL_END] > s
+                and (best < 0 or f[FILL_FRAME] > d.fills[best, FILL_FRAME])):
+            best = k
+    return best
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_fill(d, s, e, frame, ts, ipid, tsval, ev_index):
+    """Remember a segment that filled a gap below the top (a resend, or a late original) beyond the record
+    walk: if another copy of its bytes comes much later, the two can still be ordered."""
+    k = d.fills_next
+    d.fills_next = (k + 1) % FILLS
+    f = d.fills[k]
+    f[FILL_START] = s
+    f[FILL_END] = e
+    f[FILL_FRAME] = frame
+    f[FILL_TS] = ts
+    f[FILL_IPID] = ipid
+    f[FILL_TSVAL] = tsval
+    f[FILL_EV] = ev_index
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _segments_above(d, records, a):
+    """How many of direction ``d``'s recorded segments end above ``a`` (each may draw a duplicate ACK from
+    the receiver), among the last RECORD_WALK; unbounded (2**62) when all of those do."""
+    n = 0
+    i = d.rec_head
+    steps = 0
+    while i >= 0 and steps < RECORD_WALK:
+        if records[i].end > a:
+            n += 1
+        i = records[i].prev
+        steps += 1
+    return 1 << 62 if n == RECORD_WALK else n
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _header_hash(seq, ack, plen, flags, win, ipid, tsval, tsecr, sack):
+    """One number for the header fields a capture copy repeats exactly (64-bit wrapping polynomial)."""
+    h = seq
+    for v in (ack, plen, flags, win, ipid, tsval, tsecr, sack):
+        h = h * 0x100000001B3 + v
+    return h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _duplicate_of(d, r, records, ts, seq, ack, plen, flags, win, ipid, tsval, tsecr, sack, h):
+    """The same packet captured twice: (frame, time, EV_* bits) of the first copy, or NONE.
+
+    The copy is direction ``d``'s previous packet, identical (seq, ack, length, flags, window, TSval,
+    TSecr, first SACK block) and at most 5 ms earlier, with the same non-zero IPv4 ID; without a usable ID
+    (IPv6, ID 0), no packet of the opposite direction ``r`` may lie in between (whatever a stack sends
+    again, a retransmitted SYN-ACK or a genuine duplicate ACK, answers a packet of the peer), unless it
+    carries data and follows within 1 ms with no loss signal from the receiver in between (no TCP resends
+    data that soon unasked). A pure ACK repeated without a peer packet in between may still be a genuine
+    duplicate ACK (a capture next to the data sender sees a train of them one after another): see below.
+    Or the copy is one of the last few data
+    segments recorded (the two copies came interleaved with other packets): same range, flags, TSval and
+    IP ID, the same limits. Or, when it differs from the previous packet, it repeats one of the direction's
+    last RECENT packets exactly, at most 5 ms later: no stack sends a packet identical to one before its
+    last (ACKs only grow; a later duplicate ACK carries the latest window and SACK blocks)."""
+    same_prev = (d.prev_seq == seq and d.prev_ack == ack and d.prev_len == plen and d.prev_flags == flags
+                 and d.prev_win == win and d.prev_tsval == tsval and d.prev_tsecr == tsecr and d.prev_sack == sack
+                 and d.prev_ipid == ipid)
+    if d.prev_frame != NONE and 0 <= ts - d.prev_ts <= DUPLICATE_GAP_NS and same_prev:
+        if ipid > 0:
+            return d.prev_frame, d.prev_ts, 0
+        if r.prev_frame == NONE or r.prev_frame < d.prev_frame:
+            if plen != 0 or (flags & (TH_SYN | TH_FIN | TH_RST)) != 0 or (flags & TH_ACK) == 0 or d.acked == NONE:
+                return d.prev_frame, d.prev_ts, 0
+            # a pure ACK repeated: a capture copy, unless a genuine duplicate ACK: a third identical one (a
+            # capture copies a packet once), one more of a running train that the peer's segments above it
+            # still ask for, or one more answer to the peer's repeated SYN-ACK (RFC 9293 3.10.7.4)
+            if not (d.dup_copies >= 1
+                    or (d.dupacks >= 1 and d.dupacks + 1 <= _segments_above(r, records, d.acked))
+                    or (d.acked == 1 and d.dupacks + 1 < r.syn_pkts)):
+                return d.prev_frame, d.prev_ts, 0
+        if plen > 0 and ts - d.prev_ts <= DUP_NO_ID_NS and (r.signal_ts == NONE or r.signal_ts < d.prev_ts):
+            return d.prev_frame, d.prev_ts, EV_TIMING
+    elif not same_prev:
+        for k in range(RECENT):
+            if (d.recent[k, 0] == h and d.recent[k, 1] != NONE and d.recent[k, 1] != d.prev_frame
+                    and 0 <= ts - d.recent[k, 2] <= DUPLICATE_GAP_NS):
+                return d.recent[k, 1], d.recent[k, 2], 0
+    if plen > 0 and d.base_set == 1 and d.seen == 1:
+        s = _unwrap(d, seq)
+        e = s + plen + (1 if (flags & (TH_SYN | TH_FIN)) != 0 else 0)
+        i = d.rec_head
+        steps = 0
+        while i >= 0 and steps < DUP_RECORDS:
+            rec = records[i]
+            if ts - rec.ts > DUPLICATE_GAP_NS:
+                break
+            if (rec.start == s and rec.end == e and rec.flags == flags and rec.tsval == tsval and rec.ipid == ipid
+                    and rec.ts <= ts):
+                if ipid > 0:
+                    return rec.frame, rec.ts, 0
+                if ts - rec.ts <= DUP_NO_ID_NS and (r.signal_ts == NONE or r.signal_ts < rec.ts):
+                    return rec.frame, rec.ts, EV_TIMING
+                break
+            i = rec.prev
+            steps += 1
+    return NONE, NONE, 0
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -303,7 +408,10 @@ def _note_ack(d, r, a, seglen, flags, window_same, now, frame, nsack, sack_le, s
         d.dupacks = 0
         d.dupack_ts = NONE
         d.signal_ts = NONE
+        d.signal_how = 0
         d.sacked_hi = NONE
+        if r.rto_recovery != NONE and a >= r.rto_recovery:
+            r.rto_recovery = NONE  # everything outstanding at the timeout is acknowledged: the loss recovery is over
         if r.recovery != NONE:
             if a >= r.recovery:
                 r.recovery = NONE  # the sender's recovery is over
@@ -315,10 +423,11 @@ def _note_ack(d, r, a, seglen, flags, window_same, now, frame, nsack, sack_le, s
           and r.seen == 1 and r.top > a):
         d.dupacks += 1
         d.dupack_ts = now
-        if d.dupacks == 2 and d.signal_ts == NONE:
-            d.signal_ts = now
-            d.signal_frame = frame
-            d.signal_how = SIG_DUPACKS
+        if d.dupacks == 2:
+            if d.signal_ts == NONE:
+                d.signal_ts = now
+                d.signal_frame = frame
+            d.signal_how |= SIG_DUPACKS
     d.sacks_n = 0
     for k in range(min(nsack, 4)):
         le = _unwrap(r, np.int64(sack_le[k, i]))
@@ -334,7 +443,7 @@ def _note_ack(d, r, a, seglen, flags, window_same, now, frame, nsack, sack_le, s
         if d.signal_ts == NONE:
             d.signal_ts = now
             d.signal_frame = frame
-            d.signal_how = SIG_SACK
+        d.signal_how |= SIG_SACK
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -352,10 +461,15 @@ def _restart(d, r):
         d.holes[k, 0] = 0
         d.holes[k, 1] = 0
     d.rec_head = NONE
+    for k in range(FILLS):
+        d.fills[k, FILL_FRAME] = NONE
     d.recovery = NONE
+    d.rto_recovery = NONE
+    d.eifel_hi_end = 1 << 62  # its waiting resends belong to the old sequence space: no ACK covers them now
     r.acked = NONE
     r.dupacks = 0
     r.signal_ts = NONE
+    r.signal_how = 0
     r.sacks_n = 0
     r.sacked_hi = NONE
 
@@ -425,7 +539,7 @@ def _add_pending(d, pend, ct, ev_index, s, e, tsv_orig, tsv_retx):
     slot.end = e
     slot.tsv_orig = tsv_orig
     slot.tsv_retx = tsv_retx
-    eifel = 1 if (tsv_orig >= 0 and tsv_retx >= 0 and tsv_orig != tsv_retx and _serial_le(tsv_orig, tsv_retx)) else 0
+    eifel = 0  # (the Eifel check is done for all waiting resends at once: EIFEL_RANGE)
     slot.eifel = eifel
     d.pend_eifel += eifel
     d.pend_live += 1
@@ -439,9 +553,9 @@ def _check_pending(r, pend, refine, ct, frame, a, tsecr, nsack, le0, re0, le1, r
 
     D-SACK (RFC 2883): the first SACK block starts below the cumulative ACK, or lies inside the second
     block; the latest waiting retransmission whose whole range it covers was received twice.
-    Eifel (RFC 3522): the first ACK covering a waiting retransmission echoes a TSecr at or after the
-    original's TSval and before the retransmission's: the ACK was sent for the original, so the original
-    had arrived. A TSecr of 0 is taken as no echo."""
+    Eifel (RFC 3522): the first ACK covering a waiting retransmission echoes a TSecr before the
+    retransmission's TSval (and, when the original is known, at or after its TSval): the ACK was sent for
+    a copy sent earlier, which had arrived. A TSecr of 0 is taken as no echo."""
     p = r.pend_row
     if p == NONE:
         return
@@ -472,9 +586,24 @@ def _check_pending(r, pend, refine, ct, frame, a, tsecr, nsack, le0, re0, le1, r
                 r.pend_eifel -= 1
                 orig = slot.tsv_orig
                 retx = slot.tsv_retx
-                if _serial_le(orig, tsecr) and tsecr != retx and _serial_le(tsecr, retx):
+                if (orig < 0 or _serial_le(orig, tsecr)) and tsecr != retx and _serial_le(tsecr, retx):
                     _refine(refine, ct, slot.ev, Evidence.EIFEL, frame, tsecr, retx, orig)
                     _free_slot(r, pend, ct, k)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dupack_evidence(r, pend, refine, ct, frame, a):
+    """The receiver of direction ``r`` repeated its ACK ``a`` unprompted (``analyze_batch`` checks when): the
+    latest waiting retransmission at or below ``a`` was not needed."""
+    p = r.pend_row
+    best = -1
+    for k in range(PEND_SLOTS):
+        slot = pend[p, k]
+        if slot.ev != NONE and slot.end <= a and (best < 0 or slot.ev > pend[p, best].ev):
+            best = k
+    if best >= 0:
+        _refine(refine, ct, pend[p, best].ev, Evidence.DUPACK, frame, a, 0, 0)
+        _free_slot(r, pend, ct, best)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -508,12 +637,15 @@ def _trigger(cv, d, r, s, end, now):
     signalled = False
     bits = 0
     if r.signal_ts != NONE and r.acked != NONE and r.acked <= s:
-        if r.signal_how == SIG_DUPACKS and r.acked == s:
-            signalled, bits = True, EV_DUPACKS
-        elif r.signal_how == SIG_SACK and r.sacked_hi != NONE and r.sacked_hi > s:
+        how = r.signal_how
+        if (how & SIG_SACK) != 0 and r.sacked_hi != NONE and r.sacked_hi > s:
             signalled, bits = True, EV_SACK
-        elif r.signal_how == SIG_PARTIAL and r.acked == s:
+        elif (how & SIG_DUPACKS) != 0 and r.acked == s:
+            signalled, bits = True, EV_DUPACKS
+        elif (how & SIG_PARTIAL) != 0 and r.acked == s:
             signalled, bits = True, EV_PARTIAL
+    if d.rto_recovery != NONE:  # after a timeout the sender resends the rest of the window as lost (RFC 5681 5.1)
+        return Kind.RETRANSMISSION, bits | EV_RTO_RECOVERY, r.dupacks, d.rto_frame, now - d.rto_ts, 0
     if not signalled:
         return Kind.RETRANSMISSION, 0, r.dupacks, NONE, 0, 0
     limit = max(2 * cv.rtt, FAST_MIN_NS) if cv.rtt > 0 else FAST_UNKNOWN_RTT_NS
@@ -585,12 +717,17 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         cv.last_frame = fr
         cv.last_ts = now
         d.pkts += 1
-        dup = _is_duplicate(d, r, now, sq, ak, seglen, f, wn, ip_id, tv, sack_key)
+        tse = np.int64(tsecr[i])
+        hh = _header_hash(sq, ak, seglen, f, wn, ip_id, tv, tse, sack_key)
+        dup_frame, dup_ts, dup_why = _duplicate_of(d, r, records, now, sq, ak, seglen, f, wn, ip_id, tv, tse, sack_key,
+                                                   hh)
+        dup = dup_frame != NONE
         # ---- Wireshark's analysis, on every packet (duplicates too: Wireshark sees them)
         aflags = wireshark_analyze(cv, d, r, fr, now, sq, ak, seglen, f, wn, ws)
         ws_kind = _ws_kind(aflags)
         if dup:  # ---- the same packet captured twice: a row of its own, no effect on our state
             d.dups += 1
+            d.dup_copies += 1
             ev[n_ev] = NEW_EVENT[0]
             e = ev[n_ev]
             e.frame = fr
@@ -605,20 +742,30 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             e.seq = _unwrap(d, sq) if d.base_set == 1 else NONE
             e.len = seglen
             e.overlap = seglen
-            e.orig_frame = d.prev_frame
-            e.orig_ts = d.prev_ts
+            e.orig_frame = dup_frame
+            e.orig_ts = dup_ts
             e.count = ip_id
             e.ipid = ip_id
             e.tsv = tv
-            e.gap = now - d.prev_ts
-            e.limit = DUPLICATE_GAP_NS
-            e.ref_frame = d.prev_frame
+            e.why = dup_why
+            e.gap = now - dup_ts
+            e.limit = DUP_NO_ID_NS if dup_why != 0 else DUPLICATE_GAP_NS
+            e.ref_frame = dup_frame
             n_ev += 1
             continue
         clock_back = d.prev_frame != NONE and now < d.prev_ts
         window_same = d.prev_win == wn
+        before_frame = d.prev_frame  # this direction's previous packet (for the IP ID gap below)
+        before_ts = d.prev_ts
+        before_acked = d.acked  # and what it acknowledged
         d.prev_frame = fr
         d.prev_ts = now
+        d.dup_copies = 0
+        k = d.recent_next
+        d.recent_next = (k + 1) % RECENT
+        d.recent[k, 0] = hh
+        d.recent[k, 1] = fr
+        d.recent[k, 2] = now
         d.prev_seq = sq
         d.prev_ack = ak
         d.prev_len = seglen
@@ -626,6 +773,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         d.prev_win = wn
         d.prev_ipid = ip_id
         d.prev_tsval = tv
+        d.prev_tsecr = tse
         d.prev_sack = sack_key
         d.bytes += seglen
         if syn:
@@ -650,8 +798,25 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         if ackf:
             a = _unwrap(r, ak)
             if r.pend_live > 0:  # does it show that a retransmission of the other side was unnecessary?
-                _check_pending(r, pend, refine, ct, fr, a, np.int64(tsecr[i]), nsack, np.int64(sack_le[0, i]),
+                _check_pending(r, pend, refine, ct, fr, a, tse, nsack, np.int64(sack_le[0, i]),
                                np.int64(sack_re[0, i]), np.int64(sack_le[1, i]), np.int64(sack_re[1, i]))
+                # without SACK blocks: the receiver, which had acknowledged all the sender had sent, repeats
+                # that ACK with nothing new from the sender in between: it answered a segment that brought
+                # nothing new (RFC 5681 4.2), a second copy: the latest retransmission's original had arrived
+                if (r.pend_live > 0 and nsack == 0 and seglen == 0 and not syn and not fin and not rst
+                        and window_same and before_acked == a and r.seen == 1 and a >= r.top
+                        and (r.prev_frame == NONE or r.prev_frame < before_frame)):
+                    _dupack_evidence(r, pend, refine, ct, fr, a)
+            if r.eifel_lo_ev != NONE and d.acked != NONE and a > d.acked:
+                # an ACK moving the receiver's left edge while retransmissions wait: its TSecr says which
+                # segment moved it (RFC 7323 4.3), so which resends arrived too late to matter (engine._refine)
+                if tse > 0:
+                    _refine(refine, ct, r.eifel_lo_ev, Evidence.EIFEL_RANGE, fr, a, tse, ev_base + n_ev - 1)
+                    refine[ct.refined - 1].d = d.acked
+                if a >= r.eifel_hi_end:
+                    r.eifel_lo_ev = NONE
+                    r.eifel_hi_end = NONE
+                    ct.eifel_open -= 1
             _note_ack(d, r, a, seglen, f, window_same, now, fr, nsack, sack_le, sack_re, i)
             if r.uref < a:
                 r.uref = a
@@ -669,8 +834,9 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         captured = 1
         overlap = 0
         resent = 0
-        orig = -1
-        copy = -1
+        o_frame = NONE  # the first transmission of these bytes, when known
+        o_ts = NONE
+        o_tsv = NONE
         count = 0
         gap = 0
         limit = 0
@@ -681,14 +847,42 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         probe = (aflags & (TCP_A_KEEP_ALIVE | TCP_A_ZERO_WINDOW_PROBE)) != 0
         if (seglen > 0 or syn or fin) and not rst and not probe and seen_before and s < top_before:
             orig, copy = _copies(d, records, s, end)
+            # the newest copy captured before: a kept record, else a remembered hole fill
+            c_frame = NONE
+            c_ts = NONE
+            c_ipid = NONE
+            c_tsv = NONE
+            c_ev = NONE
+            if copy >= 0:
+                c_frame = records[copy].frame
+                c_ts = records[copy].ts
+                c_ipid = records[copy].ipid
+                c_tsv = records[copy].tsval
+                c_ev = records[copy].ev
+            elif not syn:
+                k = _fill_of(d, s, end)
+                if k >= 0:
+                    c_frame = d.fills[k, FILL_FRAME]
+                    c_ts = d.fills[k, FILL_TS]
+                    c_ipid = d.fills[k, FILL_IPID]
+                    c_tsv = d.fills[k, FILL_TSVAL]
+                    c_ev = d.fills[k, FILL_EV]
+            if orig >= 0:
+                o_frame = records[orig].frame
+                o_ts = records[orig].ts
+                o_tsv = records[orig].tsval
+            elif c_frame != NONE:
+                o_frame = c_frame
+                o_ts = c_ts
+                o_tsv = c_tsv
             if syn:
                 if ackf and s == 0 and cv.hs_simopen == 1 and d.syn_pkts == 2:
                     why |= EV_SIMOPEN  # simultaneous open: a side's first SYN-ACK repeats its own SYN (RFC 9293)
                 else:
                     kind = Kind.SYN_RETRANSMISSION
                     why |= EV_SEEN
-                    ref = records[copy].frame if copy >= 0 else d.top_frame
-                    gap = now - (records[orig].ts if orig >= 0 else d.top_ts)
+                    ref = c_frame if c_frame != NONE else d.top_frame
+                    gap = now - (o_ts if o_ts != NONE else d.top_ts)
             else:
                 overlap = _seen_bytes(d, s, s + seglen)
                 fin_again = fin and _seen_bytes(d, s + seglen, end) == 1
@@ -697,19 +891,27 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 if overlap > 0 or fin_again:  # ---- a second copy of bytes captured before
                     why |= EV_SEEN
                     order, bits = 0, 0
-                    if copy >= 0:
-                        ref_ipid = records[copy].ipid
-                        ref_tsv = records[copy].tsval
+                    if c_frame != NONE:
+                        ref_ipid = c_ipid
+                        ref_tsv = c_tsv
                         order, bits = _sent_order(ip_id, tv, ref_ipid, ref_tsv, ipid_ok)
+                    else:  # the copy is no longer known: sent before the highest segment, it is no resend of it
+                        ref_ipid = d.ipid_max
+                        ref_tsv = d.tsval_max
+                        order, bits = _sent_order(ip_id, tv, ref_ipid, ref_tsv, ipid_ok)
+                        if order > 0:
+                            order, bits = 0, 0  # sent after the highest: that says nothing about the copy
+                        else:
+                            bits |= EV_COPY_GONE
                     if order < 0:  # sent before the copy captured first: the original, arriving late
                         kind = Kind.OUT_OF_ORDER
                         why |= bits
                         resent = 0
-                        ref = records[copy].frame
-                        gap = now - records[copy].ts
-                        if records[copy].ev != NONE:
-                            _refine(refine, ct, records[copy].ev, Evidence.LATE_ORIGINAL, fr, ip_id, tv, 0)
-                        else:  # the copy had no row (it arrived in order): it gets one now
+                        ref = c_frame if c_frame != NONE else d.top_frame
+                        gap = now - (c_ts if c_frame != NONE else d.top_ts)
+                        if c_ev != NONE:
+                            _refine(refine, ct, c_ev, Evidence.LATE_ORIGINAL, fr, ip_id, tv, 0)
+                        elif copy >= 0:  # the copy had no row (it arrived in order): it gets one now
                             rec = records[copy]
                             ev[n_ev] = NEW_EVENT[0]
                             e = ev[n_ev]
@@ -735,7 +937,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                             d.retx_bytes += e.len
                     else:
                         why |= bits
-                        if order == 0 and copy >= 0:
+                        if order == 0 and c_frame != NONE:
                             why |= EV_TIMING
                         kind, tb, count, ref, gap, limit = _trigger(cv, d, r, s, end, now)
                         why |= tb
@@ -763,6 +965,25 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                         captured = 0
                         if sig != NONE or limit == 0:
                             ref, gap, limit = sig, sgap, slimit
+        elif (seglen > 0 and not syn and not rst and not probe and seen_before and s == top_before and ipid_ok
+              and ip_id > 0 and d.ipid_max > 0 and before_frame != NONE):
+            # ---- at the highest byte, in order; but when the sender's IP IDs show packets missing since its
+            # previous captured one, which had already acknowledged all the peer's data, and the peer sent
+            # nothing since that those packets could answer (no data, SYN or FIN) and had acknowledged
+            # everything, the missing packets carried data, which can only be these bytes: a resend whose
+            # original was lost before the capture point (a tail loss)
+            missing = ((ip_id - d.ipid_max) & 0xFFFF) - 1
+            if (1 <= missing < IPID_GAP_MAX and (r.data_frame == NONE or r.data_frame < before_frame)
+                    and (r.seen == 0 or (before_acked != NONE and before_acked >= r.top))
+                    and r.acked != NONE and r.acked >= s and now - before_ts >= cv.rtt):
+                kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now)
+                why |= EV_IPID_GAP | tb
+                captured = 0
+                resent = seglen
+                count = missing
+                ref = before_frame
+                ref_ipid = d.ipid_max
+                gap = now - before_ts
         # ---- a row for every frame either rule flags
         if kind != 0 or ws_kind != 0:
             ev[n_ev] = NEW_EVENT[0]
@@ -782,9 +1003,9 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             e.len = seglen
             e.overlap = overlap
             e.resent = resent
-            if orig >= 0 and kind != Kind.OUT_OF_ORDER:
-                e.orig_frame = records[orig].frame
-                e.orig_ts = records[orig].ts
+            if o_frame != NONE and kind != Kind.OUT_OF_ORDER:
+                e.orig_frame = o_frame
+                e.orig_ts = o_ts
             e.count = count
             e.gap = gap
             e.limit = limit
@@ -796,9 +1017,19 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             e.note = (NOTE_FIN_REPEATED if fin and not syn and not rst and d.z_fin_seq == ((sq + seglen) & _M32)
                       else 0)
             if kind == Kind.RETRANSMISSION or kind == Kind.FAST_RETRANSMISSION:
-                _add_pending(d, pend, ct, ev_base + n_ev, s, end, records[orig].tsval if orig >= 0 else NONE, tv)
+                _add_pending(d, pend, ct, ev_base + n_ev, s, end, o_tsv, tv)
+                if tv >= 0:
+                    if d.eifel_lo_ev == NONE:
+                        d.eifel_lo_ev = ev_base + n_ev
+                        ct.eifel_open += 1
+                    d.eifel_hi_end = max(d.eifel_hi_end, end)
             if kind == Kind.FAST_RETRANSMISSION and d.recovery == NONE:
                 d.recovery = top_before  # fast recovery until the receiver acknowledges everything sent so far
+            elif kind == Kind.RETRANSMISSION and d.rto_recovery == NONE:
+                d.rto_recovery = top_before  # a timeout: loss recovery until all that was sent is acknowledged
+                d.rto_frame = fr
+                d.rto_ts = now
+                d.recovery = NONE
             if kind == Kind.OUT_OF_ORDER:
                 d.ooo += 1
             elif kind != 0:
@@ -815,9 +1046,20 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 _add_record(d, records, ct, s, end, fr, now, tv, ip_id, f)
                 if kind != 0 or ws_kind != 0:
                     records[d.rec_head].ev = ev_base + n_ev - 1
+                    if seen_before and s < top_before and kind != 0:
+                        _add_fill(d, s, end, fr, now, ip_id, tv, ev_base + n_ev - 1)
+            elif seglen == 0 and not syn and not fin and seen_before and s > d.top:
+                # a pure ACK carries the sender's next sequence number: the bytes below it were sent, and the
+                # capture did not see them (lost before the capture point, or missed by the capture)
+                _add_hole(d.holes, d.top, s)
+                d.top = s
+                d.top_frame = fr
+                d.top_ts = now
             _mark_seen(d, s, end, fr, now)
             if d.uref < s:
                 d.uref = s
+            if end > s:
+                d.data_frame = fr
         _note_send_order(d, ip_id, tv)
         # ---- Zeek history/state, Wireshark completeness
         rexmit = seglen > 0 and seen_before and end <= top_before and d.zstate != ZS.RESET

@@ -41,6 +41,11 @@ RECORD_KEEP_OVER = 4
 # Retransmissions kept per direction until the receiver shows whether they were needed (when all slots
 # are taken, the oldest is forgotten)
 PEND_SLOTS = 8
+# Hole fills remembered per direction beyond the record walk: a segment that filled a gap below the top, so
+# that its original, delayed longer than RECORD_WALK later segments, is still recognised when it comes
+FILLS = 8
+RECENT = 4  # packets per direction remembered to recognise a capture copy that is not the next packet
+FILL_START, FILL_END, FILL_FRAME, FILL_TS, FILL_IPID, FILL_TSVAL, FILL_EV = range(7)
 
 
 def record(*fields: tuple) -> tuple[np.dtype, np.ndarray]:
@@ -144,6 +149,10 @@ DIRECTION, NEW_DIRECTION = record(
     ("top_ts", NONE, "its time, ns"),
     ("holes", ("i8", (HOLES, 2)), 0, "ranges [lo, hi) below ``top`` never seen (empty when hi <= lo)"),
     ("rec_head", NONE, "newest record of this direction in the sent-segment pool"),
+    ("fills", ("i8", (FILLS, 7)), NONE, "its latest hole fills: start, end, frame, ts, IP ID, TSval, event row "
+                                        "(FILL_*; a ring, ``fills_next`` the next slot; frame NONE: empty)"),
+    ("fills_next", 0, "next slot of ``fills``"),
+    ("data_frame", NONE, "its latest frame that occupied sequence space (data, SYN or FIN)"),
     # the order in which the sender sent its packets
     ("ipid_max", NONE, "highest IPv4 ID sent (16-bit serial order); -1 none"),
     ("ipid_steps", 0, "packets whose IP ID went up by a small step from the highest (a counter per packet)"),
@@ -156,11 +165,14 @@ DIRECTION, NEW_DIRECTION = record(
     ("signal_ts", NONE, "when this receiver began signalling a loss at ``acked``: its 2nd duplicate ACK, its "
                         "first SACK above ``acked``, or a partial ACK during the sender's recovery"),
     ("signal_frame", NONE, "that ACK's frame"),
-    ("signal_how", 0, "sequence.SIG_* of that signal"),
+    ("signal_how", 0, "sequence.SIG_* bits of the signals since then"),
     ("sacks", ("i8", (4, 2)), 0, "SACK blocks of its last ACK above ``acked`` (unwrapped, reverse space)"),
     ("sacks_n", 0, "how many of ``sacks`` are valid"),
     ("sacked_hi", NONE, "highest SACK right edge sent for the current ``acked``"),
     ("recovery", NONE, "while this sender is in fast recovery: its ``top`` when recovery began"),
+    ("rto_recovery", NONE, "while it recovers after a timeout (Linux's Loss state): its ``top`` at the timeout"),
+    ("rto_frame", NONE, "the timeout retransmission that began it"),
+    ("rto_ts", NONE, "its time, ns"),
     ("retx_seq", NONE, "start of its latest retransmission (unwrapped)"),
     ("retx_ts", NONE, "its time, ns"),
     # the previous packet, to recognise the same packet captured twice
@@ -173,7 +185,12 @@ DIRECTION, NEW_DIRECTION = record(
     ("prev_win", NONE, "its raw window"),
     ("prev_ipid", NONE, "its IPv4 ID (-1 none)"),
     ("prev_tsval", NONE, "its TSval (-1 none)"),
+    ("prev_tsecr", NONE, "its TSecr (-1 none)"),
     ("prev_sack", NONE, "its first SACK block, folded into one number (-1 none)"),
+    ("dup_copies", 0, "packets since it taken for its capture copies"),
+    ("recent", ("i8", (RECENT, 3)), NONE, "its last RECENT packets: a hash of their header fields, frame, time "
+                                          "(a ring, ``recent_next`` the next slot): copies that came interleaved"),
+    ("recent_next", 0, "next slot of ``recent``"),
     # counters for the connections table
     ("pkts", 0, "packets sent (duplicates included)"),
     ("bytes", 0, "payload bytes sent (duplicates excluded)"),
@@ -198,6 +215,10 @@ DIRECTION, NEW_DIRECTION = record(
     ("pend_live", 0, "live slots in its ``pend`` row"),
     ("pend_eifel", 0, "of which waiting for their first covering ACK (the Eifel check)"),
     ("pend_row", NONE, "the ``pend`` row lent to this direction (NONE while it has no waiting retransmission)"),
+    # retransmissions (with timestamps) not yet covered by an ACK, however many: each ACK that moves the
+    # receiver's left edge meanwhile is an Eifel check (RFC 3522) for them (``EIFEL_RANGE``, engine._refine)
+    ("eifel_lo_ev", NONE, "the first of them (global event index); NONE: none waiting"),
+    ("eifel_hi_end", NONE, "the highest end of their ranges"),
 )
 
 # --- one transmission in the sent-segment pool ---------------------------------------------------
@@ -233,6 +254,7 @@ COUNTERS, NEW_COUNTERS = record(
     ("refined", 0, "refinement rows written by the current batch"),
     ("pend_rows", 0, "``pend`` pool rows handed out so far"),
     ("pend_free", NONE, "first free ``pend`` row (a free row's slot 0 ``start`` links to the next)"),
+    ("eifel_open", 0, "directions with ``eifel_lo_ev`` set"),
     ("stop", NONE, "set when ``analyze_batch`` stops early: the packet it stopped at ..."),
     ("restore", NONE, "... and the evicted connection it needs back"),
 )
@@ -256,6 +278,8 @@ class Evidence(IntEnum):
     DSACK = 1  # a D-SACK covering it (RFC 2883)
     EIFEL = auto()  # the first ACK covering it echoed the original's TSval (RFC 3522)
     LATE_ORIGINAL = auto()  # its original arrived after it: the original was delayed, not lost
+    DUPACK = auto()  # without SACK: the receiver, which had everything, repeated its ACK unprompted (a copy arrived)
+    EIFEL_RANGE = auto()  # (a refinement row only) an ACK moving the left edge, for a direction's waiting resends
 
 
 NOTE_FIN_REPEATED = 1  # ``EVENT.note`` bit: the segment's FIN repeats a FIN sent before at the same sequence number
@@ -297,12 +321,13 @@ EVENT, NEW_EVENT = record(
 )
 
 REFINE, _ = record(
-    ("ev", NONE, "global index of the event row it refines (possibly of an earlier batch)"),
+    ("ev", NONE, "global index of the event row it refines (possibly of an earlier batch); EIFEL_RANGE: the first"),
     ("how", 0, "Evidence"),
     ("frame", NONE, "the evidence frame"),
     ("a", 0, "EVENT.spur_a"),
     ("b", 0, "EVENT.spur_b"),
-    ("c", 0, "EVENT.spur_c"),
+    ("c", 0, "EVENT.spur_c; EIFEL_RANGE: the last event row it may refine"),
+    ("d", 0, "EIFEL_RANGE: the receiver's left edge before that ACK (its previous cumulative ACK)"),
 )
 
 
