@@ -66,7 +66,7 @@ def _power_of_ten(n):
     return n == 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def track_connection(cv, d, r, di, flags, seq, seglen, window, rexmit):
     """Zeek history/state and Wireshark completeness for one packet of connection ``cv``, sent in direction
     ``d`` (number ``di``; ``r`` is the reverse direction); ``rexmit``: Zeek's T rule."""

@@ -32,9 +32,9 @@ from .connections import completeness, conn_states, histories
 from .flows import TupleTable, column_getter, readonly
 from .handshake import handshake_columns, outcomes
 from .retransmit import KIND_NAMES, event_rows
-from .sequence import EV_SEEN, analyze_batch, compact_records, records_to_keep
+from .sequence import analyze_batch, compact_records, records_to_keep
 from .spill import Spill
-from .state import EVENT, NONE, RECORD_WALK, REFINE, Evidence, FlowState, Kind, grow, room
+from .state import EVENT, NONE, RECORD_WALK, FlowState, grow, room
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,7 +111,6 @@ class Engine:
         # every event row so far (row = global event index), with its packet's fields; the compiled pass
         # writes a batch's rows straight after the earlier ones. Grown by doubling, in pages of its own.
         self._events = np.empty(0, dtype=EVENT)
-        self._refines = np.empty(0, dtype=REFINE)  # work array for a batch's refinement rows
         self._packets = 0
         self._records_kept = 0  # records left by the last compaction of the sent-segment pool
         self._spill = Spill()  # finished connections' state, out of memory until needed
@@ -137,14 +136,10 @@ class Engine:
             self._spill.release(st)  # larger copies: hand the evicted connections' pages back again
         stream = np.empty(n, dtype=np.int64)
         # a packet gives at most one event row (a capture copy, a label), plus one for an earlier copy of
-        # its bytes when it turns out to be their late original (segments that occupy sequence space only);
-        # a refinement frees a waiting retransmission (at most those waiting now plus this batch's) or marks
-        # the copy of a late original
+        # its bytes when it turns out to be their late original (segments that occupy sequence space only)
         first = int(count["events"])
         rows = n + n_seqsp
         self._events = room(self._events, first, first + rows)
-        self._refines = room(self._refines, 0, int(count["pending"]) + n + 2 * n_seqsp)
-        refine = self._refines
         frame = col("frame")
         sacks = [readonly(np.stack([col(f"sack{b}_{edge}") for b in range(1, 5)]), np.uint32) for edge in ("le", "re")]
         args = (tid, is_lo, frame, col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
@@ -153,7 +148,7 @@ class Engine:
         start, n_ev = 0, 0
         while True:
             got = analyze_batch(*args, st.conv, st.dirs, st.pend, st.tuple_conv, st.records, st.counter,
-                                st.evicted, start, stream, self._events[first + n_ev:first + rows], refine)
+                                st.evicted, start, stream, self._events)
             count = st.count  # (the compiled pass updated the array)
             n_ev += got
             count["events"] += got
@@ -166,8 +161,6 @@ class Engine:
         count["batch"] += 1
         self._packets += n
         chunk = self._events[first:first + n_ev]
-        if count["refined"]:
-            self._refine(refine[: int(count["refined"])])
         if int(count["records"]) > self._records_kept + max(COMPACT_RECORDS_AT, self._records_kept // 2):
             self._compact()
         self._evict(int(frame[0]))
@@ -204,57 +197,6 @@ class Engine:
             "zero_window_probes": int(conns.values("zero_window_probes").sum()),
         }
         return TcpTables({"connections": conns, "handshakes": hs, "retransmissions": rx}, stats)
-
-    def _refine(self, rf: np.ndarray) -> None:
-        """Mark event rows (of this or an earlier batch) shown unnecessary by later evidence."""
-        ev = self._events
-        for r in rf:
-            if r["how"] == Evidence.EIFEL_RANGE:
-                self._eifel(r)
-                continue
-            for field, source in (("spur", "how"), ("spur_frame", "frame"), ("spur_a", "a"), ("spur_b", "b"),
-                                  ("spur_c", "c")):
-                ev[field][r["ev"]] = r[source]
-
-    def _eifel(self, r: np.void) -> None:
-        """An ACK that moved the receiver's left edge from ``d`` to ``a``, echoing TSecr ``b``, against the
-        retransmissions of the other direction waiting since event row ``ev`` (up to row ``c``).
-
-        The TSecr is the TSval of the segment that moved the edge, which the receiver answers at once when it
-        fills a gap (RFC 7323 4.3, RFC 5681 4.2). If that segment is a resend captured here, it arrived, and
-        every resend captured after it and sent after it (newer TSval) that this ACK covers arrived after it,
-        so after the ACK left: it brought nothing new. If no resend with that TSval lies at the edge but the
-        first resend there is newer than the echo, the ACK left before that resend arrived (or it never did):
-        an earlier copy filled the edge, and that resend was not needed (Eifel, RFC 3522); of the resends
-        after it nothing follows, as it may have been lost."""
-        ev = self._events
-        lo, hi = int(r["ev"]), int(r["c"])
-        if hi < lo:
-            return
-        rows = ev[lo:hi + 1]
-        mine = ((rows["conv"] == ev["conv"][lo]) & (rows["dir"] == ev["dir"][lo]) & (rows["tsv"] >= 0)
-                & ((rows["kind"] == Kind.RETRANSMISSION) | (rows["kind"] == Kind.FAST_RETRANSMISSION)))
-        end = rows["seq"] + rows["len"] + ((rows["flags"] & (TH_SYN | TH_FIN)) != 0)
-        edge = mine & (rows["seq"] <= r["d"]) & (r["d"] < end)
-        echo = int(r["b"])
-        filler = np.flatnonzero(edge & (rows["tsv"] == echo))
-        if len(filler):
-            anchor, with_anchor = int(filler[-1]), False
-        else:
-            first = np.flatnonzero(edge)
-            if not len(first) or not _serial_lt(echo, int(rows["tsv"][first[0]])):
-                return
-            anchor, with_anchor = int(first[0]), True
-        newer = (rows["tsv"] - echo) & 0xFFFFFFFF
-        idx = np.arange(len(rows))
-        after = (idx == anchor) if with_anchor else (idx > anchor)
-        pick = np.flatnonzero(mine & (rows["spur"] == 0) & (end <= r["a"]) & (newer > 0) & (newer < 0x80000000)
-                              & after) + lo
-        ev["spur"][pick] = Evidence.EIFEL
-        ev["spur_frame"][pick] = r["frame"]
-        ev["spur_a"][pick] = echo
-        ev["spur_b"][pick] = ev["tsv"][pick]
-        ev["spur_c"][pick] = np.where(ev["why"][pick] & EV_SEEN, ev["ref_tsv"][pick], NONE)  # the copy before
 
     # ---- table builders ----------------------------------------------------------------------
     def _compact(self) -> None:
@@ -343,11 +285,6 @@ class Engine:
 def _table(cols: dict, columns) -> Table:
     """The table of ``cols`` (arrays in the table's dtypes, ``Masked`` for nullable ones), declared columns only."""
     return Table(columns, {c.name: cols[c.name] for c in columns})
-
-
-def _serial_lt(a: int, b: int) -> bool:
-    """a < b for 32-bit TCP timestamps (RFC 7323 serial arithmetic)."""
-    return 0 < ((b - a) & 0xFFFFFFFF) < 0x80000000
 
 
 def _counts(labels: np.ndarray) -> dict[str, int]:

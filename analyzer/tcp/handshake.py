@@ -51,7 +51,7 @@ class HSEnd(IntEnum):
 SEQ_MASK = 0xFFFFFFFF
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def track_handshake(cv, d, flags, seq, ack, frame, ts, plen, mss, wscale, sackp, tsval, tfo, batch):
     """Update connection ``cv``'s handshake with one packet sent in direction ``d`` (0 or 1)."""
     syn = (flags & TH_SYN) != 0

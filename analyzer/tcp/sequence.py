@@ -11,16 +11,25 @@ capture holds (reference section h):
 1. A range whose bytes were all or partly captured before is a second copy. The copy the sender sent
    later (higher IP ID, newer TSval) is the retransmission, whichever arrived first: normally this one;
    if this one was sent earlier, it is the original arriving late (``out_of_order``) and the earlier
-   copy becomes ``spurious_retransmission``.
+   copy becomes ``spurious_retransmission``. Copies are found in the direction's recent sent-segment
+   records, and hole fills are remembered longer (``fills``), for originals delayed past many segments.
 2. A range never captured, below the highest byte: either a late original (network reordering: sent
    before the highest segment, so an older IP ID / TSval) or a retransmission whose original was lost
    before the capture point (a newer one; ``original_captured`` false). Without IP IDs or timestamps,
-   timing decides (under the RTT estimate: reordering), and the reason says it was ambiguous.
+   timing decides (under the RTT estimate: reordering), and the reason says it was ambiguous. The highest
+   byte sent includes a pure ACK's sequence number (the sender's next byte), so a resend of data the
+   capture never saw is recognised even when nothing after it was captured; and when the sender's IP IDs
+   show packets missing while the peer gave it nothing to answer, an in-order segment is the resend of
+   what those packets carried (a tail loss).
 3. A retransmission is ``spurious`` when the receiver had every byte (acknowledged or SACKed before it),
    else ``fast_retransmission`` when the receiver was signalling the loss (2+ duplicate ACKs for it, a SACK
    above it, or a partial ACK during recovery) and it followed that signal promptly (before a timeout
-   could fire), else ``retransmission`` (a timeout). A D-SACK or an Eifel echo (``_check_pending``)
-   later shows a retransmission was not needed; the engine applies that refinement to its row.
+   could fire) outside the loss recovery after a timeout, else ``retransmission`` (a timeout, or resent in
+   the recovery after one). Later evidence shows a retransmission was not needed and is written to its
+   row: a D-SACK (``_check_pending``), the TSecr of the ACK that moves the receiver's left edge
+   (``_eifel``), or, without SACK, a repeated ACK with nothing new from the sender (``_dupack_evidence``).
+4. The same packet captured twice (``_duplicate_of``): identical header fields and IP ID, or without an ID,
+   what no TCP stack would send again that soon; genuine duplicate-ACK trains are told apart.
 
 Rows are written for every frame either rule flags (``EVENT.kind`` ours, ``EVENT.ws_kind`` Wireshark's).
 
@@ -28,9 +37,10 @@ All state lives in the record arrays of ``state.FlowState`` (``cv`` is a connect
 packet's direction, ``r`` the reverse one, as Wireshark's ``tcpd->fwd`` and ``tcpd->rev``); a batch
 boundary changes nothing, so a batched run equals a whole-file run.
 
-Compiled with ``numba.njit(cache=True, nogil=True)``: the larger helpers are inlined by numba
-(``inline="always"``), the small ones left to LLVM; ``analyze_batch`` runs without numba's reference
-counting (``_nrt=False``: it allocates nothing). Numba checks only this file's timestamp for its cache:
+Compiled with ``numba.njit(cache=True, nogil=True, _nrt=False)`` (no reference counting: nothing
+allocates). Every helper is a compiled function of its own, not inlined by numba (``inline="always"``
+doubled the cold compile time of ``analyze_batch``, to 19 s, for no measurable speed); LLVM inlines
+what pays. Numba checks only this file's timestamp for its cache:
 after editing the compiled helpers in ``wireshark.py``, ``handshake.py`` or ``connections.py``, or an
 initial value in ``state.py``, touch this file (a changed record layout changes the kernels' signatures,
 which numba notices by itself).
@@ -114,7 +124,7 @@ def _order(a, b, bits):
     return 1 if diff < (1 << (bits - 1)) else -1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _new_conversation(conv, dirs, counter, t, lo, frame, ts, vlan, reused):
     ct = counter[0]
     c = ct.conversations
@@ -132,7 +142,7 @@ def _new_conversation(conv, dirs, counter, t, lo, frame, ts, vlan, reused):
     return c
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _seen_bytes(d, s, e):
     """How many bytes of [s, e) direction ``d`` already saw (exact, up to HOLES gaps)."""
     if d.seen == 0 or e <= s:
@@ -164,7 +174,7 @@ def _add_hole(holes, lo, hi):
     holes[slot, 1] = hi
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _mark_seen(d, s, e, frame, ts):
     """Record [s, e) as seen in direction ``d``: trim gaps it fills, open a gap when it jumps past the top."""
     if e <= s:
@@ -206,7 +216,7 @@ def _mark_seen(d, s, e, frame, ts):
         d.top_ts = ts
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _add_record(d, records, ct, s, e, frame, ts, tsval, ipid, flags):
     i = ct.records
     ct.records = i + 1
@@ -223,7 +233,7 @@ def _add_record(d, records, ct, s, e, frame, ts, tsval, ipid, flags):
     d.rec_head = i
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _copies(d, records, s, e):
     """(oldest, newest) indexes of the recent transmissions of direction ``d`` overlapping [s, e), or -1."""
     oldest = -1
@@ -240,7 +250,7 @@ def _copies(d, records, s, e):
     return oldest, newest
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _fill_of(d, s, e):
     """The slot of direction ``d``'s newest remembered hole fill overlapping [s, e), or -1."""
     best = -1
@@ -252,7 +262,7 @@ def _fill_of(d, s, e):
     return best
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _add_fill(d, s, e, frame, ts, ipid, tsval, ev_index):
     """Remember a segment that filled a gap below the top (a resend, or a late original) beyond the record
     walk: if another copy of its bytes comes much later, the two can still be ordered."""
@@ -268,7 +278,7 @@ def _add_fill(d, s, e, frame, ts, ipid, tsval, ev_index):
     f[FILL_EV] = ev_index
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _segments_above(d, records, a):
     """How many of direction ``d``'s recorded segments end above ``a`` (each may draw a duplicate ACK from
     the receiver), among the last RECORD_WALK; unbounded (2**62) when all of those do."""
@@ -283,7 +293,7 @@ def _segments_above(d, records, a):
     return 1 << 62 if n == RECORD_WALK else n
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _header_hash(seq, ack, plen, flags, win, ipid, tsval, tsecr, sack):
     """One number for the header fields a capture copy repeats exactly (64-bit wrapping polynomial)."""
     h = seq
@@ -292,7 +302,7 @@ def _header_hash(seq, ack, plen, flags, win, ipid, tsval, tsecr, sack):
     return h
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _duplicate_of(d, r, records, ts, seq, ack, plen, flags, win, ipid, tsval, tsecr, sack, h):
     """The same packet captured twice: (frame, time, EV_* bits) of the first copy, or NONE.
 
@@ -352,7 +362,7 @@ def _duplicate_of(d, r, records, ts, seq, ack, plen, flags, win, ipid, tsval, ts
     return NONE, NONE, 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _ws_kind(a):
     """The finest retransmission label of Wireshark's analysis flags ``a`` (spurious > fast > retransmission >
     out-of-order), as a Kind; 0 when it flags none."""
@@ -367,7 +377,7 @@ def _ws_kind(a):
     return 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _note_send_order(d, ipid, tsval):
     """Follow the sender's IP ID and TSval counters (``ipid_max``, ``tsval_max``). An IP ID a little above
     the highest is a step of a counter; a little below, a packet sent earlier and delayed (which says nothing
@@ -390,13 +400,13 @@ def _note_send_order(d, ipid, tsval):
         d.tsval_max = tsval
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _ipid_trusted(d):
     """The sender's IP IDs count its packets (Linux per connection, Windows per host): mostly small steps up."""
     return d.ipid_steps >= 2 and d.ipid_other * 4 <= d.ipid_steps
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _note_ack(d, r, a, seglen, flags, window_same, now, frame, nsack, sack_le, sack_re, i):
     """This packet of direction ``d`` as the receiver's word about direction ``r``'s data: cumulative ACK
     ``a`` (unwrapped in ``r``'s space), duplicate ACKs (RFC 5681: no data, no SYN/FIN/RST, same window,
@@ -446,7 +456,7 @@ def _note_ack(d, r, a, seglen, flags, window_same, now, frame, nsack, sack_le, s
         d.signal_how |= SIG_SACK
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _restart(d, r):
     """A SYN-ACK with a new ISN: direction ``d`` starts over (the server chose another ISN), and so does
     what its peer ``r`` said about it."""
@@ -465,7 +475,7 @@ def _restart(d, r):
         d.fills[k, FILL_FRAME] = NONE
     d.recovery = NONE
     d.rto_recovery = NONE
-    d.eifel_hi_end = 1 << 62  # its waiting resends belong to the old sequence space: no ACK covers them now
+    d.wait_head = NONE  # its waiting resends belong to the old sequence space
     r.acked = NONE
     r.dupacks = 0
     r.signal_ts = NONE
@@ -475,16 +485,15 @@ def _restart(d, r):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _refine(refine, ct, ev_index, how, frame, x, y, z):
-    """A refinement row for event row ``ev_index``: later evidence that it was not needed."""
-    rf = refine[ct.refined]
-    ct.refined += 1
-    rf.ev = ev_index
-    rf.how = how
-    rf.frame = frame
-    rf.a = x
-    rf.b = y
-    rf.c = z
+def _refine(events, ev_index, how, frame, x, y, z):
+    """Later evidence that the retransmission of event row ``ev_index`` (global, possibly of an earlier
+    batch) was not needed, written to that row."""
+    e = events[ev_index]
+    e.spur = how
+    e.spur_frame = frame
+    e.spur_a = x
+    e.spur_b = y
+    e.spur_c = z
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -509,8 +518,6 @@ def _free_slot(d, pend, ct, k):
     """Free slot ``k`` of direction ``d``; its pool row goes back to the pool with its last live slot."""
     p = d.pend_row
     slot = pend[p, k]
-    if slot.eifel == 1:
-        d.pend_eifel -= 1
     slot.ev = NONE
     d.pend_live -= 1
     ct.pending -= 1
@@ -520,8 +527,8 @@ def _free_slot(d, pend, ct, k):
         d.pend_row = NONE
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _add_pending(d, pend, ct, ev_index, s, e, tsv_orig, tsv_retx):
+@njit(cache=True, nogil=True, _nrt=False)
+def _add_pending(d, pend, ct, ev_index, s, e):
     """Keep a retransmission [s, e) of direction ``d`` until the receiver shows whether it was needed."""
     p = _pend_row(d, pend, ct)
     k = 0
@@ -537,25 +544,16 @@ def _add_pending(d, pend, ct, ev_index, s, e, tsv_orig, tsv_retx):
     slot.ev = ev_index
     slot.start = s
     slot.end = e
-    slot.tsv_orig = tsv_orig
-    slot.tsv_retx = tsv_retx
-    eifel = 0  # (the Eifel check is done for all waiting resends at once: EIFEL_RANGE)
-    slot.eifel = eifel
-    d.pend_eifel += eifel
     d.pend_live += 1
     ct.pending += 1
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _check_pending(r, pend, refine, ct, frame, a, tsecr, nsack, le0, re0, le1, re1):
-    """An ACK from the receiver of direction ``r`` (cumulative ACK ``a``, unwrapped; TSecr; raw edges
-    of its first two SACK blocks) against the retransmissions of ``r`` waiting for evidence.
-
-    D-SACK (RFC 2883): the first SACK block starts below the cumulative ACK, or lies inside the second
-    block; the latest waiting retransmission whose whole range it covers was received twice.
-    Eifel (RFC 3522): the first ACK covering a waiting retransmission echoes a TSecr before the
-    retransmission's TSval (and, when the original is known, at or after its TSval): the ACK was sent for
-    a copy sent earlier, which had arrived. A TSecr of 0 is taken as no echo."""
+@njit(cache=True, nogil=True, _nrt=False)
+def _check_pending(r, pend, events, ct, frame, a, nsack, le0, re0, le1, re1):
+    """An ACK from the receiver of direction ``r`` (cumulative ACK ``a``, unwrapped; raw edges of its first
+    two SACK blocks) against the retransmissions of ``r`` waiting for a D-SACK (RFC 2883): the first SACK
+    block starts below the cumulative ACK, or lies inside the second block; the latest waiting
+    retransmission whose whole range it covers was received twice. (The Eifel check is ``_eifel``.)"""
     p = r.pend_row
     if p == NONE:
         return
@@ -573,26 +571,65 @@ def _check_pending(r, pend, refine, ct, frame, a, tsecr, nsack, le0, re0, le1, r
                         and (best < 0 or slot.ev > pend[p, best].ev)):
                     best = k
             if best >= 0:
-                _refine(refine, ct, pend[p, best].ev, Evidence.DSACK, frame, l0, r0, 0)
+                _refine(events, pend[p, best].ev, Evidence.DSACK, frame, l0, r0, 0)
                 _free_slot(r, pend, ct, best)
-    # (once the last live slot is freed the row is back in the pool and pend_eifel is 0: nothing below runs)
-    if tsecr > 0 and r.pend_eifel > 0:  # 0: nothing echoed (or absent, -1)
-        for k in range(PEND_SLOTS):
-            if r.pend_row == NONE:
-                break
-            slot = pend[p, k]
-            if slot.ev != NONE and slot.eifel == 1 and a >= slot.end:
-                slot.eifel = 0
-                r.pend_eifel -= 1
-                orig = slot.tsv_orig
-                retx = slot.tsv_retx
-                if (orig < 0 or _serial_le(orig, tsecr)) and tsecr != retx and _serial_le(tsecr, retx):
-                    _refine(refine, ct, slot.ev, Evidence.EIFEL, frame, tsecr, retx, orig)
-                    _free_slot(r, pend, ct, k)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _dupack_evidence(r, pend, refine, ct, frame, a):
+@njit(cache=True, nogil=True, _nrt=False)
+def _eifel(r, events, frame, edge, a, tsecr):
+    """An ACK moved the receiver's left edge from ``edge`` to ``a`` (unwrapped, in ``r``'s space) echoing
+    ``tsecr``: the Eifel check (RFC 3522) for direction ``r``'s retransmissions waiting for their first
+    covering ACK (the rows linked from ``r.wait_head``); those it covers stop waiting.
+
+    The TSecr is the TSval of the segment that moved the edge, which the receiver answers at once when it
+    fills a gap (RFC 7323 4.3, RFC 5681 4.2). If that segment is a waiting resend, it arrived, and every
+    resend captured after it and sent after it (newer TSval) that this ACK covers arrived after it, so
+    after the ACK left: it brought nothing new. If no waiting resend at the edge has that TSval but the
+    first one captured there is newer than the echo, the ACK left before that resend arrived (or it never
+    did): an earlier copy filled the edge, and that resend was not needed; of the resends after it nothing
+    follows, as it may have been lost."""
+    filler = NONE
+    first = NONE
+    i = r.wait_head
+    while i != NONE:  # newest first
+        e = events[i]
+        end = e.seq + e.len + (1 if (e.flags & (TH_SYN | TH_FIN)) != 0 else 0)
+        if e.seq <= edge < end:
+            if filler == NONE and e.tsv == tsecr:
+                filler = i
+            first = i
+        i = e.wait_prev
+    anchor = NONE
+    if tsecr > 0:
+        if filler != NONE:
+            anchor = filler
+        elif first != NONE and events[first].tsv != tsecr and _serial_le(tsecr, events[first].tsv):
+            anchor = first
+    prev = NONE  # relink the rows still waiting (not covered), newest first
+    i = r.wait_head
+    r.wait_head = NONE
+    while i != NONE:
+        e = events[i]
+        nxt = e.wait_prev
+        end = e.seq + e.len + (1 if (e.flags & (TH_SYN | TH_FIN)) != 0 else 0)
+        if end <= a:
+            e.wait_prev = NONE
+            if anchor != NONE and e.spur == 0 and e.tsv != tsecr and _serial_le(tsecr, e.tsv) and (
+                    i == anchor if anchor == first and filler == NONE else i > anchor):
+                _refine(events, i, Evidence.EIFEL, frame, tsecr, e.tsv,
+                        e.ref_tsv if (e.why & EV_SEEN) != 0 else NONE)
+        else:
+            if prev == NONE:
+                r.wait_head = i
+            else:
+                events[prev].wait_prev = i
+            prev = i
+            e.wait_prev = NONE
+        i = nxt
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _dupack_evidence(r, pend, events, ct, frame, a):
     """The receiver of direction ``r`` repeated its ACK ``a`` unprompted (``analyze_batch`` checks when): the
     latest waiting retransmission at or below ``a`` was not needed."""
     p = r.pend_row
@@ -602,11 +639,11 @@ def _dupack_evidence(r, pend, refine, ct, frame, a):
         if slot.ev != NONE and slot.end <= a and (best < 0 or slot.ev > pend[p, best].ev):
             best = k
     if best >= 0:
-        _refine(refine, ct, pend[p, best].ev, Evidence.DUPACK, frame, a, 0, 0)
+        _refine(events, pend[p, best].ev, Evidence.DUPACK, frame, a, 0, 0)
         _free_slot(r, pend, ct, best)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _sent_order(ipid, tsval, ref_ipid, ref_tsval, ipid_ok):
     """Whether a packet was sent after (1) or before (-1) a reference, by IP ID (when the sender's IP IDs
     are trusted) then TSval; 0 when neither tells. Returns (order, EV_* bits)."""
@@ -625,7 +662,7 @@ def _sent_order(ipid, tsval, ref_ipid, ref_tsval, ipid_ok):
     return 0, 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _trigger(cv, d, r, s, end, now):
     """Why a needed retransmission [s, end) of direction ``d`` was sent, from the receiver ``r``'s signals:
     (kind, EV_* bits, dup ACK count, signal frame, time since the signal, the limit it was held to)."""
@@ -659,11 +696,11 @@ def _trigger(cv, d, r, s, end, now):
 @njit(cache=True, nogil=True, _nrt=False)
 def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, tsecr, sack_n, sack_le, sack_re,
                   mss, wscale, sackp, tfo, vlan, conv, dirs, pend, tuple_conv, records, counter, evicted, start,
-                  stream_out, ev, refine):
+                  stream_out, events):
     """Analyze packets ``start:`` of a batch in frame order; returns the number of event rows written to
-    ``ev``. ``sack_le``/``sack_re`` are the packets' four SACK blocks (4 x n, raw). Refinements of earlier
-    event rows (a retransmission shown unnecessary) go to ``refine``, their number to
-    ``counter[0].refined``; event row ``j`` has global index ``counter[0].events + j``.
+    ``events`` from global index ``counter[0].events`` on (``events`` holds every row so far: later evidence
+    that an earlier row's retransmission was not needed is written to it). ``sack_le``/``sack_re`` are the
+    packets' four SACK blocks (4 x n, raw).
 
     A packet of a connection whose state was moved out (``evicted``) stops the pass before that packet:
     ``counter[0].stop`` is its index and ``counter[0].restore`` the connection; the caller puts the
@@ -671,8 +708,6 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
     ct = counter[0]
     batch = ct.batch
     ev_base = ct.events
-    if start == 0:
-        ct.refined = 0
     ct.stop = NONE
     n_ev = 0
     for i in range(start, len(tid)):
@@ -728,8 +763,8 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         if dup:  # ---- the same packet captured twice: a row of its own, no effect on our state
             d.dups += 1
             d.dup_copies += 1
-            ev[n_ev] = NEW_EVENT[0]
-            e = ev[n_ev]
+            events[ev_base + n_ev] = NEW_EVENT[0]
+            e = events[ev_base + n_ev]
             e.frame = fr
             e.ts = now
             e.seq_raw = sq
@@ -798,7 +833,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         if ackf:
             a = _unwrap(r, ak)
             if r.pend_live > 0:  # does it show that a retransmission of the other side was unnecessary?
-                _check_pending(r, pend, refine, ct, fr, a, tse, nsack, np.int64(sack_le[0, i]),
+                _check_pending(r, pend, events, ct, fr, a, nsack, np.int64(sack_le[0, i]),
                                np.int64(sack_re[0, i]), np.int64(sack_le[1, i]), np.int64(sack_re[1, i]))
                 # without SACK blocks: the receiver, which had acknowledged all the sender had sent, repeats
                 # that ACK with nothing new from the sender in between: it answered a segment that brought
@@ -806,17 +841,9 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 if (r.pend_live > 0 and nsack == 0 and seglen == 0 and not syn and not fin and not rst
                         and window_same and before_acked == a and r.seen == 1 and a >= r.top
                         and (r.prev_frame == NONE or r.prev_frame < before_frame)):
-                    _dupack_evidence(r, pend, refine, ct, fr, a)
-            if r.eifel_lo_ev != NONE and d.acked != NONE and a > d.acked:
-                # an ACK moving the receiver's left edge while retransmissions wait: its TSecr says which
-                # segment moved it (RFC 7323 4.3), so which resends arrived too late to matter (engine._refine)
-                if tse > 0:
-                    _refine(refine, ct, r.eifel_lo_ev, Evidence.EIFEL_RANGE, fr, a, tse, ev_base + n_ev - 1)
-                    refine[ct.refined - 1].d = d.acked
-                if a >= r.eifel_hi_end:
-                    r.eifel_lo_ev = NONE
-                    r.eifel_hi_end = NONE
-                    ct.eifel_open -= 1
+                    _dupack_evidence(r, pend, events, ct, fr, a)
+            if r.wait_head != NONE and d.acked != NONE and a > d.acked:
+                _eifel(r, events, fr, d.acked, a, tse)
             _note_ack(d, r, a, seglen, f, window_same, now, fr, nsack, sack_le, sack_re, i)
             if r.uref < a:
                 r.uref = a
@@ -910,11 +937,11 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                         ref = c_frame if c_frame != NONE else d.top_frame
                         gap = now - (c_ts if c_frame != NONE else d.top_ts)
                         if c_ev != NONE:
-                            _refine(refine, ct, c_ev, Evidence.LATE_ORIGINAL, fr, ip_id, tv, 0)
+                            _refine(events, c_ev, Evidence.LATE_ORIGINAL, fr, ip_id, tv, 0)
                         elif copy >= 0:  # the copy had no row (it arrived in order): it gets one now
                             rec = records[copy]
-                            ev[n_ev] = NEW_EVENT[0]
-                            e = ev[n_ev]
+                            events[ev_base + n_ev] = NEW_EVENT[0]
+                            e = events[ev_base + n_ev]
                             e.frame = rec.frame
                             e.ts = rec.ts
                             e.seq_raw = (rec.start + d.base) & _M32
@@ -986,8 +1013,8 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 gap = now - before_ts
         # ---- a row for every frame either rule flags
         if kind != 0 or ws_kind != 0:
-            ev[n_ev] = NEW_EVENT[0]
-            e = ev[n_ev]
+            events[ev_base + n_ev] = NEW_EVENT[0]
+            e = events[ev_base + n_ev]
             e.frame = fr
             e.ts = now
             e.seq_raw = sq
@@ -1017,12 +1044,10 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             e.note = (NOTE_FIN_REPEATED if fin and not syn and not rst and d.z_fin_seq == ((sq + seglen) & _M32)
                       else 0)
             if kind == Kind.RETRANSMISSION or kind == Kind.FAST_RETRANSMISSION:
-                _add_pending(d, pend, ct, ev_base + n_ev, s, end, o_tsv, tv)
-                if tv >= 0:
-                    if d.eifel_lo_ev == NONE:
-                        d.eifel_lo_ev = ev_base + n_ev
-                        ct.eifel_open += 1
-                    d.eifel_hi_end = max(d.eifel_hi_end, end)
+                _add_pending(d, pend, ct, ev_base + n_ev, s, end)
+                if tv >= 0:  # waits for its first covering ACK (the Eifel check, ``_eifel``)
+                    e.wait_prev = d.wait_head
+                    d.wait_head = ev_base + n_ev
             if kind == Kind.FAST_RETRANSMISSION and d.recovery == NONE:
                 d.recovery = top_before  # fast recovery until the receiver acknowledges everything sent so far
             elif kind == Kind.RETRANSMISSION and d.rto_recovery == NONE:
@@ -1067,13 +1092,13 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
     return n_ev
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _fin_acked(d, other):
     """Direction ``d`` sent its FIN and the other side acknowledged all of it, the FIN included."""
     return d.zstate == ZS.CLOSED and d.seen == 1 and other.acked != NONE and other.acked >= d.top
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _records_to_keep(conv, dirs, tuple_conv, c):
     """How many sent-segment records per direction connection ``c`` needs: none once a new connection took
     its 4-tuple (no packet reaches it again), RECORD_KEEP_OVER once it is over (reset, or both FINs

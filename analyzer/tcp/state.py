@@ -15,7 +15,8 @@ comment per field, in the manner of Wireshark's ``tcp_flow_t``/``struct tcp_anal
   do, so memory follows the directions with pending ones, not all of them).
 - ``counter`` ``COUNTERS`` ``[1]``: engine-wide counts and the pools' bookkeeping.
 - events ``EVENT``: one row per labelled segment, kept by the engine (not per flow) until the tables are
-  built; refinements ``REFINE``: later evidence that an earlier row's retransmission was not needed.
+  built, in one array that the compiled pass writes to (later evidence that an earlier row's
+  retransmission was not needed goes straight to that row's ``spur`` fields).
 - ``tuple_conv``: the current connection of each 4-tuple (port reuse), ``evicted``: 1 for a connection
   whose state was moved out to the engine's spill file (``spill.py``; its records' pages may have been
   handed back, and read as zeros until it is put back).
@@ -213,12 +214,10 @@ DIRECTION, NEW_DIRECTION = record(
     ("z_zwin", 0, "zero windows advertised (for the log-scaled W letter)"),
     # retransmissions waiting for D-SACK / Eifel evidence (the ``pend`` pool)
     ("pend_live", 0, "live slots in its ``pend`` row"),
-    ("pend_eifel", 0, "of which waiting for their first covering ACK (the Eifel check)"),
     ("pend_row", NONE, "the ``pend`` row lent to this direction (NONE while it has no waiting retransmission)"),
     # retransmissions (with timestamps) not yet covered by an ACK, however many: each ACK that moves the
-    # receiver's left edge meanwhile is an Eifel check (RFC 3522) for them (``EIFEL_RANGE``, engine._refine)
-    ("eifel_lo_ev", NONE, "the first of them (global event index); NONE: none waiting"),
-    ("eifel_hi_end", NONE, "the highest end of their ranges"),
+    # receiver's left edge meanwhile is an Eifel check (RFC 3522) for them (``sequence._eifel``)
+    ("wait_head", NONE, "the latest of them (global event index; ``EVENT.wait_prev`` links the others)"),
 )
 
 # --- one transmission in the sent-segment pool ---------------------------------------------------
@@ -239,9 +238,6 @@ PENDING, _ = record(
     ("ev", NONE, "the event row's global index (NONE: free slot); in a free row's slot 0, ``start`` links the free list"),
     ("start", NONE, "the unwrapped range [start, end) it covered"),
     ("end", NONE, "end of that range"),
-    ("tsv_orig", NONE, "TSval of the original transmission"),
-    ("tsv_retx", NONE, "TSval of the retransmission"),
-    ("eifel", 0, "1 while it waits for the first ACK covering it (the Eifel check, RFC 3522)"),
 )
 
 # --- engine-wide counts ---------------------------------------------------------------------------
@@ -251,10 +247,8 @@ COUNTERS, NEW_COUNTERS = record(
     ("events", 0, "event rows so far (the next event's global index)"),
     ("records", 0, "records in use in the sent-segment pool"),
     ("pending", 0, "live ``pend`` slots over all directions"),
-    ("refined", 0, "refinement rows written by the current batch"),
     ("pend_rows", 0, "``pend`` pool rows handed out so far"),
     ("pend_free", NONE, "first free ``pend`` row (a free row's slot 0 ``start`` links to the next)"),
-    ("eifel_open", 0, "directions with ``eifel_lo_ev`` set"),
     ("stop", NONE, "set when ``analyze_batch`` stops early: the packet it stopped at ..."),
     ("restore", NONE, "... and the evicted connection it needs back"),
 )
@@ -279,7 +273,6 @@ class Evidence(IntEnum):
     EIFEL = auto()  # the first ACK covering it echoed the original's TSval (RFC 3522)
     LATE_ORIGINAL = auto()  # its original arrived after it: the original was delayed, not lost
     DUPACK = auto()  # without SACK: the receiver, which had everything, repeated its ACK unprompted (a copy arrived)
-    EIFEL_RANGE = auto()  # (a refinement row only) an ACK moving the left edge, for a direction's waiting resends
 
 
 NOTE_FIN_REPEATED = 1  # ``EVENT.note`` bit: the segment's FIN repeats a FIN sent before at the same sequence number
@@ -312,22 +305,13 @@ EVENT, NEW_EVENT = record(
     ("seq_raw", NONE, "seq on the wire"),
     ("flags", 0, "TCP flags"),
     ("sender_lo", 0, "1 when the sender is the 4-tuple's lower endpoint"),
-    # later evidence that the retransmission was unnecessary (copied from a REFINE row)
+    ("wait_prev", NONE, "while it waits for its first covering ACK: the previous waiting row of its direction"),
+    # later evidence that the retransmission was unnecessary
     ("spur", 0, "Evidence (0: none)"),
     ("spur_frame", NONE, "the D-SACK or Eifel ACK"),
     ("spur_a", 0, "D-SACK: left edge (relative); Eifel: the echoed TSecr; late original: its IP ID"),
     ("spur_b", 0, "D-SACK: right edge; Eifel: the retransmission's TSval; late original: its TSval"),
-    ("spur_c", 0, "Eifel: the original's TSval"),
-)
-
-REFINE, _ = record(
-    ("ev", NONE, "global index of the event row it refines (possibly of an earlier batch); EIFEL_RANGE: the first"),
-    ("how", 0, "Evidence"),
-    ("frame", NONE, "the evidence frame"),
-    ("a", 0, "EVENT.spur_a"),
-    ("b", 0, "EVENT.spur_b"),
-    ("c", 0, "EVENT.spur_c; EIFEL_RANGE: the last event row it may refine"),
-    ("d", 0, "EIFEL_RANGE: the receiver's left edge before that ACK (its previous cumulative ACK)"),
+    ("spur_c", 0, "Eifel: the TSval of the copy before it (-1 unknown)"),
 )
 
 

@@ -63,7 +63,7 @@ def within(now, then, limit):
     return 0 <= now - then < limit
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def analyze(cv, d, r, frame, now, seq, ack, seglen, flags, window, wscale):
     """Wireshark's analysis of one packet of connection ``cv`` sent in direction ``d`` (``r`` the reverse):
     updates the ``ws_*`` state and returns the packet's analysis flags (TCP_A_*). ``seq``, ``ack`` and
