@@ -327,7 +327,7 @@ def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
     return ST_BAD_IP, p, 0, wend
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _link_layer(d, p, end, wend, lt, j, i32):
     """Skip the link header of one frame; returns (ip offset, ip version, status, wire end of the IP)."""
     i32[Q_VLAN, j] = -1
@@ -384,7 +384,7 @@ def _address_family(af):
     return 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _ethertype_chain(d, p, end, wend, etype, j, i32):
     """From the EtherType ``etype`` (its header ends at ``p``) to IP: VLAN tags (the first two are kept,
     in the first free of the two columns: an inner frame's follow the outer's), Cisco FabricPath, an MPLS

@@ -69,10 +69,10 @@ def _compile_read() -> None:
 
 
 def _compile_engine() -> None:
-    """Feed the engine a SYN, a SYN-ACK and an ACK as a packet table built without the decoder (whose
-    kernels the other process compiles), then call the record pool's kernels too."""
-    import pandas as pd
-
+    """Feed the engine a SYN, a SYN-ACK and an ACK as packet columns built here (not by the decoder, whose
+    kernels the other process compiles; nor as a DataFrame: pandas alone takes half a second to import),
+    then call the record pool's kernels too."""
+    from ..decode.store import Codes
     from ..schema import PACKET_COLUMNS
     from ..tcp import Engine
     from ..tcp.sequence import compact_records, records_to_keep
@@ -84,13 +84,19 @@ def _compile_engine() -> None:
                   sport=np.array([40000, 80, 40000], np.uint16), dport=np.array([80, 40000, 80], np.uint16),
                   seq_raw=np.array([1, 5, 2], np.uint32), ack_raw=np.array([0, 2, 6], np.uint32),
                   flags=np.array([0x02, 0x12, 0x10], np.uint16), payload_len=np.zeros(n, np.int32))
-    addresses = pd.CategoricalDtype(["10.0.0.1", "10.0.0.2"])
-    df = pd.DataFrame({c.name: (values[c.name] if c.name in values else
-                                values["ts_ns"] / 1e9 if c.name == "ts" else
-                                pd.Categorical.from_codes([0, 1, 0] if c.name == "src" else [1, 0, 1], dtype=addresses))
-                       for c in PACKET_COLUMNS})
+    addresses = ["10.0.0.1", "10.0.0.2"]
+    values["src"] = Codes(np.array([0, 1, 0], np.int32), addresses)
+    values["dst"] = Codes(np.array([1, 0, 1], np.int32), addresses)
+
+    class Columns:  # what Engine.feed reads of a batch: its length and its columns (as a ColumnStore gives them)
+        def __len__(self):
+            return n
+
+        def packet_column(self, name):
+            return values[name]
+
     engine = Engine()
-    engine.feed(df)
+    engine.feed(Columns())
     st = engine._state
     records_to_keep(st.conv, st.dirs, st.tuple_conv, np.arange(st.conversations), np.empty(st.conversations, np.int64))
     m = int(st.count["records"])

@@ -123,7 +123,7 @@ class BpfFilter:
         return keep
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, _nrt=False)
 def _load(data, start, buflen, k, size):
     """Bytes ``k .. k + size`` of the frame as a big-endian number, or -1 past the captured bytes."""
     if k < 0 or k + size > buflen:

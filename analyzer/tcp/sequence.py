@@ -694,6 +694,169 @@ def _trigger(cv, d, r, s, end, now):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end, seglen, f, ip_id, tv, top_before,
+           seen_before, probe, ipid_ok, before_frame, before_ts, before_acked, why):
+    """The cause of a segment of direction ``d`` (module docstring, 1-3): (kind, EV_* bits, original
+    captured, bytes seen before, bytes sent before, first transmission's frame and time, count, the gap
+    and limit the rule measured, evidence frame, the IP ID and TSval compared with, event rows written).
+    A late original also labels its earlier copy (that row written here, or refined)."""
+    syn = (f & TH_SYN) != 0
+    fin = (f & TH_FIN) != 0
+    rst = (f & TH_RST) != 0
+    ackf = (f & TH_ACK) != 0
+    kind = 0
+    captured = 1
+    overlap = 0
+    resent = 0
+    o_frame = NONE  # the first transmission of these bytes, when known
+    o_ts = NONE
+    count = 0
+    gap = 0
+    limit = 0
+    ref = NONE
+    ref_ipid = NONE
+    ref_tsv = NONE
+    if (seglen > 0 or syn or fin) and not rst and not probe and seen_before and s < top_before:
+        orig, copy = _copies(d, records, s, end)
+        # the newest copy captured before: a kept record, else a remembered hole fill
+        c_frame = NONE
+        c_ts = NONE
+        c_ipid = NONE
+        c_tsv = NONE
+        c_ev = NONE
+        if copy >= 0:
+            c_frame = records[copy].frame
+            c_ts = records[copy].ts
+            c_ipid = records[copy].ipid
+            c_tsv = records[copy].tsval
+            c_ev = records[copy].ev
+        elif not syn:
+            k = _fill_of(d, s, end)
+            if k >= 0:
+                c_frame = d.fills[k, FILL_FRAME]
+                c_ts = d.fills[k, FILL_TS]
+                c_ipid = d.fills[k, FILL_IPID]
+                c_tsv = d.fills[k, FILL_TSVAL]
+                c_ev = d.fills[k, FILL_EV]
+        if orig >= 0:
+            o_frame = records[orig].frame
+            o_ts = records[orig].ts
+        elif c_frame != NONE:
+            o_frame = c_frame
+            o_ts = c_ts
+        if syn:
+            if ackf and s == 0 and cv.hs_simopen == 1 and d.syn_pkts == 2:
+                why |= EV_SIMOPEN  # simultaneous open: a side's first SYN-ACK repeats its own SYN (RFC 9293)
+            else:
+                kind = Kind.SYN_RETRANSMISSION
+                why |= EV_SEEN
+                ref = c_frame if c_frame != NONE else d.top_frame
+                gap = now - (o_ts if o_ts != NONE else d.top_ts)
+        else:
+            overlap = _seen_bytes(d, s, s + seglen)
+            fin_again = fin and _seen_bytes(d, s + seglen, end) == 1
+            below = max(0, min(s + seglen, top_before) - s)  # payload bytes sent before this one
+            resent = below
+            if overlap > 0 or fin_again:  # ---- a second copy of bytes captured before
+                why |= EV_SEEN
+                order, bits = 0, 0
+                if c_frame != NONE:
+                    ref_ipid = c_ipid
+                    ref_tsv = c_tsv
+                    order, bits = _sent_order(ip_id, tv, ref_ipid, ref_tsv, ipid_ok)
+                else:  # the copy is no longer known: sent before the highest segment, it is no resend of it
+                    ref_ipid = d.ipid_max
+                    ref_tsv = d.tsval_max
+                    order, bits = _sent_order(ip_id, tv, ref_ipid, ref_tsv, ipid_ok)
+                    if order > 0:
+                        order, bits = 0, 0  # sent after the highest: that says nothing about the copy
+                    else:
+                        bits |= EV_COPY_GONE
+                if order < 0:  # sent before the copy captured first: the original, arriving late
+                    kind = Kind.OUT_OF_ORDER
+                    why |= bits
+                    resent = 0
+                    ref = c_frame if c_frame != NONE else d.top_frame
+                    gap = now - (c_ts if c_frame != NONE else d.top_ts)
+                    if c_ev != NONE:
+                        _refine(events, c_ev, Evidence.LATE_ORIGINAL, fr, ip_id, tv, 0)
+                    elif copy >= 0:  # the copy had no row (it arrived in order): it gets one now
+                        rec = records[copy]
+                        events[ev_base + n_ev] = NEW_EVENT[0]
+                        e = events[ev_base + n_ev]
+                        e.frame = rec.frame
+                        e.ts = rec.ts
+                        e.seq_raw = (rec.start + d.base) & _M32
+                        e.flags = rec.flags
+                        e.sender_lo = lo
+                        e.kind = Kind.RETRANSMISSION
+                        e.conv = c
+                        e.dir = di
+                        e.seq = rec.start
+                        e.len = rec.end - rec.start - (1 if (rec.flags & (TH_SYN | TH_FIN)) != 0 else 0)
+                        e.resent = e.len
+                        e.ipid = rec.ipid
+                        e.tsv = rec.tsval
+                        e.spur = Evidence.LATE_ORIGINAL
+                        e.spur_frame = fr
+                        e.spur_a = ip_id
+                        e.spur_b = tv
+                        n_ev += 1
+                        d.retx += 1
+                        d.retx_bytes += e.len
+                else:
+                    why |= bits
+                    if order == 0 and c_frame != NONE:
+                        why |= EV_TIMING
+                    kind, tb, count, ref, gap, limit = _trigger(cv, d, r, s, end, now)
+                    why |= tb
+                    captured = 1 if overlap >= below else 0
+            else:  # ---- bytes never captured, below the highest: a late original, or an upstream loss
+                ref_ipid = d.ipid_max
+                ref_tsv = d.tsval_max
+                order, bits = _sent_order(ip_id, tv, ref_ipid, ref_tsv, ipid_ok)
+                why |= bits
+                if order == 0:
+                    why |= EV_TIMING
+                    window = cv.rtt if cv.rtt > 0 else REORDER_UNKNOWN_RTT_NS
+                    order = -1 if 0 <= now - d.top_ts < window else 1
+                    gap = now - d.top_ts
+                    limit = window
+                if order < 0:
+                    kind = Kind.OUT_OF_ORDER
+                    resent = 0
+                    ref = d.top_frame
+                    if limit == 0:
+                        gap = now - d.top_ts
+                else:
+                    kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now)
+                    why |= tb
+                    captured = 0
+                    if sig != NONE or limit == 0:
+                        ref, gap, limit = sig, sgap, slimit
+    elif (seglen > 0 and not syn and not rst and not probe and seen_before and s == top_before and ipid_ok
+          and ip_id > 0 and d.ipid_max > 0 and before_frame != NONE):
+        # ---- at the highest byte, in order; but when the sender's IP IDs show packets missing since its
+        # previous captured one, which had already acknowledged all the peer's data, and the peer sent
+        # nothing since that those packets could answer (no data, SYN or FIN) and had acknowledged
+        # everything, the missing packets carried data, which can only be these bytes: a resend whose
+        # original was lost before the capture point (a tail loss)
+        missing = ((ip_id - d.ipid_max) & 0xFFFF) - 1
+        if (1 <= missing < IPID_GAP_MAX and (r.data_frame == NONE or r.data_frame < before_frame)
+                and (r.seen == 0 or (before_acked != NONE and before_acked >= r.top))
+                and r.acked != NONE and r.acked >= s and now - before_ts >= cv.rtt):
+            kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now)
+            why |= EV_IPID_GAP | tb
+            captured = 0
+            resent = seglen
+            count = missing
+            ref = before_frame
+            ref_ipid = d.ipid_max
+            gap = now - before_ts
+    return kind, why, captured, overlap, resent, o_frame, o_ts, count, gap, limit, ref, ref_ipid, ref_tsv, n_ev
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, tsecr, sack_n, sack_le, sack_re,
                   mss, wscale, sackp, tfo, vlan, conv, dirs, pend, tuple_conv, records, counter, evicted, start,
                   stream_out, events):
@@ -856,161 +1019,11 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         end = s + seglen + sf
         top_before = d.top
         seen_before = d.seen == 1
-        kind = 0
-        why = EV_CLOCK_BACK if clock_back else 0
-        captured = 1
-        overlap = 0
-        resent = 0
-        o_frame = NONE  # the first transmission of these bytes, when known
-        o_ts = NONE
-        o_tsv = NONE
-        count = 0
-        gap = 0
-        limit = 0
-        ref = NONE
-        ref_ipid = NONE
-        ref_tsv = NONE
-        ipid_ok = _ipid_trusted(d)
         probe = (aflags & (TCP_A_KEEP_ALIVE | TCP_A_ZERO_WINDOW_PROBE)) != 0
-        if (seglen > 0 or syn or fin) and not rst and not probe and seen_before and s < top_before:
-            orig, copy = _copies(d, records, s, end)
-            # the newest copy captured before: a kept record, else a remembered hole fill
-            c_frame = NONE
-            c_ts = NONE
-            c_ipid = NONE
-            c_tsv = NONE
-            c_ev = NONE
-            if copy >= 0:
-                c_frame = records[copy].frame
-                c_ts = records[copy].ts
-                c_ipid = records[copy].ipid
-                c_tsv = records[copy].tsval
-                c_ev = records[copy].ev
-            elif not syn:
-                k = _fill_of(d, s, end)
-                if k >= 0:
-                    c_frame = d.fills[k, FILL_FRAME]
-                    c_ts = d.fills[k, FILL_TS]
-                    c_ipid = d.fills[k, FILL_IPID]
-                    c_tsv = d.fills[k, FILL_TSVAL]
-                    c_ev = d.fills[k, FILL_EV]
-            if orig >= 0:
-                o_frame = records[orig].frame
-                o_ts = records[orig].ts
-                o_tsv = records[orig].tsval
-            elif c_frame != NONE:
-                o_frame = c_frame
-                o_ts = c_ts
-                o_tsv = c_tsv
-            if syn:
-                if ackf and s == 0 and cv.hs_simopen == 1 and d.syn_pkts == 2:
-                    why |= EV_SIMOPEN  # simultaneous open: a side's first SYN-ACK repeats its own SYN (RFC 9293)
-                else:
-                    kind = Kind.SYN_RETRANSMISSION
-                    why |= EV_SEEN
-                    ref = c_frame if c_frame != NONE else d.top_frame
-                    gap = now - (o_ts if o_ts != NONE else d.top_ts)
-            else:
-                overlap = _seen_bytes(d, s, s + seglen)
-                fin_again = fin and _seen_bytes(d, s + seglen, end) == 1
-                below = max(0, min(s + seglen, top_before) - s)  # payload bytes sent before this one
-                resent = below
-                if overlap > 0 or fin_again:  # ---- a second copy of bytes captured before
-                    why |= EV_SEEN
-                    order, bits = 0, 0
-                    if c_frame != NONE:
-                        ref_ipid = c_ipid
-                        ref_tsv = c_tsv
-                        order, bits = _sent_order(ip_id, tv, ref_ipid, ref_tsv, ipid_ok)
-                    else:  # the copy is no longer known: sent before the highest segment, it is no resend of it
-                        ref_ipid = d.ipid_max
-                        ref_tsv = d.tsval_max
-                        order, bits = _sent_order(ip_id, tv, ref_ipid, ref_tsv, ipid_ok)
-                        if order > 0:
-                            order, bits = 0, 0  # sent after the highest: that says nothing about the copy
-                        else:
-                            bits |= EV_COPY_GONE
-                    if order < 0:  # sent before the copy captured first: the original, arriving late
-                        kind = Kind.OUT_OF_ORDER
-                        why |= bits
-                        resent = 0
-                        ref = c_frame if c_frame != NONE else d.top_frame
-                        gap = now - (c_ts if c_frame != NONE else d.top_ts)
-                        if c_ev != NONE:
-                            _refine(events, c_ev, Evidence.LATE_ORIGINAL, fr, ip_id, tv, 0)
-                        elif copy >= 0:  # the copy had no row (it arrived in order): it gets one now
-                            rec = records[copy]
-                            events[ev_base + n_ev] = NEW_EVENT[0]
-                            e = events[ev_base + n_ev]
-                            e.frame = rec.frame
-                            e.ts = rec.ts
-                            e.seq_raw = (rec.start + d.base) & _M32
-                            e.flags = rec.flags
-                            e.sender_lo = lo
-                            e.kind = Kind.RETRANSMISSION
-                            e.conv = c
-                            e.dir = di
-                            e.seq = rec.start
-                            e.len = rec.end - rec.start - (1 if (rec.flags & (TH_SYN | TH_FIN)) != 0 else 0)
-                            e.resent = e.len
-                            e.ipid = rec.ipid
-                            e.tsv = rec.tsval
-                            e.spur = Evidence.LATE_ORIGINAL
-                            e.spur_frame = fr
-                            e.spur_a = ip_id
-                            e.spur_b = tv
-                            n_ev += 1
-                            d.retx += 1
-                            d.retx_bytes += e.len
-                    else:
-                        why |= bits
-                        if order == 0 and c_frame != NONE:
-                            why |= EV_TIMING
-                        kind, tb, count, ref, gap, limit = _trigger(cv, d, r, s, end, now)
-                        why |= tb
-                        captured = 1 if overlap >= below else 0
-                else:  # ---- bytes never captured, below the highest: a late original, or an upstream loss
-                    ref_ipid = d.ipid_max
-                    ref_tsv = d.tsval_max
-                    order, bits = _sent_order(ip_id, tv, ref_ipid, ref_tsv, ipid_ok)
-                    why |= bits
-                    if order == 0:
-                        why |= EV_TIMING
-                        window = cv.rtt if cv.rtt > 0 else REORDER_UNKNOWN_RTT_NS
-                        order = -1 if 0 <= now - d.top_ts < window else 1
-                        gap = now - d.top_ts
-                        limit = window
-                    if order < 0:
-                        kind = Kind.OUT_OF_ORDER
-                        resent = 0
-                        ref = d.top_frame
-                        if limit == 0:
-                            gap = now - d.top_ts
-                    else:
-                        kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now)
-                        why |= tb
-                        captured = 0
-                        if sig != NONE or limit == 0:
-                            ref, gap, limit = sig, sgap, slimit
-        elif (seglen > 0 and not syn and not rst and not probe and seen_before and s == top_before and ipid_ok
-              and ip_id > 0 and d.ipid_max > 0 and before_frame != NONE):
-            # ---- at the highest byte, in order; but when the sender's IP IDs show packets missing since its
-            # previous captured one, which had already acknowledged all the peer's data, and the peer sent
-            # nothing since that those packets could answer (no data, SYN or FIN) and had acknowledged
-            # everything, the missing packets carried data, which can only be these bytes: a resend whose
-            # original was lost before the capture point (a tail loss)
-            missing = ((ip_id - d.ipid_max) & 0xFFFF) - 1
-            if (1 <= missing < IPID_GAP_MAX and (r.data_frame == NONE or r.data_frame < before_frame)
-                    and (r.seen == 0 or (before_acked != NONE and before_acked >= r.top))
-                    and r.acked != NONE and r.acked >= s and now - before_ts >= cv.rtt):
-                kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now)
-                why |= EV_IPID_GAP | tb
-                captured = 0
-                resent = seglen
-                count = missing
-                ref = before_frame
-                ref_ipid = d.ipid_max
-                gap = now - before_ts
+        kind, why, captured, overlap, resent, o_frame, o_ts, count, gap, limit, ref, ref_ipid, ref_tsv, n_ev = _cause(
+            cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end, seglen, f, ip_id, tv, top_before,
+            seen_before, probe, _ipid_trusted(d), before_frame, before_ts, before_acked,
+            EV_CLOCK_BACK if clock_back else 0)
         # ---- a row for every frame either rule flags
         if kind != 0 or ws_kind != 0:
             events[ev_base + n_ev] = NEW_EVENT[0]
