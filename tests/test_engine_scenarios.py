@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tcpbuild import MS, Capture, rows
+from tests.tcpbuild import MS, SYN_OPTIONS, Capture, rows
 
 RX = ("frame", "kind", "original_frame", "overlap_bytes")
 
@@ -272,6 +272,186 @@ def s25_eifel():
     return cap
 
 
+# ---- issue 12: engine bugs found on real captures (a-e) -------------------------------------------------
+def s26_synack_new_isn():
+    """(a) The client resets its first attempt, tries again with the same ISN; the server answers with a
+    new ISN: its direction starts over (tshark: no flag on the SYN-ACK, seq 0 again)."""
+    cap = Capture(); f = cap.flow()
+    f.c("S", options=SYN_OPTIONS)                    # 1: SYN, ISN 1000
+    f.s("SA", dt=10 * MS, options=SYN_OPTIONS)       # 2: SYN-ACK, ISN 5000
+    f.c("R", dt=MS, seq=1, ack=0)                    # 3: the client aborts that attempt
+    f.c("S", dt=1.0, options=SYN_OPTIONS)            # 4: SYN again, same ISN
+    f.ends["s"][2], f.ends["s"][3] = 900_000, 1      # the server picks a new ISN
+    f.s("SA", dt=10 * MS, options=SYN_OPTIONS)       # 5: SYN-ACK, ISN 900000
+    f.c("A", dt=2 * MS)                              # 6
+    f.c("PA", 100, dt=MS)                            # 7
+    f.s("PA", 200, dt=10 * MS)                       # 8
+    f.s("PA", 200, dt=MS)                            # 9
+    f.c("A", dt=5 * MS)                              # 10
+    return cap
+
+
+def s27_refused_then_retried():
+    """(b) A SYN refused by a RST, then retried on the same 4-tuple and ISN, and accepted."""
+    cap = Capture(); f = cap.flow()
+    f.c("S", options=SYN_OPTIONS)                    # 1
+    f.s("RA", dt=0.1 * MS, seq=1)                    # 2: refused
+    f.c("S", dt=1.0, options=SYN_OPTIONS)            # 3: the same SYN 1 s later
+    f.s("SA", dt=10 * MS, options=SYN_OPTIONS)       # 4
+    f.c("A", dt=2 * MS)                              # 5
+    f.c("PA", 100, dt=MS); f.s("A", dt=MS)           # 6, 7
+    return cap
+
+
+def s28_stale_rst():
+    """(c) The SYN-ACK acknowledges a stale number; the client answers with a RST whose seq is that stale
+    ACK value (RFC 9293 3.10.7.3), then retries: the RST must not move the client's highest byte."""
+    cap = Capture(); f = cap.flow()
+    f.c("S", options=SYN_OPTIONS)                                   # 1
+    f.s("SA", dt=10 * MS, options=SYN_OPTIONS, ack=700_000)         # 2: ACKs a stale number
+    f.c("R", dt=MS, seq=700_000, ack=0, advance=False)              # 3: RST at that number
+    f.c("S", dt=1.0, options=SYN_OPTIONS)                           # 4: SYN again
+    f.s("SA", dt=10 * MS, options=SYN_OPTIONS)                      # 5: the proper SYN-ACK
+    f.c("A", dt=2 * MS)                                             # 6
+    f.c("PA", 100, dt=MS); f.c("PA", 100, dt=MS)                    # 7, 8: first data, not resends
+    f.s("A", dt=5 * MS)                                             # 9
+    return cap
+
+
+def s29_clock_backwards():
+    """(d) The capture's clock steps back 0.5 ms before a segment that fills a hole: Wireshark's unsigned
+    time difference makes it a retransmission, and our reason says the clock went backwards."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                                          # 4: seq 1, IP ID 102
+    f.ends["c"][3] += 1000; f.ends["c"][4] += 1                     # seq 1001 (IP ID 103) lost upstream
+    f.c("PA", 1000, dt=MS)                                          # 5: seq 2001, IP ID 104
+    f.c("PA", 1000, dt=-0.5 * MS, seq=1001, advance=False)          # 6: seq 1001, IP ID 105, clock back
+    f.s("A", dt=MS)
+    return cap
+
+
+def s30_irtt_packet():
+    """(e) The packet that completes the handshake (and so sets Wireshark's iRTT) is itself below the
+    highest byte: it is judged with the 3 ms out-of-order threshold, the iRTT not being known yet."""
+    cap = Capture(); f = cap.flow()
+    f.c("S", options=SYN_OPTIONS)                                   # 1
+    f.s("SA", dt=10 * MS, options=SYN_OPTIONS)                      # 2
+    f.c("P", 1000, dt=10 * MS, seq=1001)                            # 3: data without ACK (sets the top)
+    f.c("PA", 1000, dt=5 * MS, seq=1)                               # 4: first ACK (iRTT 25 ms), 5 ms later
+    f.s("A", dt=MS)
+    return cap
+
+
+# ---- issue 12: more evidence than timing ----------------------------------------------------------------
+def s31_pure_ack_shows_the_top():
+    """A client data segment is lost before the capture point; the client's next pure ACK carries seq 2001
+    (its next byte), so the later resend of 1001 is a resend of bytes never captured."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                                          # 4: seq 1
+    f.ends["c"][3] += 1000; f.ends["c"][4] += 1                     # seq 1001 lost upstream
+    f.s("PA", 100, dt=MS, ack=1001)                                 # 5: server data, ACK 1001
+    f.c("A", dt=MS)                                                 # 6: pure ACK, seq 2001
+    f.c("PA", 1000, dt=0.3, seq=1001, advance=False)                # 7: the resend, 300 ms later
+    f.s("A", dt=MS)
+    return cap
+
+
+def s32_tail_loss_by_ip_id():
+    """The client's last segment is lost before the capture point (nothing after it): the resend arrives in
+    order, but its IP ID skips one while the server had nothing to answer: a tail-loss resend."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                                          # 4: seq 1, IP ID 102
+    f.s("A", dt=MS)                                                 # 5: ACK 1001
+    f.ends["c"][4] += 1                                             # IP ID 103: seq 1001 sent, lost upstream
+    f.c("PA", 1000, dt=0.3)                                         # 6: seq 1001, IP ID 104, 300 ms later
+    f.s("A", dt=MS)
+    return cap
+
+
+def s33_ip_id_gap_with_data_to_answer():
+    """The same IP ID gap, but the server had sent data the client had not acknowledged: the missing packet
+    may be the ACK of it, so the in-order segment is not called a resend."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                                          # 4: IP ID 102
+    f.s("PA", 100, dt=MS)                                           # 5: server data, not acknowledged here
+    f.ends["c"][4] += 1                                             # IP ID 103 not captured
+    f.c("PA", 1000, dt=0.3)                                         # 6: IP ID 104, ACKs the server's data
+    f.s("A", dt=MS)
+    return cap
+
+
+def s34_loss_recovery_after_timeout():
+    """After a timeout resend, the SACK that follows asks for the next hole: still the timeout's loss
+    recovery (Linux's Loss state, RFC 5681 5.1), not a fast retransmission."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS); f.c("PA", 1000); f.c("PA", 1000)        # 4, 5, 6: seq 1, 1001, 2001
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False)                   # 7: timeout resend of seq 1
+    sack = [("NOP", None), ("NOP", None), ("SAck", (f.ends["c"][2] + 2001, f.ends["c"][2] + 3001))]
+    f.s("A", dt=20 * MS, ack=1001, options=sack)                    # 8: ACK 1001, SACK 2001-3001
+    f.c("PA", 1000, dt=0.1 * MS, seq=1001, advance=False)           # 9: resend of 1001 at once
+    f.s("A", dt=20 * MS)
+    return cap
+
+
+def s35_interleaved_copies():
+    """Capture copies that are not next to their first copy: a data segment copied after the next segment
+    (same IP ID), and an IPv4 pure ACK copied after the next ACK."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    first = f.c("PA", 1000, dt=MS)                                  # 4
+    f.c("PA", 1000, dt=0.01 * MS)                                   # 5
+    cap.duplicate(first, dt=5e-6)                                   # 6: copy of 4
+    ack = f.s("A", dt=MS, ack=1001)                                 # 7
+    f.s("A", dt=0.01 * MS)                                          # 8: ACK 2001
+    cap.duplicate(ack, dt=5e-6)                                     # 9: copy of 7
+    return cap
+
+
+def s36_duplicate_ack_train_v6():
+    """IPv6 without SACK: the receiver's duplicate ACKs are identical and come one after another (a capture
+    next to the sender); they are duplicate ACKs, not capture copies, and call a fast retransmission."""
+    cap = Capture(); f = cap.flow(v6=True, timestamps=False)
+    f.c("S", options=[("MSS", 1460)]); f.s("SA", dt=10 * MS, options=[("MSS", 1460)]); f.c("A", dt=2 * MS)
+    for k in range(5):
+        f.c("PA", 1000, dt=0.01 * MS)                               # 4-8: the first is lost downstream
+    for k in range(4):
+        f.s("A", dt=(10 if k == 0 else 0.01) * MS, ack=1)           # 9-12: four ACKs of 1
+    f.c("PA", 1000, dt=0.1 * MS, seq=1, advance=False)              # 13: the resend
+    f.s("A", dt=10 * MS)
+    return cap
+
+
+def s37_repeated_ack_without_sack():
+    """No SACK: after a timeout resend the receiver, which had everything, acknowledges it all and then
+    repeats that ACK with nothing new from the sender: it received a second copy (RFC 5681 4.2)."""
+    cap = Capture(); f = cap.flow(timestamps=False)
+    f.c("S", options=[("MSS", 1460)]); f.s("SA", dt=10 * MS, options=[("MSS", 1460)]); f.c("A", dt=2 * MS)
+    f.c("PA", 1000, dt=MS)                                          # 4: reaches the receiver late
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False)                   # 5: timeout resend
+    f.s("A", dt=10 * MS)                                            # 6: ACK 1001
+    f.s("A", dt=0.05 * MS)                                          # 7: the same ACK again
+    return cap
+
+
+def s38_eifel_after_the_edge_filler():
+    """A timeout resend fills the receiver's left edge (the ACK echoes its TSval); a second resend sent
+    after it, of bytes the receiver already had, is covered by that ACK: not needed."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    ts = lambda v: [("NOP", None), ("NOP", None), ("Timestamp", (v, 900))]  # noqa: E731
+    f.c("PA", 1000, dt=MS, options=ts(7000))                        # 4: seq 1, lost downstream
+    f.c("PA", 1000, options=ts(7000))                               # 5: seq 1001, arrives
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False, options=ts(7300))     # 6: resend of 1 (needed)
+    f.c("PA", 1000, dt=0.01, seq=1001, advance=False, options=ts(7310))  # 7: resend of 1001
+    f.s("A", dt=10 * MS, options=[("NOP", None), ("NOP", None), ("Timestamp", (900, 7300))])  # 8: ACK 2001
+    return cap
+
+
 SCENARIOS = {name: fn for name, fn in globals().items() if name[:1] == "s" and name[1:3].isdigit()}
 
 
@@ -506,5 +686,107 @@ def test_eifel_marks_a_resend_spurious_when_the_ack_echoes_the_original(tmp_path
     assert rows(t.retransmissions, *RX, "evidence_frame") == [(5, "spurious_retransmission", 4, 1000, 6),
                                                               (8, "retransmission", 7, 1000, None)]
     assert t.retransmissions.reason[0].endswith(
-        "but the ACK in frame 6 echoes TSval 7000 of the copy before it, older than this one's 7300: it answered an "
-        "earlier copy, which had arrived, so this was not needed (Eifel, RFC 3522)")
+        "but the ACK in frame 6, which covers it, echoes TSval 7000, older than this one's 7300: it answered a "
+        "segment sent before this one, so the receiver had these bytes before this copy arrived: not needed "
+        "(Eifel, RFC 3522)")
+
+
+# ---- 26-30: engine bugs found on real captures (issue 12, a-e) ------------------------------------------
+def test_synack_with_a_new_isn_starts_the_server_direction_over(tmp_path):
+    t = analyzed(tmp_path, "s26_synack_new_isn")
+    # only the client's repeated SYN is flagged; the new SYN-ACK and the server's data are not resends
+    assert rows(t.retransmissions, *RX, "wireshark_kind") == [(4, "syn_retransmission", 1, 0, "retransmission")]
+    hs = t.handshakes.iloc[0]
+    assert (hs.outcome, hs.syn_retries, hs.synack_frame) == ("established", 1, 5)
+    assert t.connections.retransmissions[0] == 1
+
+
+def test_refused_outcome_does_not_stick_after_a_retry(tmp_path):
+    t = analyzed(tmp_path, "s27_refused_then_retried")
+    hs = t.handshakes.iloc[0]
+    assert (hs.outcome, hs.syn_retries, hs.synack_frame, hs.ack_frame) == ("established", 1, 4, 5)
+    # Wireshark flags the first SYN-ACK as a retransmission (its SYN was repeated); no byte of it was sent before
+    assert rows(t.retransmissions, "frame", "kind", "wireshark_kind") == [
+        (3, "syn_retransmission", "retransmission"), (4, "", "retransmission")]
+
+
+def test_rst_at_a_stale_ack_value_does_not_move_the_top(tmp_path):
+    t = analyzed(tmp_path, "s28_stale_rst")
+    assert rows(t.retransmissions, "frame", "kind") == [(4, "syn_retransmission"), (5, "syn_retransmission")]
+    assert t.connections.retransmitted_bytes[0] == 0  # frames 7 and 8, the first data, are no resends
+
+
+def test_clock_going_backwards_is_said(tmp_path):
+    t = analyzed(tmp_path, "s29_clock_backwards")
+    assert rows(t.retransmissions, "frame", "kind", "wireshark_kind", "original_captured") == [
+        (6, "retransmission", "retransmission", False)]  # Wireshark: an unsigned negative gap, not out-of-order
+    assert t.retransmissions.reason[0].endswith("; the capture's clock went backwards before this frame")
+
+
+def test_the_irtt_packet_is_judged_with_the_default_threshold(tmp_path):
+    t = analyzed(tmp_path, "s30_irtt_packet")
+    # 5 ms after the highest segment: over the 3 ms default, under the iRTT (25 ms) that this very packet sets
+    assert rows(t.retransmissions, "frame", "wireshark_kind") == [(4, "retransmission")]
+    assert t.handshakes.wireshark_irtt[0] == pytest.approx(0.025)
+
+
+# ---- 31-38: evidence beyond timing (issue 12) ----------------------------------------------------------
+def test_a_pure_ack_shows_bytes_the_capture_never_saw(tmp_path):
+    t = analyzed(tmp_path, "s31_pure_ack_shows_the_top")
+    assert rows(t.retransmissions, *RX, "original_captured") == [(7, "retransmission", None, 0, False)]
+    assert t.retransmissions.reason[0].startswith("its 1000 bytes lie below the highest byte sent but were never "
+                                                  "captured: the original was lost before the capture point")
+
+
+def test_a_tail_loss_shows_in_the_ip_ids(tmp_path):
+    t = analyzed(tmp_path, "s32_tail_loss_by_ip_id")
+    assert rows(t.retransmissions, *RX, "original_captured", "wireshark_kind") == [
+        (6, "retransmission", None, 0, False, "")]  # Wireshark sees nothing: the segment is in order
+    assert t.retransmissions.reason[0].startswith(
+        "at the highest byte sent, but IP ID 104 follows 102 of the sender's previous packet (frame 4, 301 ms "
+        "earlier): 1 packet of it not captured, while the peer had acknowledged everything and sent nothing to "
+        "answer: they carried these bytes, lost before the capture point (a tail loss)")
+
+
+def test_an_ip_id_gap_is_no_evidence_when_an_ack_was_owed(tmp_path):
+    t = analyzed(tmp_path, "s33_ip_id_gap_with_data_to_answer")
+    assert t.retransmissions.empty
+
+
+def test_resends_after_a_timeout_stay_timeout_resends(tmp_path):
+    t = analyzed(tmp_path, "s34_loss_recovery_after_timeout")
+    assert rows(t.retransmissions, *RX, "wireshark_kind") == [(7, "retransmission", 4, 1000, "retransmission"),
+                                                              (9, "retransmission", 5, 1000, "retransmission")]
+    assert "resent in the loss recovery after the timeout retransmission in frame 7" in t.retransmissions.reason[1]
+
+
+def test_copies_interleaved_with_other_packets_are_duplicates(tmp_path):
+    t = analyzed(tmp_path, "s35_interleaved_copies")
+    assert rows(t.retransmissions, *RX) == [(6, "duplicate", 4, 1000), (9, "duplicate", 7, 0)]
+    assert t.connections.duplicates[0] == 2
+
+
+def test_identical_duplicate_acks_are_not_capture_copies(tmp_path):
+    t = analyzed(tmp_path, "s36_duplicate_ack_train_v6")
+    assert rows(t.retransmissions, *RX, "wireshark_kind") == [(13, "fast_retransmission", 4, 1000,
+                                                               "fast_retransmission")]
+    assert t.connections.duplicates[0] == 0
+
+
+def test_a_repeated_ack_without_sack_shows_a_copy_arrived(tmp_path):
+    t = analyzed(tmp_path, "s37_repeated_ack_without_sack")
+    assert rows(t.retransmissions, *RX, "evidence_frame") == [(5, "spurious_retransmission", 4, 1000, 7)]
+    assert t.retransmissions.reason[0].endswith(
+        "but in frame 7 the receiver, which had acknowledged everything sent, repeated that ACK with nothing new "
+        "from the sender: it had received a second copy (RFC 5681 4.2), the original had arrived, so this was not "
+        "needed")
+
+
+def test_eifel_judges_resends_sent_after_the_one_that_filled_the_edge(tmp_path):
+    t = analyzed(tmp_path, "s38_eifel_after_the_edge_filler")
+    assert rows(t.retransmissions, *RX, "evidence_frame") == [(6, "retransmission", 4, 1000, None),
+                                                              (7, "spurious_retransmission", 5, 1000, 8)]
+    assert t.retransmissions.reason[1].endswith(
+        "but the ACK in frame 8, which covers it, echoes TSval 7300, older than this one's 7310: it answered a "
+        "segment sent before this one, so the receiver had these bytes before this copy arrived: not needed "
+        "(Eifel, RFC 3522)")

@@ -143,11 +143,9 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
             text += (f"; but the D-SACK in frame {SFR[i]} (SLE={SA[i]} SRE={SB[i]}) shows the original had arrived: "
                      "not needed (RFC 2883)")
         elif spur == Evidence.EIFEL:
-            text += (f"; but the ACK in frame {SFR[i]} echoes TSval {SA[i]}"
-                     + (" of the copy before it" if SA[i] == SC[i] else f" (the copy before it had {SC[i]})"
-                        if SC[i] >= 0 else "")
-                     + f", older than this one's {SB[i]}: it answered an earlier copy, which had arrived, so this was "
-                     "not needed (Eifel, RFC 3522)")
+            text += (f"; but the ACK in frame {SFR[i]}, which covers it, echoes TSval {SA[i]}, older than this "
+                     f"one's {SB[i]}: it answered a segment sent before this one, so the receiver had these bytes "
+                     "before this copy arrived: not needed (Eifel, RFC 3522)")
         elif spur == Evidence.DUPACK:
             text += (f"; but in frame {SFR[i]} the receiver, which had acknowledged everything sent, repeated "
                      "that ACK with nothing new from the sender: it had received a second copy (RFC 5681 4.2), "

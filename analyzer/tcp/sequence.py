@@ -324,8 +324,16 @@ def _duplicate_of(d, r, records, ts, seq, ack, plen, flags, win, ipid, tsval, ts
     if d.prev_frame != NONE and 0 <= ts - d.prev_ts <= DUPLICATE_GAP_NS and same_prev:
         if ipid > 0:
             return d.prev_frame, d.prev_ts, 0
-        if r.prev_frame == NONE or r.prev_frame < d.prev_frame:
-            if plen != 0 or (flags & (TH_SYN | TH_FIN | TH_RST)) != 0 or (flags & TH_ACK) == 0 or d.acked == NONE:
+        pure_ack = plen == 0 and (flags & (TH_SYN | TH_FIN | TH_RST)) == 0 and (flags & TH_ACK) != 0
+        if pure_ack and sack != NONE:
+            # the same SACK blocks again: a duplicate ACK answering new out-of-order data would report it in
+            # its first block, and one answering a duplicate segment would carry a D-SACK (RFC 2018, 2883)
+            return d.prev_frame, d.prev_ts, 0
+        quiet = r.prev_frame == NONE or r.prev_frame < d.prev_frame
+        if pure_ack and not quiet and r.prev_len > 0 and r.prev_seq == ack:
+            quiet = True  # the peer's packet in between starts at this ACK: it would move it, not repeat it
+        if quiet:
+            if not pure_ack or d.acked == NONE:
                 return d.prev_frame, d.prev_ts, 0
             # a pure ACK repeated: a capture copy, unless a genuine duplicate ACK: a third identical one (a
             # capture copies a packet once), one more of a running train that the peer's segments above it
