@@ -363,10 +363,12 @@ def s32_tail_loss_by_ip_id():
     order, but its IP ID skips one while the server had nothing to answer: a tail-loss resend."""
     cap = Capture(); f = cap.flow()
     f.handshake()
-    f.c("PA", 1000, dt=MS)                                          # 4: seq 1, IP ID 102
-    f.s("A", dt=MS)                                                 # 5: ACK 1001
-    f.ends["c"][4] += 1                                             # IP ID 103: seq 1001 sent, lost upstream
-    f.c("PA", 1000, dt=0.3)                                         # 6: seq 1001, IP ID 104, 300 ms later
+    for _ in range(16):                                             # 4-35: 16 requests and their ACKs: the
+        f.c("PA", 100, dt=MS); f.s("A", dt=MS)                      # client's IP IDs step by one (102-117)
+    f.c("PA", 1000, dt=MS)                                          # 36: seq 1601, IP ID 118
+    f.s("A", dt=MS)                                                 # 37: ACK 2601
+    f.ends["c"][4] += 1                                             # IP ID 119: seq 2601 sent, lost upstream
+    f.c("PA", 1000, dt=0.3)                                         # 38: seq 2601, IP ID 120, 300 ms later
     f.s("A", dt=MS)
     return cap
 
@@ -376,10 +378,28 @@ def s33_ip_id_gap_with_data_to_answer():
     may be the ACK of it, so the in-order segment is not called a resend."""
     cap = Capture(); f = cap.flow()
     f.handshake()
-    f.c("PA", 1000, dt=MS)                                          # 4: IP ID 102
-    f.s("PA", 100, dt=MS)                                           # 5: server data, not acknowledged here
-    f.ends["c"][4] += 1                                             # IP ID 103 not captured
-    f.c("PA", 1000, dt=0.3)                                         # 6: IP ID 104, ACKs the server's data
+    for _ in range(16):
+        f.c("PA", 100, dt=MS); f.s("A", dt=MS)                      # 4-35
+    f.c("PA", 1000, dt=MS)                                          # 36: IP ID 118
+    f.s("PA", 100, dt=MS)                                           # 37: server data, not acknowledged here
+    f.ends["c"][4] += 1                                             # IP ID 119 not captured
+    f.c("PA", 1000, dt=0.3)                                         # 38: IP ID 120, ACKs the server's data
+    f.s("A", dt=MS)
+    return cap
+
+
+def s39_ip_id_gap_of_a_per_host_counter():
+    """The same tail-loss picture, but the client's IP IDs skip values all along (a per-host counter, as
+    Windows keeps, shared with its other connections): a skipped ID says nothing about this connection."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    for k in range(16):
+        f.ends["c"][4] += 1 + k % 3                                 # other connections' packets in between
+        f.c("PA", 100, dt=MS); f.s("A", dt=MS)
+    f.c("PA", 1000, dt=MS)
+    f.s("A", dt=MS)
+    f.ends["c"][4] += 1
+    f.c("PA", 1000, dt=0.3)                                         # in order: no resend we can tell
     f.s("A", dt=MS)
     return cap
 
@@ -741,15 +761,20 @@ def test_a_pure_ack_shows_bytes_the_capture_never_saw(tmp_path):
 def test_a_tail_loss_shows_in_the_ip_ids(tmp_path):
     t = analyzed(tmp_path, "s32_tail_loss_by_ip_id")
     assert rows(t.retransmissions, *RX, "original_captured", "wireshark_kind") == [
-        (6, "retransmission", None, 0, False, "")]  # Wireshark sees nothing: the segment is in order
+        (38, "retransmission", None, 0, False, "")]  # Wireshark sees nothing: the segment is in order
     assert t.retransmissions.reason[0].startswith(
-        "at the highest byte sent, but IP ID 104 follows 102 of the sender's previous packet (frame 4, 301 ms "
+        "at the highest byte sent, but IP ID 120 follows 118 of the sender's previous packet (frame 36, 301 ms "
         "earlier): 1 packet of it not captured, while the peer had acknowledged everything and sent nothing to "
         "answer: they carried these bytes, lost before the capture point (a tail loss)")
 
 
 def test_an_ip_id_gap_is_no_evidence_when_an_ack_was_owed(tmp_path):
     t = analyzed(tmp_path, "s33_ip_id_gap_with_data_to_answer")
+    assert t.retransmissions.empty
+
+
+def test_an_ip_id_gap_of_a_per_host_counter_is_no_evidence(tmp_path):
+    t = analyzed(tmp_path, "s39_ip_id_gap_of_a_per_host_counter")
     assert t.retransmissions.empty
 
 

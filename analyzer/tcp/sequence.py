@@ -66,6 +66,7 @@ FAST_UNKNOWN_RTT_NS = 200_000_000  # ... or, without an RTT estimate, within Lin
 REORDER_UNKNOWN_RTT_NS = 3_000_000  # without IP ID or TSval evidence nor an RTT: Wireshark's 3 ms
 IPID_STEP_MAX = 1024  # an IP ID this far above the highest is "the next packets" (per-host counters too)
 IPID_GAP_MAX = 8  # at most this many packets of a direction missing between two captured ones (a tail loss)
+IPID_COUNTED = 16  # steps of one needed before a skipped IP ID is taken as a missing packet of the connection
 # the same data segment captured twice, without an IP ID to compare and with a peer packet in between: at
 # most this far apart (no stack resends within 1 ms unless the receiver asked: Linux's RTO and tail-loss
 # probe wait at least 200 ms and 10 ms)
@@ -397,6 +398,8 @@ def _note_send_order(d, ipid, tsval):
             step = (ipid - d.ipid_max) & 0xFFFF
             if 0 < step <= IPID_STEP_MAX:
                 d.ipid_steps += 1
+                if step == 1:
+                    d.ipid_ones += 1
                 d.ipid_max = ipid
             elif step < 0x10000 - IPID_STEP_MAX:
                 d.ipid_other += 1
@@ -412,6 +415,15 @@ def _note_send_order(d, ipid, tsval):
 def _ipid_trusted(d):
     """The sender's IP IDs count its packets (Linux per connection, Windows per host): mostly small steps up."""
     return d.ipid_steps >= 2 and d.ipid_other * 4 <= d.ipid_steps
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _ipid_per_connection(d):
+    """The sender's IP IDs count this connection's packets one by one (Linux's per-socket counter), so a
+    skipped value is a packet of this connection the capture did not see: at least IPID_COUNTED steps of
+    exactly one, and almost no larger step (a per-host counter, as Windows keeps, skips values for the
+    host's other connections all the time)."""
+    return d.ipid_ones >= IPID_COUNTED and (d.ipid_steps - d.ipid_ones) * 50 <= d.ipid_ones
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -850,7 +862,7 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
         # everything, the missing packets carried data, which can only be these bytes: a resend whose
         # original was lost before the capture point (a tail loss)
         missing = ((ip_id - d.ipid_max) & 0xFFFF) - 1
-        if (1 <= missing < IPID_GAP_MAX and (r.data_frame == NONE or r.data_frame < before_frame)
+        if (1 <= missing < IPID_GAP_MAX and _ipid_per_connection(d) and (r.data_frame == NONE or r.data_frame < before_frame)
                 and (r.seen == 0 or (before_acked != NONE and before_acked >= r.top))
                 and r.acked != NONE and r.acked >= s and now - before_ts >= cv.rtt):
             kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now)

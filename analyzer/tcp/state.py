@@ -157,6 +157,7 @@ DIRECTION, NEW_DIRECTION = record(
     # the order in which the sender sent its packets
     ("ipid_max", NONE, "highest IPv4 ID sent (16-bit serial order); -1 none"),
     ("ipid_steps", 0, "packets whose IP ID went up by a small step from the highest (a counter per packet)"),
+    ("ipid_ones", 0, "of ``ipid_steps``, those of exactly one (a per-connection counter steps by one)"),
     ("ipid_other", 0, "packets whose IP ID did not (zero, repeated, far off); a little below counts for neither"),
     ("tsval_max", NONE, "highest TSval sent (serial order); -1 none"),
     # what the receiver said: the ACKs this direction sends about the reverse direction's data
