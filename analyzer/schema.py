@@ -146,16 +146,23 @@ RETRANSMISSION_KINDS = {
     "retransmission": "needed, sent after a timeout: bytes sent before (captured, or lost before the capture "
                       "point) sent again with no duplicate ACK or SACK asking for them, or only long after the "
                       "receiver asked (later than a fast retransmission comes: 2 RTT, at least 20 ms; 200 ms "
-                      "without an RTT estimate), or a second time after such a signal. Linux's tail-loss probe "
-                      "reads as one too",
+                      "without an RTT estimate), or a second time after such a signal, or in the loss recovery "
+                      "that follows a timeout (until all that was outstanding then is acknowledged: RFC 5681 5.1, "
+                      "Linux's Loss state). Bytes count as sent before when captured, when below a pure ACK's "
+                      "sequence number (the sender's next byte), or, in order, when the sender's per-connection "
+                      "IP IDs skip packets the peer gave it nothing to answer with (a tail loss). Linux's "
+                      "tail-loss probe reads as one too",
     "fast_retransmission": "needed, triggered by the receiver: it was sending 2+ duplicate ACKs for exactly this "
                            "sequence number, SACK blocks showing data above it received, or a partial ACK during "
                            "fast recovery asked for it (RFC 5681, 6675, 6582), and it was resent within 2 RTT (at "
-                           "least 20 ms) of that signal",
+                           "least 20 ms) of that signal, outside the recovery after a timeout",
     "spurious_retransmission": "not needed, the receiver already had every byte: acknowledged or SACKed before it "
-                               "was sent; or shown afterwards: a D-SACK (RFC 2883) covering it, the first ACK "
-                               "covering it echoing the original's TSval (Eifel, RFC 3522), or its original arriving "
-                               "after it (delayed, not lost). evidence_frame is then that frame",
+                               "was sent; or shown afterwards: a D-SACK (RFC 2883) covering it; the ACK that moved "
+                               "the receiver's left edge over it echoing a TSval older than its own, when that "
+                               "TSval is its own range's (Eifel, RFC 3522) or that of a resend it was sent after; "
+                               "without SACK, the receiver repeating an ACK of everything with nothing new from the "
+                               "sender (it got a second copy, RFC 5681 4.2); or its original arriving after it "
+                               "(delayed, not lost). evidence_frame is then that frame",
     "syn_retransmission": "a SYN or SYN-ACK repeated with the same ISN (a SYN with a new ISN starts a new "
                           "connection; a SYN-ACK with a new ISN restarts the server's sequence numbers)",
     "out_of_order": "network reordering: a segment sent once, arriving after higher data. Told from a "
@@ -165,11 +172,13 @@ RETRANSMISSION_KINDS = {
                     "retransmission). Without either, timing decides (it came within the RTT of the highest "
                     "segment) and the reason says it was ambiguous",
     "duplicate": "the same packet captured twice (a SPAN port, two interfaces), any length, pure ACKs too: "
-                 "identical seq, ack, length, flags, window, TSval and first SACK block to the previous packet of "
-                 "its direction, at most 5 ms later, with the same non-zero IPv4 ID; or, without a usable ID "
-                 "(IPv6, ID 0), with no packet of the opposite direction in between (a resend or a genuine "
-                 "duplicate ACK answers a packet of the peer). Not a retransmission; left out of every other count "
-                 "and state",
+                 "identical seq, ack, length, flags, window, TSval, TSecr and first SACK block to an earlier packet "
+                 "of its direction (the previous one, or one of the last few when the copies came interleaved), "
+                 "at most 5 ms later, with the same non-zero IPv4 ID; or, without a usable ID (IPv6, ID 0), what no "
+                 "stack sends again: data within 1 ms with no loss signal in between, a pure ACK with the same SACK "
+                 "blocks, or one with nothing from the peer that would ask for it (a train of genuine duplicate "
+                 "ACKs, each asked for by a segment of the peer, stays duplicate ACKs). Not a retransmission; left "
+                 "out of every other count and state",
 }
 """Retransmission-table kinds: the cause the capture's evidence supports (tcp-analysis-reference.md (h));
 ``wireshark_kind`` keeps the label tshark 4.0 gives the same frame, whose rules decide from timing alone.
