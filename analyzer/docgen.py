@@ -13,11 +13,14 @@ TABLES = (
     ("retransmissions", "one row per segment that repeats bytes already sent, or arrives out of order",
      schema.RETRANSMISSION_COLUMNS),
     ("connections", "one row per connection", schema.CONNECTION_COLUMNS),
-    ("packets", "one row per TCP segment (written with `--packets`)", schema.PACKET_COLUMNS),
+    ("events", "one row per frame per expert finding (duplicate ACKs, zero windows, capture gaps...)",
+     schema.EVENT_COLUMNS),
+    ("packets", "one row per TCP segment (written with `--packets`)", schema.PACKET_TABLE_COLUMNS),
 )
 VOCABULARIES = (
     ("Handshake outcomes (`handshakes.outcome`)", schema.HANDSHAKE_OUTCOMES),
     ("Retransmission kinds (`retransmissions.kind`)", schema.RETRANSMISSION_KINDS),
+    ("Events (`events.event`)", schema.EVENT_KINDS),
     ("Connection states (`connections.conn_state`, as Zeek)", schema.CONN_STATES),
 )
 

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import os
+
+import numpy as np
 from collections.abc import Callable, Iterable
 
 from .. import schema
@@ -49,14 +51,16 @@ def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_
                     progress(reader._source.bytes_read, size)
                 yield store
 
-        tables = analyze_batches(batches())
+        sides: list | None = [] if packets else None
+        tables = analyze_batches(batches(), sides)
         stats = reader.stats
     else:
         from ..tcp import analyze_batches
 
         df = read_packets(path, engine=engine, bpf=bpf, start=start, end=end)
         kept = [df] if packets else []
-        tables = analyze_batches([df])
+        sides = [] if packets else None
+        tables = analyze_batches([df], sides)
         stats = dict(df.attrs.get("stats", {}))
     stats["engine"] = engine
     stats.update(tables.stats)
@@ -66,7 +70,10 @@ def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_
 
         table = pd.concat(kept, ignore_index=True) if len(kept) > 1 else \
             (kept[0] if kept else schema.empty_frame(schema.PACKET_COLUMNS))
-        table = schema.conform(table, schema.PACKET_COLUMNS)
+        streams = np.concatenate([s for s, _ in sides]) if sides else np.empty(0, dtype=np.int64)
+        table["stream"] = streams
+        table["direction"] = tables.directions(streams, np.concatenate([d for _, d in sides]) if sides else streams)
+        table = schema.conform(table, schema.PACKET_TABLE_COLUMNS)
     return Report(path, stats=stats, packets=table, **tables.raw)
 
 

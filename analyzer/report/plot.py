@@ -106,8 +106,8 @@ def _load(source, packets: pd.DataFrame | None):
         streams = engine.feed(packets).streams
         tables = engine.finish()
         report = Report(capture=path, connections=tables.connections, handshakes=tables.handshakes,
-                        retransmissions=tables.retransmissions, stats=dict(packets.attrs.get("stats", {})),
-                        packets=packets)
+                        retransmissions=tables.retransmissions, events=tables.events,
+                        stats=dict(packets.attrs.get("stats", {})), packets=packets)
         return report, packets, streams
     if packets is None:
         packets = source.packets if source.packets is not None else read_packets(source.capture)

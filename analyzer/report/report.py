@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     AnyTable = Union[pd.DataFrame, Table]
 
-TABLES = ("connections", "handshakes", "retransmissions")
+TABLES = ("connections", "handshakes", "retransmissions", "events")
 
 
 class Report:
@@ -35,11 +35,12 @@ class Report:
     have them. ``write(format="csv")`` and ``summary()`` work on the raw form, without pandas."""
 
     def __init__(self, capture: str, connections: AnyTable, handshakes: AnyTable, retransmissions: AnyTable,
-                 stats: dict | None = None, packets: AnyTable | None = None):
+                 stats: dict | None = None, packets: AnyTable | None = None, events: AnyTable | None = None):
         self.capture = capture
         self.stats = {} if stats is None else stats
         self._tables: dict = {"connections": connections, "handshakes": handshakes,
-                              "retransmissions": retransmissions}
+                              "retransmissions": retransmissions,
+                              "events": Table.empty(schema.EVENT_COLUMNS) if events is None else events}
         if packets is not None:
             self._tables["packets"] = packets
 
@@ -58,6 +59,7 @@ class Report:
                           lambda self, df: self._tables.__setitem__("handshakes", df))
     retransmissions = property(lambda self: self._frame("retransmissions"),
                                lambda self, df: self._tables.__setitem__("retransmissions", df))
+    events = property(lambda self: self._frame("events"), lambda self, df: self._tables.__setitem__("events", df))
 
     @property
     def packets(self) -> pd.DataFrame | None:
@@ -154,6 +156,8 @@ def summarise(report: Report, top: int = 5) -> dict:
         "handshakes": _label_counts(outcome),
         "handshake_rtt_seconds": _percentiles(col("handshakes", "handshake_rtt")[clean]) if clean.any() else {},
         "retransmissions": _label_counts(col("retransmissions", "kind")),
+        "events": _label_counts(col("events", "event")),
+        "capture_loss": dict(report.stats.get("capture_loss", {})),
         "top_retransmitting_connections": worst,
         "skipped_frames": dict(report.stats.get("skipped", {})),
         "problems": list(report.stats.get("problems", [])),

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 FORMATS = ("csv", "parquet", "json")
 SUFFIXES = {"csv": "csv", "parquet": "parquet", "json": "jsonl"}  # file suffix of each format
-TABLE_NAMES = ("connections", "handshakes", "retransmissions", "packets")
+TABLE_NAMES = ("connections", "handshakes", "retransmissions", "events", "packets")
 
 
 class OutputError(AnalyzerError):
@@ -36,7 +36,8 @@ class OutputError(AnalyzerError):
 
 def table_columns(name: str) -> tuple[schema.Column, ...]:
     return {"connections": schema.CONNECTION_COLUMNS, "handshakes": schema.HANDSHAKE_COLUMNS,
-            "retransmissions": schema.RETRANSMISSION_COLUMNS, "packets": schema.PACKET_COLUMNS}[name]
+            "retransmissions": schema.RETRANSMISSION_COLUMNS, "events": schema.EVENT_COLUMNS,
+            "packets": schema.PACKET_TABLE_COLUMNS}[name]
 
 
 def _in_threads(calls: list[Callable[[], None]]) -> None:

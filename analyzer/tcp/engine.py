@@ -26,15 +26,17 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from ..schema import CONNECTION_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS, TH_ACK, TH_FIN, TH_SYN
+from ..schema import (CONNECTION_COLUMNS, EVENT_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS,
+                      TH_ACK, TH_FIN, TH_SYN)
 from ..table import Masked, Table, seconds
 from .connections import completeness, conn_states, histories
 from .flows import TupleTable, column_getter, readonly
 from .handshake import handshake_columns, outcomes
-from .retransmit import KIND_NAMES, event_rows
+from .health import FINDINGS_PER_PACKET, finding_rows, health_columns
+from .retransmit import KIND_NAMES, directions, event_rows
 from .sequence import analyze_batch, compact_records, records_to_keep
 from .spill import Spill
-from .state import EVENT, NONE, RECORD_WALK, FlowState, grow, room
+from .state import EVENT, FINDING, NONE, RECORD_WALK, FlowState, grow, room
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,14 +55,20 @@ _DTYPES = {c.name: np.dtype(c.dtype) for c in PACKET_COLUMNS if c.dtype not in (
 
 
 class TcpTables:
-    """The engine's result: three report tables and summary counts.
+    """The engine's result: four report tables and summary counts.
 
-    ``raw`` holds the tables as built (``table.Table``, numpy columns); ``connections``, ``handshakes`` and
-    ``retransmissions`` are their DataFrames, made on first access."""
+    ``raw`` holds the tables as built (``table.Table``, numpy columns); ``connections``, ``handshakes``,
+    ``retransmissions`` and ``events`` are their DataFrames, made on first access."""
 
-    def __init__(self, raw: dict[str, Table], stats: dict):
+    def __init__(self, raw: dict[str, Table], stats: dict, client_side: np.ndarray | None = None):
         self.raw = raw
         self.stats = stats
+        # per stream: 0 when the client sent the connection's first packet, else 1 (``BatchEvents.sides``)
+        self.client_side = np.empty(0, dtype=np.int64) if client_side is None else client_side
+
+    def directions(self, streams: np.ndarray, sides: np.ndarray) -> np.ndarray:
+        """'client->server' or 'server->client' for packets given by stream and side (``BatchEvents``)."""
+        return directions(sides, self.client_side[streams])
 
     @cached_property
     def connections(self) -> pd.DataFrame:
@@ -74,6 +82,10 @@ class TcpTables:
     def retransmissions(self) -> pd.DataFrame:
         return self.raw["retransmissions"].to_pandas()
 
+    @cached_property
+    def events(self) -> pd.DataFrame:
+        return self.raw["events"].to_pandas()
+
 
 class BatchEvents:
     """What one ``Engine.feed`` call decided, for live display: ``handshakes`` that reached an outcome
@@ -86,9 +98,11 @@ class BatchEvents:
     shows it was unnecessary. Rows read here keep the label known then; ``Engine.finish()`` has the final
     one, the same whatever the batch sizes."""
 
-    def __init__(self, engine: "Engine", batch: int, chunk: np.ndarray | None, streams: np.ndarray):
+    def __init__(self, engine: "Engine", batch: int, chunk: np.ndarray | None, streams: np.ndarray,
+                 sides: np.ndarray):
         self._engine, self._batch, self._chunk = engine, batch, chunk
         self.streams = streams
+        self.sides = sides  # per packet: 0 when sent by its connection's first packet's sender, else 1
 
     @cached_property
     def handshakes(self) -> pd.DataFrame:
@@ -111,6 +125,7 @@ class Engine:
         # every event row so far (row = global event index), with its packet's fields; the compiled pass
         # writes a batch's rows straight after the earlier ones. Grown by doubling, in pages of its own.
         self._events = np.empty(0, dtype=EVENT)
+        self._findings = np.empty(0, dtype=FINDING)  # every events-table row so far, the same way
         self._packets = 0
         self._records_kept = 0  # records left by the last compaction of the sent-segment pool
         self._spill = Spill()  # finished connections' state, out of memory until needed
@@ -122,7 +137,7 @@ class Engine:
         count = st.count
         n = len(packets)
         if n == 0:
-            return BatchEvents(self, -1, None, np.empty(0, dtype=np.int64))
+            return BatchEvents(self, -1, None, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int8))
         get = column_getter(packets)
         col = lambda name: readonly(get(name), _DTYPES[name])  # noqa: E731  (the schema's dtype: one signature)
         flags = col("flags")
@@ -140,6 +155,8 @@ class Engine:
         first = int(count["events"])
         rows = n + n_seqsp
         self._events = room(self._events, first, first + rows)
+        found = int(count["findings"])
+        self._findings = room(self._findings, found, found + FINDINGS_PER_PACKET * n)
         frame = col("frame")
         sacks = [readonly(np.stack([col(f"sack{b}_{edge}") for b in range(1, 5)]), np.uint32) for edge in ("le", "re")]
         args = (tid, is_lo, frame, col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
@@ -148,7 +165,7 @@ class Engine:
         start, n_ev = 0, 0
         while True:
             got = analyze_batch(*args, st.conv, st.dirs, st.pend, st.tuple_conv, st.records, st.counter,
-                                st.evicted, start, stream, self._events)
+                                st.evicted, start, stream, self._events, st.ua, self._findings)
             count = st.count  # (the compiled pass updated the array)
             n_ev += got
             count["events"] += got
@@ -164,7 +181,8 @@ class Engine:
         if int(count["records"]) > self._records_kept + max(COMPACT_RECORDS_AT, self._records_kept // 2):
             self._compact()
         self._evict(int(frame[0]))
-        return BatchEvents(self, batch, chunk, stream)
+        sides = (is_lo != (st.conv["first_lo"][stream] == 1)).astype(np.int8)
+        return BatchEvents(self, batch, chunk, stream, sides)
 
     def _evict(self, batch_first_frame: int) -> None:
         """Move out the connections that are over and had no packet in this batch, once there are
@@ -186,7 +204,9 @@ class Engine:
         conns = self._connections()
         hs = self._handshakes(np.arange(self._state.conversations))
         rx = self._retransmissions([self._events[: int(self._state.count["events"])]])
+        ev = self._events_table()
         kinds = _counts(rx.values("kind"))
+        found = _counts(ev.values("event"))
         stats = {
             "packets": self._packets,
             "connections": len(conns),
@@ -195,8 +215,22 @@ class Engine:
             "retransmitted_bytes": int(conns.values("retransmitted_bytes").sum()),
             "keep_alives": int(conns.values("keep_alives").sum()),
             "zero_window_probes": int(conns.values("zero_window_probes").sum()),
+            "events": found,
+            "capture_loss": self._capture_loss(conns, found),
         }
-        return TcpTables({"connections": conns, "handshakes": hs, "retransmissions": rx}, stats)
+        return TcpTables({"connections": conns, "handshakes": hs, "retransmissions": rx, "events": ev}, stats,
+                         self._state.conv["client_dir"][: self._state.conversations].copy())
+
+    def _capture_loss(self, conns: Table, found: dict) -> dict:
+        """Did the capture itself drop packets? Wireshark's lost-segment and ACKed-unseen counts, and the
+        bytes the receivers acknowledged that the capture never saw over all data bytes (as Zeek's
+        capture_loss, in bytes)."""
+        missed = int(conns.values("client_missed_bytes").sum() + conns.values("server_missed_bytes").sum())
+        seen = int(conns.values("client_bytes").sum() + conns.values("server_bytes").sum())
+        return {"lost_segments": int(found.get("lost_segment", 0)),
+                "ack_lost_segments": int(found.get("ack_lost_segment", 0)),
+                "missed_bytes": missed, "bytes": seen + missed,
+                "percent": round(100.0 * missed / (seen + missed), 4) if seen + missed else 0.0}
 
     # ---- table builders ----------------------------------------------------------------------
     def _compact(self) -> None:
@@ -251,6 +285,15 @@ class Engine:
                           np.where(sender_lo, hi_a, lo_a), np.where(sender_lo, hi_p, lo_p), conv["client_dir"])
         return _table(cols, RETRANSMISSION_COLUMNS)
 
+    def _events_table(self) -> Table:
+        """The events table: one row per frame per finding, in frame order."""
+        rows = self._findings[: int(self._state.count["findings"])]
+        if not len(rows):
+            return Table.empty(EVENT_COLUMNS)
+        cols = finding_rows(rows, self._state.conv["client_dir"][rows["conv"]])
+        cols["direction"] = directions(rows["dir"], self._state.conv["client_dir"][rows["conv"]])
+        return _table(cols, EVENT_COLUMNS)
+
     def _connections(self) -> Table:
         st = self._state
         idx = np.arange(st.conversations)
@@ -279,6 +322,7 @@ class Engine:
             "history": hist,
             "completeness": completeness(conv["completeness"], side["pkts"][0] + side["pkts"][1]),
             "reused_ports": conv["reused"] == 1,
+            **health_columns(self._state.dirs, idx, cd, side["bytes"], self._per_side(idx, "retx_bytes")),
         }, CONNECTION_COLUMNS)
 
 
@@ -295,13 +339,16 @@ def _counts(labels: np.ndarray) -> dict[str, int]:
     return {v: c for c, v in sorted(zip(counts.tolist(), values.tolist()), key=lambda t: (-t[0], t[1]))}
 
 
-def analyze_batches(batches: Iterable) -> TcpTables:
-    """Run the engine over packet-table batches and return the tables.
+def analyze_batches(batches: Iterable, packet_sides: list | None = None) -> TcpTables:
+    """Run the engine over packet-table batches and return the tables. With a list ``packet_sides``, append
+    each batch's (streams, sides) to it (``TcpTables.directions`` names the sides).
 
     >>> tables = analyze_batches(analyzer.iter_packets("capture.pcap"))   # doctest: +SKIP
     >>> tables.handshakes[["stream", "outcome", "handshake_rtt"]]        # doctest: +SKIP
     """
     engine = Engine()
     for batch in batches:
-        engine.feed(batch)
+        got = engine.feed(batch)
+        if packet_sides is not None:
+            packet_sides.append((got.streams.copy(), got.sides))
     return engine.finish()

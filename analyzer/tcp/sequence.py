@@ -55,9 +55,11 @@ from .connections import ZS, track_connection
 from .handshake import track_handshake
 from .state import (FILL_END, FILL_EV, FILL_FRAME, FILL_IPID, FILL_START, FILL_TS, FILL_TSVAL, FILLS, HOLES,
                     NEW_CONVERSATION, RECENT, NEW_DIRECTION, NEW_EVENT, NONE, NOTE_FIN_REPEATED, PEND_SLOTS,
-                    RECORD_KEEP_OVER, RECORD_WALK, Evidence, Kind)
-from .wireshark import (TCP_A_FAST_RETRANSMISSION, TCP_A_KEEP_ALIVE, TCP_A_OUT_OF_ORDER, TCP_A_RETRANSMISSION,
-                        TCP_A_SPURIOUS_RETRANSMISSION, TCP_A_ZERO_WINDOW_PROBE)
+                    RECORD_KEEP_OVER, RECORD_WALK, Evidence, Finding, Kind)
+from .wireshark import (TCP_A_ACK_LOST_PACKET, TCP_A_DUPLICATE_ACK, TCP_A_FAST_RETRANSMISSION, TCP_A_KEEP_ALIVE,
+                        TCP_A_KEEP_ALIVE_ACK, TCP_A_LOST_PACKET, TCP_A_OUT_OF_ORDER, TCP_A_RETRANSMISSION,
+                        TCP_A_SPURIOUS_RETRANSMISSION, TCP_A_WINDOW_FULL, TCP_A_WINDOW_UPDATE, TCP_A_ZERO_WINDOW,
+                        TCP_A_ZERO_WINDOW_PROBE, TCP_A_ZERO_WINDOW_PROBE_ACK)
 from .wireshark import analyze as wireshark_analyze
 
 DUPLICATE_GAP_NS = 5_000_000  # the same packet captured twice: at most 5 ms apart
@@ -72,6 +74,8 @@ IPID_COUNTED = 16  # steps of one needed before a skipped IP ID is taken as a mi
 # probe wait at least 200 ms and 10 ms)
 DUP_NO_ID_NS = 1_000_000
 DUP_RECORDS = 8  # records searched for a copy that is not the direction's previous packet
+GAP_MAX = 1 << 30  # an ACK this far beyond the last one accounted is no evidence of missed bytes (RFC 7323's
+# largest window); past that it is garbage
 
 # how the receiver signalled a loss (``DIRECTION.signal_how`` bits)
 SIG_DUPACKS, SIG_SACK, SIG_PARTIAL = 1, 2, 4
@@ -496,6 +500,7 @@ def _restart(d, r):
     d.recovery = NONE
     d.rto_recovery = NONE
     d.wait_head = NONE  # its waiting resends belong to the old sequence space
+    d.h_gap_to = NONE
     r.acked = NONE
     r.dupacks = 0
     r.signal_ts = NONE
@@ -714,6 +719,105 @@ def _trigger(cv, d, r, s, end, now):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _finding(findings, ct, frame, ts, c, di, what, x, y):
+    """One events-table row (global index ``ct.findings``; the engine keeps room for FINDINGS_PER_PACKET a packet)."""
+    k = ct.findings
+    ct.findings = k + 1
+    f = findings[k]
+    f.frame = frame
+    f.ts = ts
+    f.conv = c
+    f.dir = di
+    f.what = what
+    f.a = x
+    f.b = y
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _findings(d, findings, ct, frame, ts, c, di, a, lost, ack_lost, window):
+    """The events-table rows of Wireshark's flags ``a`` on a packet of direction ``d``, counted per direction."""
+    if a & TCP_A_DUPLICATE_ACK:
+        d.h_dupacks += 1
+        _finding(findings, ct, frame, ts, c, di, Finding.DUPLICATE_ACK, d.ws_dupacknum, d.ws_dupack_frame)
+    if a & TCP_A_ZERO_WINDOW:
+        d.h_zero_windows += 1
+        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW, 0, 0)
+    if a & TCP_A_ZERO_WINDOW_PROBE:
+        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW_PROBE, 0, 0)
+    if a & TCP_A_ZERO_WINDOW_PROBE_ACK:
+        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW_PROBE_ACK, 0, 0)
+    if a & TCP_A_WINDOW_FULL:
+        d.h_window_full += 1
+        _finding(findings, ct, frame, ts, c, di, Finding.WINDOW_FULL, 0, 0)
+    if a & TCP_A_WINDOW_UPDATE:
+        _finding(findings, ct, frame, ts, c, di, Finding.WINDOW_UPDATE, window, 0)
+    if a & TCP_A_KEEP_ALIVE:
+        _finding(findings, ct, frame, ts, c, di, Finding.KEEP_ALIVE, 0, 0)
+    if a & TCP_A_KEEP_ALIVE_ACK:
+        _finding(findings, ct, frame, ts, c, di, Finding.KEEP_ALIVE_ACK, 0, 0)
+    if a & TCP_A_LOST_PACKET:
+        d.h_lost += 1
+        _finding(findings, ct, frame, ts, c, di, Finding.LOST_SEGMENT, lost, 0)
+    if a & TCP_A_ACK_LOST_PACKET:
+        d.h_ack_lost += 1
+        _finding(findings, ct, frame, ts, c, di, Finding.ACK_LOST_SEGMENT, ack_lost, 0)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _p2(q, qn, n, x):
+    """Add sample ``x`` (the ``n``-th, 1-based) to a P-square median estimator (Jain and Chlamtac, CACM
+    1985): five marker heights ``q`` and positions ``qn``; the first five samples are kept sorted."""
+    if n <= 5:
+        k = n - 1
+        while k > 0 and q[k - 1] > x:
+            q[k] = q[k - 1]
+            k -= 1
+        q[k] = x
+        if n == 5:
+            for j in range(5):
+                qn[j] = j + 1.0
+        return
+    if x < q[0]:
+        q[0] = x
+        k = 0
+    elif x >= q[4]:
+        q[4] = max(q[4], x)
+        k = 3
+    else:
+        k = 0
+        while k < 3 and x >= q[k + 1]:
+            k += 1
+    for j in range(k + 1, 5):
+        qn[j] += 1.0
+    for j in range(1, 4):  # desired positions of the quartile markers for the median: 1, (n+1)/4 ... n
+        want = 1.0 + (n - 1) * (0.25 * j)
+        dd = want - qn[j]
+        if (dd >= 1.0 and qn[j + 1] - qn[j] > 1.0) or (dd <= -1.0 and qn[j - 1] - qn[j] < -1.0):
+            s = 1.0 if dd > 0 else -1.0
+            hp = q[j] + s / (qn[j + 1] - qn[j - 1]) * ((qn[j] - qn[j - 1] + s) * (q[j + 1] - q[j]) / (qn[j + 1] - qn[j])
+                                                        + (qn[j + 1] - qn[j] - s) * (q[j] - q[j - 1]) / (qn[j] - qn[j - 1]))
+            if not (q[j - 1] < hp < q[j + 1]):  # the parabola overshoots: linear instead
+                k2 = j + 1 if s > 0 else j - 1
+                hp = q[j] + s * (q[k2] - q[j]) / (qn[k2] - qn[j])
+            q[j] = hp
+            qn[j] += s
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _rtt_sample(d, rtt, karn):
+    """An RTT sample (Wireshark's ack_rtt) of direction ``d``'s data."""
+    d.rtt_n += 1
+    if d.rtt_min == NONE or rtt < d.rtt_min:
+        d.rtt_min = rtt
+    if d.rtt_max == NONE or rtt > d.rtt_max:
+        d.rtt_max = rtt
+    _p2(d.rtt_q, d.rtt_qn, d.rtt_n, float(rtt))
+    if karn == 1:
+        d.karn_n += 1
+        _p2(d.karn_q, d.karn_qn, d.karn_n, float(rtt))
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end, seglen, f, ip_id, tv, top_before,
            seen_before, probe, ipid_ok, before_frame, before_ts, before_acked, why):
     """The cause of a segment of direction ``d`` (module docstring, 1-3): (kind, EV_* bits, original
@@ -879,7 +983,7 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
 @njit(cache=True, nogil=True, _nrt=False)
 def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, tsecr, sack_n, sack_le, sack_re,
                   mss, wscale, sackp, tfo, vlan, conv, dirs, pend, tuple_conv, records, counter, evicted, start,
-                  stream_out, events):
+                  stream_out, events, ua, findings):
     """Analyze packets ``start:`` of a batch in frame order; returns the number of event rows written to
     ``events`` from global index ``counter[0].events`` on (``events`` holds every row so far: later evidence
     that an earlier row's retransmission was not needed is written to it). ``sack_le``/``sack_re`` are the
@@ -941,8 +1045,20 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                                                    hh)
         dup = dup_frame != NONE
         # ---- Wireshark's analysis, on every packet (duplicates too: Wireshark sees them)
-        aflags = wireshark_analyze(cv, d, r, fr, now, sq, ak, seglen, f, wn, ws)
+        aflags, rtt, acked_frame, bif, lost, ack_lost, karn = wireshark_analyze(
+            cv, d, r, fr, now, sq, ak, seglen, f, wn, ws, ua, ct, dup, nsack, sack_le, sack_re, i)
         ws_kind = _ws_kind(aflags)
+        # ---- health (issue 13): Wireshark's expert findings on this packet, its data's RTT and bytes in flight
+        if aflags != 0:
+            _findings(d, findings, ct, fr, now, c, 0 if lo == cv.first_lo else 1, aflags, lost, ack_lost, wn)
+        if rtt != NONE:
+            _rtt_sample(r, rtt, karn)
+        if bif != NONE and bif > d.bif_max:
+            d.bif_max = bif
+        if seglen > 0 and not dup:
+            if d.data_first_ts == NONE:
+                d.data_first_ts = now
+            d.data_last_ts = now
         if dup:  # ---- the same packet captured twice: a row of its own, no effect on our state
             d.dups += 1
             d.dup_copies += 1
@@ -1015,6 +1131,14 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         # ---- this packet as the receiver's word about the other direction's data
         if ackf:
             a = _unwrap(r, ak)
+            if r.seen == 1 and not rst:  # ---- bytes the receiver acknowledges that the capture never saw
+                since = r.lo if r.h_gap_to == NONE else max(r.h_gap_to, r.lo)
+                if since < a <= since + GAP_MAX:
+                    missed = (a - since) - _seen_bytes(r, since, a)
+                    if missed > 0:
+                        r.h_missed += missed
+                        _finding(findings, ct, fr, now, c, di, Finding.CAPTURE_GAP, missed, a)
+                    r.h_gap_to = a
             if r.pend_live > 0:  # does it show that a retransmission of the other side was unnecessary?
                 _check_pending(r, pend, events, ct, fr, a, nsack, np.int64(sack_le[0, i]),
                                np.int64(sack_re[0, i]), np.int64(sack_le[1, i]), np.int64(sack_re[1, i]))

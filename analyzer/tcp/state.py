@@ -138,6 +138,12 @@ DIRECTION, NEW_DIRECTION = record(
     ("ws_win_scale", NONE, "window scale shift; -1 unknown, -2 scaling off"),
     ("ws_lastsegflags", 0, "analysis flags of the last packet (wireshark.TCP_A_*)"),
     ("ws_is_first_ack", 0, "1 from a SYN until the first ACK without SYN"),
+    ("ws_ua_head", NONE, "newest of its unacknowledged segments (Wireshark's ``segments`` list, in the ``ua`` pool)"),
+    ("ws_ua_count", 0, "how many (Wireshark's ``segment_count``, at most TCP_MAX_UNACKED_SEGMENTS)"),
+    ("ws_valid_bif", 1, "0 after a lost segment until an ACK comes from the other side (``valid_bif``)"),
+    ("ws_sack_n", 0, "SACK blocks of its last packet that Wireshark keeps for bytes in flight (at most 3)"),
+    ("ws_sack", ("i8", (3, 2)), 0, "their raw edges (``sack_left_edge``/``sack_right_edge``)"),
+    ("ws_dupack_frame", NONE, "the frame its last duplicate ACK duplicates (``lastnondupack`` then)"),
     # our own sequence space: relative, unwrapped to 64 bits
     ("base", NONE, "ISN (raw): the SYN's seq, else first seq - 1, or the peer's first ACK - 1"),
     ("base_set", 0, "1 once ``base`` is known"),
@@ -214,6 +220,26 @@ DIRECTION, NEW_DIRECTION = record(
     ("z_rxmit", 0, "Zeek's retransmission count (for the log-scaled T letter)"),
     ("z_zwin", 0, "zero windows advertised (for the log-scaled W letter)"),
     # retransmissions waiting for D-SACK / Eifel evidence (the ``pend`` pool)
+    # health figures (issue 13): counts of Wireshark's flags on the packets it sent, and its data's RTT,
+    # throughput and bytes in flight
+    ("h_dupacks", 0, "its packets Wireshark flags duplicate ACK"),
+    ("h_zero_windows", 0, "... zero window"),
+    ("h_window_full", 0, "... window full"),
+    ("h_lost", 0, "... previous segment not captured"),
+    ("h_ack_lost", 0, "... ACKed segment that wasn't captured"),
+    ("h_missed", 0, "bytes of its data the receiver acknowledged or that were skipped, never captured"),
+    ("h_gap_to", NONE, "its data up to here (unwrapped) is accounted for in ``h_missed``"),
+    ("rtt_n", 0, "RTT samples of its data (Wireshark's ack_rtt, on the peer's ACKs)"),
+    ("rtt_min", NONE, "their minimum, ns"),
+    ("rtt_max", NONE, "their maximum, ns"),
+    ("rtt_q", ("f8", (5,)), 0.0, "P-square median estimator of them: marker heights"),
+    ("rtt_qn", ("f8", (5,)), 0.0, "... marker positions"),
+    ("karn_n", 0, "of them, samples of segments sent once (Karn: no resend, no copy)"),
+    ("karn_q", ("f8", (5,)), 0.0, "P-square median of those: heights"),
+    ("karn_qn", ("f8", (5,)), 0.0, "... positions"),
+    ("data_first_ts", NONE, "time of its first segment with payload"),
+    ("data_last_ts", NONE, "time of its last one"),
+    ("bif_max", NONE, "its largest bytes in flight (Wireshark's bytes_in_flight)"),
     ("pend_live", 0, "live slots in its ``pend`` row"),
     ("pend_row", NONE, "the ``pend`` row lent to this direction (NONE while it has no waiting retransmission)"),
     # retransmissions (with timestamps) not yet covered by an ACK, however many: each ACK that moves the
@@ -241,6 +267,16 @@ PENDING, _ = record(
     ("end", NONE, "end of that range"),
 )
 
+# --- one unacknowledged segment in Wireshark's per-direction list (``tcp_unacked_t``) ------------------
+UNACKED, _ = record(
+    ("seq", 0, "raw seq (trimmed to the ACK that covered part of it)"),
+    ("nextseq", 0, "raw seq after it (SYN/FIN count 1)"),
+    ("frame", NONE, "its frame"),
+    ("ts", NONE, "its time, ns"),
+    ("next", NONE, "the next older segment of the list; in the free list, the next free entry"),
+    ("karn", 1, "1 while a sample of it says one transmission's RTT (no other copy of its range listed)"),
+)
+
 # --- engine-wide counts ---------------------------------------------------------------------------
 COUNTERS, NEW_COUNTERS = record(
     ("conversations", 0, "connections so far"),
@@ -250,6 +286,9 @@ COUNTERS, NEW_COUNTERS = record(
     ("pending", 0, "live ``pend`` slots over all directions"),
     ("pend_rows", 0, "``pend`` pool rows handed out so far"),
     ("pend_free", NONE, "first free ``pend`` row (a free row's slot 0 ``start`` links to the next)"),
+    ("ua_used", 0, "``ua`` pool entries handed out so far"),
+    ("ua_free", NONE, "first free ``ua`` entry (linked through ``next``)"),
+    ("findings", 0, "finding rows so far (the next one's global index)"),
     ("stop", NONE, "set when ``analyze_batch`` stops early: the packet it stopped at ..."),
     ("restore", NONE, "... and the evicted connection it needs back"),
 )
@@ -315,6 +354,33 @@ EVENT, NEW_EVENT = record(
     ("spur_c", 0, "Eifel: the TSval of the copy before it (-1 unknown)"),
 )
 
+# --- the findings: one row per frame per expert finding (the events table, issue 13) ---------------------
+class Finding(IntEnum):
+    """Events-table findings (``analyzer.schema.EVENT_KINDS``), Wireshark's expert names where it has one."""
+
+    DUPLICATE_ACK = 1
+    ZERO_WINDOW = auto()
+    ZERO_WINDOW_PROBE = auto()
+    ZERO_WINDOW_PROBE_ACK = auto()
+    WINDOW_FULL = auto()
+    WINDOW_UPDATE = auto()
+    KEEP_ALIVE = auto()
+    KEEP_ALIVE_ACK = auto()
+    LOST_SEGMENT = auto()
+    ACK_LOST_SEGMENT = auto()
+    CAPTURE_GAP = auto()
+
+
+FINDING, NEW_FINDING = record(
+    ("frame", NONE, "its frame"),
+    ("ts", NONE, "its time, ns"),
+    ("conv", NONE, "the connection (stream id)"),
+    ("dir", NONE, "the direction of the packet"),
+    ("what", 0, "Finding"),
+    ("a", 0, "duplicate_ack: its number; lost_segment, ack_lost_segment: bytes; capture_gap: first byte"),
+    ("b", 0, "duplicate_ack: the frame it duplicates; capture_gap: the byte after the last"),
+)
+
 
 class FlowState:
     """All arrays the sequential engine carries between batches, grown as connections appear."""
@@ -324,6 +390,7 @@ class FlowState:
         self.dirs = new_array(2 * capacity, DIRECTION)
         self.tuple_conv = np.full(1024, NONE, dtype=np.int64)
         self.pend = np.empty((64, PEND_SLOTS), dtype=PENDING)
+        self.ua = np.zeros(4096, dtype=UNACKED)
         self.records = np.zeros(records, dtype=SENT)
         self.counter = NEW_COUNTERS.copy()  # one record, an array so the compiled code can update it
         self.evicted = np.zeros(capacity, dtype=np.uint8)  # 1: the connection's state is in the spill file
@@ -354,6 +421,8 @@ class FlowState:
         self.records = room(self.records, used, used + records)
         rows = int(self.count["pend_rows"])
         self.pend = room(self.pend, rows, rows + min(records, 2 * need))
+        used = int(self.count["ua_used"])  # a segment adds at most one unacknowledged entry
+        self.ua = room(self.ua, used, used + records)
         return grown
 
     @property
