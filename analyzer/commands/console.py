@@ -162,7 +162,7 @@ def print_summary(s: dict, dest: Path | None = None, console: Console | None = N
     if loss.get("missed_bytes") or loss.get("lost_segments") or loss.get("ack_lost_segments"):
         con.print(f"Capture loss: {loss['percent']:.3g}% of data bytes acknowledged but never captured "
                   f"({loss['missed_bytes']:,} of {loss['bytes']:,}); {_n(loss['lost_segments'], 'segment')} after a "
-                  f"gap, {_n(loss['ack_lost_segments'], 'ACK')} of unseen data")
+                  f"gap, {_n(loss['ack_lost_segments'], 'ACK')} of unseen data", soft_wrap=True)
         if loss["percent"] > CAPTURE_LOSS_WARN:
             con.print(f"[yellow]Warning:[/yellow] the capture itself dropped packets ({loss['percent']:.3g}% of the "
                       "data bytes); some 'retransmissions' may be the capture's gaps", soft_wrap=True)

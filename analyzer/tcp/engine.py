@@ -36,7 +36,7 @@ from .health import FINDINGS_PER_PACKET, finding_rows, health_columns
 from .retransmit import KIND_NAMES, directions, event_rows
 from .sequence import analyze_batch, compact_records, records_to_keep
 from .spill import Spill
-from .state import EVENT, FINDING, NONE, RECORD_WALK, FlowState, grow, room
+from .state import EVENT, FINDING, NONE, RECORD_WALK, Finding, FlowState, grow, room
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,6 +65,7 @@ class TcpTables:
         self.stats = stats
         # per stream: 0 when the client sent the connection's first packet, else 1 (``BatchEvents.sides``)
         self.client_side = np.empty(0, dtype=np.int64) if client_side is None else client_side
+        self.rtt_samples: pd.DataFrame | None = None  # with Engine(rtt_samples=True): every data RTT sample
 
     def directions(self, streams: np.ndarray, sides: np.ndarray) -> np.ndarray:
         """'client->server' or 'server->client' for packets given by stream and side (``BatchEvents``)."""
@@ -117,9 +118,11 @@ class BatchEvents:
 
 
 class Engine:
-    """Feed packet-table batches in capture order; call ``finish()`` for the tables."""
+    """Feed packet-table batches in capture order; call ``finish()`` for the tables. With ``rtt_samples``,
+    every data RTT sample is kept too (``TcpTables.rtt_samples``, for plots: one row per ACK that has one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rtt_samples: bool = False) -> None:
+        self._rtt_samples = rtt_samples
         self._tuples = TupleTable()
         self._state = FlowState()
         # every event row so far (row = global event index), with its packet's fields; the compiled pass
@@ -165,7 +168,7 @@ class Engine:
         start, n_ev = 0, 0
         while True:
             got = analyze_batch(*args, st.conv, st.dirs, st.pend, st.tuple_conv, st.records, st.counter,
-                                st.evicted, start, stream, self._events, st.ua, self._findings)
+                                st.evicted, start, stream, self._events, st.ua, self._findings, self._rtt_samples)
             count = st.count  # (the compiled pass updated the array)
             n_ev += got
             count["events"] += got
@@ -218,8 +221,26 @@ class Engine:
             "events": found,
             "capture_loss": self._capture_loss(conns, found),
         }
-        return TcpTables({"connections": conns, "handshakes": hs, "retransmissions": rx, "events": ev}, stats,
-                         self._state.conv["client_dir"][: self._state.conversations].copy())
+        tables = TcpTables({"connections": conns, "handshakes": hs, "retransmissions": rx, "events": ev}, stats,
+                           self._state.conv["client_dir"][: self._state.conversations].copy())
+        if self._rtt_samples:
+            tables.rtt_samples = self._samples_table()
+        return tables
+
+    def _findings_of(self, sample: bool) -> np.ndarray:
+        rows = self._findings[: int(self._state.count["findings"])]
+        return rows[(rows["what"] == Finding.RTT_SAMPLE) == sample] if self._rtt_samples else rows
+
+    def _samples_table(self) -> pd.DataFrame:
+        """The RTT samples: the ACK's frame and time, the stream, the direction of the data it measures, the
+        RTT in seconds, the acknowledged frame, and whether that segment was sent once (Karn)."""
+        import pandas as pd
+
+        rows = self._findings_of(True)
+        cd = self._state.conv["client_dir"][rows["conv"]]
+        return pd.DataFrame({"frame": rows["frame"], "ts": seconds(rows["ts"]), "stream": rows["conv"],
+                             "direction": directions(1 - rows["dir"], cd), "rtt": rows["a"] / 1e9,
+                             "acks_frame": rows["b"], "karn": rows["c"] == 1})
 
     def _capture_loss(self, conns: Table, found: dict) -> dict:
         """Did the capture itself drop packets? Wireshark's lost-segment and ACKed-unseen counts, and the
@@ -287,7 +308,7 @@ class Engine:
 
     def _events_table(self) -> Table:
         """The events table: one row per frame per finding, in frame order."""
-        rows = self._findings[: int(self._state.count["findings"])]
+        rows = self._findings_of(False)
         if not len(rows):
             return Table.empty(EVENT_COLUMNS)
         cols = finding_rows(rows, self._state.conv["client_dir"][rows["conv"]])

@@ -12,7 +12,7 @@ import numpy as np
 from ..table import Masked, seconds
 from .state import NONE, Finding
 
-# at most this many findings on one packet: every Wireshark flag at once, and a capture gap
+# at most this many findings on one packet: every Wireshark flag at once, a capture gap, an RTT sample
 FINDINGS_PER_PACKET = len(Finding)
 
 EVENT_NAMES = np.array([""] + [f.name.lower() for f in sorted(Finding)], dtype=object)

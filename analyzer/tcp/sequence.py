@@ -731,6 +731,7 @@ def _finding(findings, ct, frame, ts, c, di, what, x, y):
     f.what = what
     f.a = x
     f.b = y
+    f.c = 0
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -983,7 +984,7 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
 @njit(cache=True, nogil=True, _nrt=False)
 def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, tsecr, sack_n, sack_le, sack_re,
                   mss, wscale, sackp, tfo, vlan, conv, dirs, pend, tuple_conv, records, counter, evicted, start,
-                  stream_out, events, ua, findings):
+                  stream_out, events, ua, findings, rtt_samples):
     """Analyze packets ``start:`` of a batch in frame order; returns the number of event rows written to
     ``events`` from global index ``counter[0].events`` on (``events`` holds every row so far: later evidence
     that an earlier row's retransmission was not needed is written to it). ``sack_le``/``sack_re`` are the
@@ -1051,8 +1052,11 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         # ---- health (issue 13): Wireshark's expert findings on this packet, its data's RTT and bytes in flight
         if aflags != 0:
             _findings(d, findings, ct, fr, now, c, 0 if lo == cv.first_lo else 1, aflags, lost, ack_lost, wn)
-        if rtt != NONE:
+        if acked_frame != NONE and rtt != 0:  # (Wireshark shows no ack_rtt of 0)
             _rtt_sample(r, rtt, karn)
+            if rtt_samples:
+                _finding(findings, ct, fr, now, c, 0 if lo == cv.first_lo else 1, Finding.RTT_SAMPLE, rtt, acked_frame)
+                findings[ct.findings - 1].c = karn
         if bif != NONE and bif > d.bif_max:
             d.bif_max = bif
         if seglen > 0 and not dup:

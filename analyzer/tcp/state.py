@@ -369,6 +369,7 @@ class Finding(IntEnum):
     LOST_SEGMENT = auto()
     ACK_LOST_SEGMENT = auto()
     CAPTURE_GAP = auto()
+    RTT_SAMPLE = auto()  # (only with Engine(rtt_samples=True); not an events-table row) an ack_rtt sample
 
 
 FINDING, NEW_FINDING = record(
@@ -377,8 +378,9 @@ FINDING, NEW_FINDING = record(
     ("conv", NONE, "the connection (stream id)"),
     ("dir", NONE, "the direction of the packet"),
     ("what", 0, "Finding"),
-    ("a", 0, "duplicate_ack: its number; lost_segment, ack_lost_segment: bytes; capture_gap: first byte"),
-    ("b", 0, "duplicate_ack: the frame it duplicates; capture_gap: the byte after the last"),
+    ("a", 0, "duplicate_ack: its number; lost_segment, ack_lost_segment, capture_gap: bytes; rtt_sample: ns"),
+    ("b", 0, "duplicate_ack: the frame it duplicates; capture_gap: the ACK (relative); rtt_sample: acks_frame"),
+    ("c", 0, "rtt_sample: 1 when the acknowledged segment was sent once (Karn)"),
 )
 
 

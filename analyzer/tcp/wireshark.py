@@ -103,7 +103,8 @@ def analyze(cv, d, r, frame, now, seq, ack, seglen, flags, window, wscale, ua, c
             i):
     """Wireshark's analysis of one packet of connection ``cv`` sent in direction ``d`` (``r`` the reverse):
     updates the ``ws_*`` state and the lists of unacknowledged segments, and returns (the packet's analysis
-    flags (TCP_A_*), ack_rtt in ns, acks_frame, bytes_in_flight (NONE when Wireshark gives none), the bytes a
+    flags (TCP_A_*), ack_rtt in ns (Wireshark shows it when not 0), acks_frame (NONE: none), bytes_in_flight
+    (NONE when Wireshark gives none), the bytes a
     lost segment skipped, the bytes an ACKed-unseen ACK covers, whether the RTT sample is of a segment sent
     once). ``seq``, ``ack`` and ``window`` are raw; ``wscale`` is the window-scale option's shift, -1 when
     absent; ``copy`` says the packet is a capture copy (for Karn's rule only); ``sack_le[k, i]`` and
