@@ -138,8 +138,13 @@ DIRECTION, NEW_DIRECTION = record(
     ("ws_win_scale", NONE, "window scale shift; -1 unknown, -2 scaling off"),
     ("ws_lastsegflags", 0, "analysis flags of the last packet (wireshark.TCP_A_*)"),
     ("ws_is_first_ack", 0, "1 from a SYN until the first ACK without SYN"),
-    ("ws_ua_head", NONE, "newest of its unacknowledged segments (Wireshark's ``segments`` list, in the ``ua`` pool)"),
-    ("ws_ua_count", 0, "how many (Wireshark's ``segment_count``, at most TCP_MAX_UNACKED_SEGMENTS)"),
+    # Wireshark's list of its unacknowledged segments (``segments``), in the ``ua`` pool, kept as two lists:
+    # those in sequence order (each starting at or above the previous one's end), oldest first, and the
+    # others (resends, copies, late segments), so that walks of the first can stop early
+    ("ws_ua_head", NONE, "oldest of its unacknowledged segments in sequence order"),
+    ("ws_ua_tail", NONE, "newest of them"),
+    ("ws_ua_side", NONE, "the others, newest first"),
+    ("ws_ua_count", 0, "how many in both (Wireshark's ``segment_count``, at most TCP_MAX_UNACKED_SEGMENTS)"),
     ("ws_valid_bif", 1, "0 after a lost segment until an ACK comes from the other side (``valid_bif``)"),
     ("ws_sack_n", 0, "SACK blocks of its last packet that Wireshark keeps for bytes in flight (at most 3)"),
     ("ws_sack", ("i8", (3, 2)), 0, "their raw edges (``sack_left_edge``/``sack_right_edge``)"),
@@ -273,7 +278,7 @@ UNACKED, _ = record(
     ("nextseq", 0, "raw seq after it (SYN/FIN count 1)"),
     ("frame", NONE, "its frame"),
     ("ts", NONE, "its time, ns"),
-    ("next", NONE, "the next older segment of the list; in the free list, the next free entry"),
+    ("next", NONE, "the next segment of its list; in the free list, the next free entry"),
     ("karn", 1, "1 while a sample of it says one transmission's RTT (no other copy of its range listed)"),
 )
 

@@ -73,7 +73,7 @@ def within(now, then, limit):
     return 0 <= now - then < limit
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, inline="always")
 def _ua_new(ua, ct):
     """A free entry of the ``ua`` pool (the engine keeps room for one per segment of a batch)."""
     k = ct.ua_free
@@ -85,17 +85,103 @@ def _ua_new(ua, ct):
     return k
 
 
-@njit(cache=True, nogil=True, _nrt=False)
-def free_unacked(d, ua, ct):
-    """Give direction ``d``'s whole list back to the pool (a connection moved out keeps it in the spill file)."""
-    k = d.ws_ua_head
+@njit(cache=True, nogil=True, inline="always")
+def _ua_push(d, ua, ct, seq, nextseq, frame, now, resend):
+    """List a segment of direction ``d``: at the tail of the list in sequence order when it starts at or
+    above that list's end, else on the other list. A resend makes its sample and those of the listed copies
+    of its range ambiguous (Karn)."""
+    k = _ua_new(ua, ct)
+    e = ua[k]
+    e.seq = seq
+    e.nextseq = nextseq
+    e.frame = frame
+    e.ts = now
+    e.karn = 0 if resend else 1
+    if resend:
+        for j in (d.ws_ua_head, d.ws_ua_side):
+            while j != NONE:
+                if lt_seq(ua[j].seq, nextseq) and lt_seq(seq, ua[j].nextseq):
+                    ua[j].karn = 0
+                j = ua[j].next
+    if d.ws_ua_head == NONE or not lt_seq(seq, ua[d.ws_ua_tail].nextseq):
+        e.next = NONE
+        if d.ws_ua_head == NONE:
+            d.ws_ua_head = k
+        else:
+            ua[d.ws_ua_tail].next = k
+        d.ws_ua_tail = k
+    else:
+        e.next = d.ws_ua_side
+        d.ws_ua_side = k
+    d.ws_ua_count += 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ua_walk(r, ua, ct, ack, now, side, rtt, acked, karn):
+    """Wireshark's walk for an ACK over one of direction ``r``'s lists (``side``: the unordered one): a
+    segment whose ``nextseq`` equals it gives ack_rtt and acks_frame (of several, the earliest listed, the
+    lowest frame: Wireshark walks newest first and keeps the last match); one it covers in part is trimmed
+    to it; one it covers whole is deleted. The ordered list is walked oldest first and no further than the
+    first segment starting at or above the ACK: none after it can be touched."""
+    prev = NONE
+    k = r.ws_ua_side if side else r.ws_ua_head
     while k != NONE:
-        nxt = ua[k].next
-        ua[k].next = ct.ua_free
+        e = ua[k]
+        nxt = e.next
+        if not lt_seq(e.seq, ack):
+            if not side:
+                break
+            prev = k
+            k = nxt
+            continue
+        if ack == e.nextseq:
+            if acked == NONE or e.frame < acked:
+                acked = e.frame
+                rtt = now - e.ts
+                karn = e.karn
+        elif lt_seq(ack, e.nextseq):  # covers part of it
+            e.seq = ack
+            prev = k
+            k = nxt
+            continue
+        if prev == NONE:  # covered whole, or an exact match: delete it
+            if side:
+                r.ws_ua_side = nxt
+            else:
+                r.ws_ua_head = nxt
+        else:
+            ua[prev].next = nxt
+        if not side and r.ws_ua_tail == k:
+            r.ws_ua_tail = prev
+        e.next = ct.ua_free
         ct.ua_free = k
+        r.ws_ua_count -= 1
         k = nxt
-    d.ws_ua_head = NONE
-    d.ws_ua_count = 0
+    return rtt, acked, karn
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ua_span(d, ua):
+    """(first, last): the lowest ``seq`` and the highest ``nextseq`` of direction ``d``'s listed segments,
+    relative to its base and as guint32, as Wireshark's payload-based bytes in flight takes them. For the
+    ordered list, without a wrap of those relative numbers, they are its oldest's and newest's."""
+    first = 0xFFFFFFFF
+    last = 0
+    k = d.ws_ua_head
+    if k != NONE:
+        first = (ua[k].seq - d.ws_base) & _M32
+        last = (ua[d.ws_ua_tail].nextseq - d.ws_base) & _M32
+        if first > last:  # the relative numbers wrap inside the list: every segment counts
+            while k != NONE:
+                last = max(last, (ua[k].nextseq - d.ws_base) & _M32)
+                first = min(first, (ua[k].seq - d.ws_base) & _M32)
+                k = ua[k].next
+    k = d.ws_ua_side
+    while k != NONE:
+        last = max(last, (ua[k].nextseq - d.ws_base) & _M32)
+        first = min(first, (ua[k].seq - d.ws_base) & _M32)
+        k = ua[k].next
+    return first, last
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -194,22 +280,8 @@ def analyze(cv, d, r, frame, now, seq, ack, seglen, flags, window, wscale, ua, c
     # finished_checking_retransmission_type: bookkeeping
     nextseq = (seq + seglen + (1 if (flags & (TH_SYN | TH_FIN)) != 0 else 0)) & _M32
     if (seglen > 0 or (flags & (TH_SYN | TH_FIN)) != 0) and d.ws_ua_count < TCP_MAX_UNACKED_SEGMENTS:
-        k = _ua_new(ua, ct)  # the newest first
-        ua[k].seq = seq
-        ua[k].nextseq = nextseq
-        ua[k].frame = frame
-        ua[k].ts = now
-        ua[k].karn = 1
-        if not copy and (a & (TCP_A_RETRANSMISSION | TCP_A_FAST_RETRANSMISSION | TCP_A_SPURIOUS_RETRANSMISSION)):
-            ua[k].karn = 0  # a resend: its sample and those of the copies it repeats say nothing (Karn)
-            j = d.ws_ua_head
-            while j != NONE:
-                if lt_seq(ua[j].seq, nextseq) and lt_seq(seq, ua[j].nextseq):
-                    ua[j].karn = 0
-                j = ua[j].next
-        ua[k].next = d.ws_ua_head
-        d.ws_ua_head = k
-        d.ws_ua_count += 1
+        _ua_push(d, ua, ct, seq, nextseq, frame, now, not copy and (a & (
+            TCP_A_RETRANSMISSION | TCP_A_FAST_RETRANSMISSION | TCP_A_SPURIOUS_RETRANSMISSION)) != 0)
     if (lt_seq(d.ws_nextseq, nextseq) or d.ws_nextseq == 0) and (a & TCP_A_ZERO_WINDOW_PROBE) == 0:
         d.ws_nextseq = nextseq
         d.ws_nextseq_frame = frame
@@ -221,45 +293,14 @@ def analyze(cv, d, r, frame, now, seq, ack, seglen, flags, window, wscale, ua, c
     d.ws_lastack_ts = now
     d.ws_lastsegflags = a
     # remove all segments this ACKs (the other direction's list): an exact match gives ack_rtt and acks_frame
-    # (the last one met, the oldest, wins), a partial ACK trims the segment
-    rtt = NONE
-    acked = NONE
-    karn = 0
-    prev = NONE
-    k = r.ws_ua_head
-    while k != NONE:
-        e = ua[k]
-        if ack == e.nextseq:
-            acked = e.frame
-            rtt = now - e.ts
-            karn = e.karn
-        elif lt_seq(e.seq, ack) and le_seq(ack, e.nextseq):
-            e.seq = ack
-            continue
-        elif lt_seq(ack, e.nextseq):
-            prev = k
-            k = e.next
-            continue
-        nxt = e.next  # old, or an exact match: delete it
-        if prev == NONE:
-            r.ws_ua_head = nxt
-        else:
-            ua[prev].next = nxt
-        e.next = ct.ua_free
-        ct.ua_free = k
-        r.ws_ua_count -= 1
-        k = nxt
+    rtt, acked, karn = _ua_walk(r, ua, ct, ack, now, False, NONE, NONE, 0)
+    if r.ws_ua_side != NONE:
+        rtt, acked, karn = _ua_walk(r, ua, ct, ack, now, True, rtt, acked, karn)
     # bytes in flight (payload-based, Wireshark's default): the span of this direction's list, less the
     # bytes the other side's last packet SACKed
     bif = NONE
-    if seglen != 0 and d.ws_ua_head != NONE and d.ws_valid_bif == 1:
-        k = d.ws_ua_head
-        first = (ua[k].seq - d.ws_base) & _M32
-        last = (ua[k].nextseq - d.ws_base) & _M32
-        while k != NONE:
-            last = max(last, (ua[k].nextseq - d.ws_base) & _M32)
-            first = min(first, (ua[k].seq - d.ws_base) & _M32)
-            k = ua[k].next
+    if seglen != 0 and (d.ws_ua_head != NONE or d.ws_ua_side != NONE) and d.ws_valid_bif == 1:
+        first, last = _ua_span(d, ua)
         in_flight = (last - first) & _M32
         delivered = 0
         for j in range(r.ws_sack_n):
