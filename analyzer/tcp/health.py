@@ -86,7 +86,8 @@ def health_columns(dirs: np.ndarray, idx: np.ndarray, client_dir: np.ndarray, pa
             f"{side}_data_rtt_min": Masked(np.where(none, 0, d["rtt_min"]) / 1e9, none),
             f"{side}_data_rtt_median": Masked(np.where(none, 0.0, _median(d["rtt_q"], n)) / 1e9, none),
             f"{side}_data_rtt_max": Masked(np.where(none, 0, d["rtt_max"]) / 1e9, none),
-            f"{side}_data_rtt_karn_median": Masked(np.where(kn == 0, 0.0, _median(d["karn_q"], kn)) / 1e9, kn == 0),
+            f"{side}_data_rtt_karn_median": Masked(np.where(kn == 0, 0.0, np.where(
+                d["karn_apart"] == 1, _median(d["karn_q"], kn), _median(d["rtt_q"], n))) / 1e9, kn == 0),
             f"{side}_throughput": _rate(payload[k], d["data_first_ts"], d["data_last_ts"]),
             f"{side}_goodput": _rate(payload[k] - resent[k], d["data_first_ts"], d["data_last_ts"]),
             f"{side}_max_in_flight": Masked(np.maximum(d["bif_max"], 0), d["bif_max"] == NONE),

@@ -806,7 +806,13 @@ def _p2(q, qn, n, x):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _rtt_sample(d, rtt, karn):
-    """An RTT sample (Wireshark's ack_rtt) of direction ``d``'s data."""
+    """An RTT sample (Wireshark's ack_rtt) of direction ``d``'s data. The Karn estimator is kept apart only
+    from the first sample of a resent segment on (until then it would be the same as the other)."""
+    if karn == 0 and d.karn_apart == 0:
+        d.karn_apart = 1
+        for j in range(5):
+            d.karn_q[j] = d.rtt_q[j]
+            d.karn_qn[j] = d.rtt_qn[j]
     d.rtt_n += 1
     if d.rtt_min == NONE or rtt < d.rtt_min:
         d.rtt_min = rtt
@@ -815,7 +821,8 @@ def _rtt_sample(d, rtt, karn):
     _p2(d.rtt_q, d.rtt_qn, d.rtt_n, float(rtt))
     if karn == 1:
         d.karn_n += 1
-        _p2(d.karn_q, d.karn_qn, d.karn_n, float(rtt))
+        if d.karn_apart == 1:
+            _p2(d.karn_q, d.karn_qn, d.karn_n, float(rtt))
 
 
 @njit(cache=True, nogil=True, _nrt=False)

@@ -240,6 +240,7 @@ DIRECTION, NEW_DIRECTION = record(
     ("rtt_q", ("f8", (5,)), 0.0, "P-square median estimator of them: marker heights"),
     ("rtt_qn", ("f8", (5,)), 0.0, "... marker positions"),
     ("karn_n", 0, "of them, samples of segments sent once (Karn: no resend, no copy)"),
+    ("karn_apart", 0, "1 once a sample was not (until then ``karn_q`` is ``rtt_q``)"),
     ("karn_q", ("f8", (5,)), 0.0, "P-square median of those: heights"),
     ("karn_qn", ("f8", (5,)), 0.0, "... positions"),
     ("data_first_ts", NONE, "time of its first segment with payload"),
