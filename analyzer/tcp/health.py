@@ -18,6 +18,16 @@ FINDINGS_PER_PACKET = len(Finding)
 EVENT_NAMES = np.array([""] + [f.name.lower() for f in sorted(Finding)], dtype=object)
 
 
+_FIXED = {
+    Finding.ZERO_WINDOW: "receive window 0: the peer must stop sending",
+    Finding.ZERO_WINDOW_PROBE: "1 byte while the peer's window is 0",
+    Finding.ZERO_WINDOW_PROBE_ACK: "answers a zero-window probe; window still 0",
+    Finding.WINDOW_FULL: "fills the peer's advertised window",
+    Finding.KEEP_ALIVE: "one byte below the next sequence number: a keep-alive, not a retransmission",
+    Finding.KEEP_ALIVE_ACK: "answers a keep-alive",
+}
+
+
 def _details(rows: np.ndarray) -> list[str]:
     """The ``detail`` text of each finding row."""
     what, a, b = rows["what"].tolist(), rows["a"].tolist(), rows["b"].tolist()
@@ -34,7 +44,7 @@ def _details(rows: np.ndarray) -> list[str]:
         elif w == Finding.CAPTURE_GAP:
             out.append(f"{x} bytes below ACK {y} (relative) acknowledged but never captured: the capture dropped them")
         else:
-            out.append("")
+            out.append(_FIXED.get(w, ""))
     return out
 
 
