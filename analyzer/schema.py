@@ -298,3 +298,19 @@ CONNECTION_COLUMNS = _table(
     ("completeness", "int64", "Wireshark tcp.completeness bit mask: 1 SYN, 2 SYN-ACK, 4 ACK, 8 data, 16 FIN, 32 RST"),
     ("reused_ports", "bool", "started by a SYN reusing a 4-tuple with a new ISN (Wireshark reused_ports)"),
 )
+
+# --------------------------------------------------------------------------------------------
+# Merged captures (``analyze --merge``, ``merge=True``): two more columns at the end of every table.
+# --------------------------------------------------------------------------------------------
+CAPTURE_COLUMNS = _table(
+    ("capture", "category", "only when several files are merged into one trace: the file (as given, or found in "
+                            "the folder given) holding the row's frame; for connections and handshakes, the "
+                            "connection's first frame (first_frame)"),
+    ("capture_frame", "int64", "only when merging: that frame's number within its file (frame numbers elsewhere "
+                               "in the row are the merged trace's, continuing across files in time order)"),
+)
+
+
+def with_capture_columns(columns: tuple[Column, ...]) -> tuple[Column, ...]:
+    """A table's columns when merging: its own, then ``CAPTURE_COLUMNS``."""
+    return columns + CAPTURE_COLUMNS
