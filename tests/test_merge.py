@@ -270,9 +270,11 @@ def test_a_folder_without_captures_is_a_usage_error(tmp_path, capsys, make):
     assert err[-1] == f"Error: {folder}: no capture file in this folder (pcap, pcapng or gzip of either)"
 
 
-def test_a_file_given_twice_is_a_usage_error(tmp_path, capsys):
+def test_a_file_given_twice_or_another_engine_is_a_usage_error(tmp_path, capsys):
     p = tmp_path / "a.pcap"
     p.write_bytes(cw.pcap([(T0, frame(1, 1))]))
+    assert main(["analyze", "--merge", str(p), "--engine", "pyshark", "-o", str(tmp_path / "o")]) == 2
+    assert "--merge and - (standard input) work with the native engine" in capsys.readouterr().err
     (tmp_path / "b.pcap").symlink_to(p)
     assert main(["analyze", "--merge", str(p), str(tmp_path / "b.pcap"), "-o", str(tmp_path / "o")]) == 2
     assert f"{tmp_path / 'b.pcap'}: given twice (as {p})" in capsys.readouterr().err

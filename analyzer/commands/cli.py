@@ -127,8 +127,10 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
 
     if start is not None and end is not None and start.relative == end.relative and start.ns > end.ns:
         raise click.BadParameter("--start is after --end", param_hint="--start/--end")
-    if engine != "native" and (bpf or start is not None or end is not None or merge or STDIN in captures):
-        raise click.UsageError("-f, --start, --end, --merge and - (standard input) work with the native engine")
+    if engine != "native" and (bpf or start is not None or end is not None):
+        raise click.UsageError("-f, --start and --end work with the native engine")
+    if engine != "native" and (merge or STDIN in captures):
+        raise click.UsageError("--merge and - (standard input) work with the native engine")
     if captures.count(STDIN) > 1:
         raise click.UsageError("- (standard input) can be read once")
     if merge:
