@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -117,6 +118,24 @@ def test_a_folder_is_its_capture_files_in_natural_order(tmp_path):
     assert df["ts_ns"].tolist() == [t for t, _ in frames] and df["frame"].tolist() == list(range(1, 25))
     assert df["capture_frame"].tolist() == [1, 2] * 12
     assert len(reader.frame_map) == 12
+
+
+def test_a_rotated_set_is_read_a_file_or_two_at_a_time(tmp_path):
+    """1,100 parts (more than the common limit of 1,024 open files): each is opened when the merge reaches
+    it and closed at its end, so memory and open files do not grow with the number of parts."""
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    for k in range(1100):
+        (ring / f"t{k}").write_bytes(cw.pcap([(T0 + (3 * k + j) * 1000, frame(1000, 3 * k + j)) for j in range(3)]))
+    fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    before = fds()
+    most, frames = 0, 0
+    for df in analyzer.iter_packets(ring, batch_size=50, merge=True):
+        most = max(most, fds() - before)
+        frames += len(df)
+        assert (df["frame"] == df["capture_frame"] + 3 * df["capture"].astype(str).str.rsplit("t", n=1).str[1]
+                .astype(int)).all()
+    assert frames == 3300 and most <= 2
 
 
 def kway(times: list[list[int]]) -> list[tuple[int, int]]:

@@ -98,16 +98,13 @@ def with_captures(raw: dict[str, Table], frame_map: FrameMap, captures: list[str
     conns = raw["connections"]
     streams, first = conns.values("stream"), conns.values("first_frame")
     by_stream = np.argsort(streams, kind="stable")
-    hs_streams = raw["handshakes"].values("stream")
-    frames = {"connections": first,
-              "handshakes": first[by_stream[np.searchsorted(streams, hs_streams, sorter=by_stream)]]
-              if len(hs_streams) else np.empty(0, dtype=np.int64),
-              "retransmissions": raw["retransmissions"].values("frame")}
+    row = by_stream[np.searchsorted(streams, raw["handshakes"].values("stream"), sorter=by_stream)]
+    frames = {"connections": first, "handshakes": first[row], "retransmissions": raw["retransmissions"].values("frame")}
     names = np.asarray(captures, dtype=object)
+    capture, number = schema.CAPTURE_COLUMNS
     out = {}
     for table, t in raw.items():
         files, numbers = frame_map.locate(frames[table])
-        name, number = schema.CAPTURE_COLUMNS
         out[table] = Table(schema.with_capture_columns(t.columns),
-                           {**t.data, name.name: names[files], number.name: numbers.astype(number.dtype)})
+                           {**t.data, capture.name: names[files], number.name: numbers.astype(number.dtype)})
     return out

@@ -177,9 +177,11 @@ def _read_exactly(f: BinaryIO, n: int) -> bytes:
 
 
 class FrameSource:
-    """Reads a pcap or pcapng file (optionally gzip-compressed) as frame batches."""
+    """Reads a pcap or pcapng file (optionally gzip-compressed) as frame batches; ``chunk_bytes``: how much
+    is read at a time (less to look at a file's first frames only)."""
 
-    def __init__(self, path_or_file):
+    def __init__(self, path_or_file, chunk_bytes: int = CHUNK_BYTES):
+        self._chunk = chunk_bytes
         self.file, self._raw, head, self.name, self._owned = _open(path_or_file)
         self.problems: list[str] = []
         self.frames = 0  # frames read so far (= last frame number)
@@ -243,7 +245,7 @@ class FrameSource:
         have = self._hi - self._lo
         if have >= want or self._eof:
             return
-        need = max(want, have + CHUNK_BYTES)
+        need = max(want, have + self._chunk)
         if len(self._arr) < need:
             arr = np.empty(need, dtype=np.uint8)
             arr[:have] = self._arr[self._lo:self._hi]

@@ -18,7 +18,9 @@ pending frames past it.
 
 Files that cannot be opened, or stop at damage, are one line each in ``problems`` (naming the file and the
 offset); the frames of the others, and those before the damage, are merged and kept. Memory: one read
-buffer per file and a ``FrameMap`` of 18 bytes per run of frames from one file.
+buffer per file the merge is in (a file is opened when the merge reaches its first frame and let go at its
+end: a rotated set has one or two open at a time) and a ``FrameMap`` of 18 bytes per run of frames from
+one file.
 
 >>> src = MergedSource(["part0.pcap", "part1.pcap"])       # doctest: +SKIP
 >>> for batch in src.batches(65_536): ...                   # doctest: +SKIP
@@ -39,6 +41,8 @@ from .files import STDIN, FrameSource, capture_name, sniff_capture
 from .frames import FrameBatch
 
 PART_BATCH = 262_144  # frames per batch asked of each file (its 2 MB read pieces usually hold fewer)
+PEEK_BYTES = 1 << 16  # read to find a file's first frame before the merge reaches it
+NEVER = int(np.iinfo(np.int64).min)  # a time before any other
 RUN = np.dtype([("frame", np.int64), ("file_frame", np.int64), ("file", np.uint16)])  # 18 bytes, packed
 MAX_FILES = int(np.iinfo(np.uint16).max)
 
@@ -65,8 +69,9 @@ def capture_files(paths: list[str]) -> list[str]:
     seen: dict[str, str] = {}
     for path in out:  # the same file twice (or two named alike in the capture column): which one is meant?
         keys = {capture_name(path), path if path == STDIN else os.path.realpath(path)}
-        for key in keys & seen.keys():
-            raise NoCaptures(f"{path}: given twice (as {seen[key]}): each capture can be merged once")
+        clash = keys & seen.keys()
+        if clash:
+            raise NoCaptures(f"{path}: given twice (as {seen[clash.pop()]}): each capture can be merged once")
         seen.update(dict.fromkeys(keys, path))
     if len(out) > MAX_FILES:
         raise NoCaptures(f"{len(out)} captures to merge; at most {MAX_FILES}")
@@ -125,22 +130,59 @@ class FrameMap:
 
 
 class _Part:
-    """One file being merged: its reader and the frames read but not yet merged."""
+    """One file being merged: its reader, once opened, and the frames read but not yet merged.
 
-    def __init__(self, index: int, source: FrameSource):
-        self.index = index
-        self.source = source
-        self.batches: Iterator[FrameBatch] = source.batches(PART_BATCH)
+    Before the merge reaches it, a file is only looked at (``peek``: its format, size and first frame's
+    time, from a small read), so a rotated set of a thousand files has one or two of them open at a time.
+    A file read to its end keeps its problems and byte count and lets go of its reader and buffer."""
+
+    def __init__(self, index: int, path):
+        self.index, self.path = index, path
+        self.source: FrameSource | None = None
+        self.batches: Iterator[FrameBatch] | None = None
+        self.first = NEVER  # time of the file's first frame: its frames' merge times are all at or after it
+        self.format, self.size = "", None
+        self.problems: list[str] = []  # once read to its end
+        self.bytes_read = 0
         self.batch: FrameBatch | None = None
         self.key = np.empty(0, dtype=np.int64)  # merge time of each frame of ``batch``
         self.at = 0  # first frame of ``batch`` not yet merged
-        self.done = False  # no more batches
-        self.high = np.iinfo(np.int64).min  # the file's latest time so far
+        self.done = False  # read to its end
+        self.high = NEVER  # the file's latest time so far
         self.merged = 0  # frames of this file merged so far (= the last one's number in the file)
+
+    def peek(self) -> None:
+        """Read the file's header and first frame (``CaptureError`` when it is not a capture). Standard input
+        can be read only once: it is opened for the merge at once."""
+        if os.fspath(self.path) == STDIN:
+            self.open()
+            self.format, self.size = self.source.format, None
+            return
+        src = FrameSource(self.path, chunk_bytes=PEEK_BYTES)
+        batches = src.batches(1)
+        try:
+            self.format, self.size = src.format, src.file_size()
+            first = next(batches, None)
+            self.first = NEVER if first is None else int(first.ts_ns[0])  # none: read (its damage) at once
+        finally:
+            batches.close()
+            src.close()
+
+    @property
+    def opened(self) -> bool:
+        return self.source is not None
+
+    def open(self) -> None:
+        self.source = FrameSource(self.path)
+        self.batches = self.source.batches(PART_BATCH)
 
     @property
     def pending(self) -> int:
         return len(self.key) - self.at
+
+    @property
+    def read(self) -> int:
+        return self.source.bytes_read if self.source is not None else self.bytes_read
 
     def refill(self) -> None:
         """Read the file's next batch once every pending frame is merged (its bytes are then no longer
@@ -149,7 +191,7 @@ class _Part:
             return
         self.batch = next(self.batches, None)
         if self.batch is None:
-            self.done, self.key, self.at = True, np.empty(0, dtype=np.int64), 0
+            self.close()
             return
         ts = self.batch.ts_ns.copy()
         ts[0] = max(int(ts[0]), self.high)
@@ -157,8 +199,13 @@ class _Part:
         self.high, self.at = int(self.key[-1]), 0
 
     def close(self) -> None:
-        self.batches.close()
-        self.source.close()  # (a generator never started does not run its own clean-up)
+        """Done with the file: keep what it said, let go of its reader."""
+        self.done, self.batch, self.key, self.at = True, None, np.empty(0, dtype=np.int64), 0
+        if self.source is not None:
+            self.batches.close()
+            self.source.close()  # (a generator never started does not run its own clean-up)
+            self.problems, self.bytes_read = list(self.source.problems), self.source.bytes_read
+            self.source = self.batches = None
 
 
 class MergedSource:
@@ -168,31 +215,35 @@ class MergedSource:
         if not paths:
             raise NoCaptures("no capture to merge")
         self.captures = [capture_name(p) for p in paths]
+        self.name = merged_name(self.captures)
         self.frames = FrameMap()
         self._open_problems: list[str] = []
         self._parts: list[_Part] = []
         for k, path in enumerate(paths):
+            part = _Part(k, path)
             try:
-                self._parts.append(_Part(k, FrameSource(path)))
+                part.peek()
             except CaptureError as exc:
                 self._open_problems.append(str(exc))
+                continue
+            self._parts.append(part)
         if not self._parts:
             raise AnalyzerError("; ".join(self._open_problems))
-        self.name = merged_name(self.captures)
-        self.format = "+".join(sorted({p.source.format for p in self._parts}))
+        self.format = "+".join(sorted({p.format for p in self._parts}))
         self.big_endian: bool | np.ndarray = False  # the byte order of the last batch's files
         self.merged = 0  # frames merged so far
 
     @property
     def problems(self) -> list[str]:
-        return self._open_problems + [line for p in self._parts for line in p.source.problems]
+        return self._open_problems + [line for p in self._parts
+                                      for line in (p.source.problems if p.opened else p.problems)]
 
     @property
     def bytes_read(self) -> int:
-        return sum(p.source.bytes_read for p in self._parts)
+        return sum(p.read for p in self._parts)
 
     def file_size(self) -> int | None:
-        sizes = [p.source.file_size() for p in self._parts]
+        sizes = [p.size for p in self._parts]
         return None if None in sizes else sum(sizes)
 
     def batches(self, batch_size: int | Callable[[], int] = 262_144) -> Iterator[FrameBatch]:
@@ -202,24 +253,31 @@ class MergedSource:
         try:
             while True:
                 for part in self._parts:
-                    part.refill()
+                    if part.opened:
+                        part.refill()
+                # the next frame any file not read to its end may hold: at or after (merge time, file) of its
+                # last pending frame, or of its first frame when it is not open yet
+                waiting = [(int(p.key[-1]) if p.opened else p.first, p.index, p) for p in self._parts if not p.done]
+                bound = min(waiting, key=lambda w: w[:2], default=None)
+                if bound is not None and not bound[2].opened:
+                    bound[2].open()  # the merge has reached this file
+                    continue
                 live = [p for p in self._parts if p.pending]
                 if not live:
                     return
-                counts = self._ready(live, max(1, limit()))
+                counts = self._ready(live, None if bound is None else bound[:2], max(1, limit()))
                 yield self._merge(live, counts)
         finally:
             for part in self._parts:
                 part.close()
 
-    def _ready(self, live: list[_Part], most: int) -> list[int]:
-        """How many pending frames of each live file go out now: those sorted before the next frame any
-        file still being read may hold (its latest merge time, its index), at most ``most`` in all."""
-        reading = [(int(p.key[-1]), p.index) for p in live if not p.done]
-        if not reading:
+    def _ready(self, live: list[_Part], bound: tuple[int, int] | None, most: int) -> list[int]:
+        """How many pending frames of each live file go out now: those sorted at or before ``bound`` (the
+        next frame a file not read to its end may hold: None when all are), at most ``most`` in all."""
+        if bound is None:
             counts = [p.pending for p in live]
         else:
-            bound, first = min(reading)
+            bound, first = bound
             counts = [int(np.searchsorted(p.key[p.at:], bound, side="right" if p.index <= first else "left"))
                       for p in live]
         if sum(counts) <= most:
