@@ -305,7 +305,7 @@ CONNECTION_COLUMNS = _table(
 CAPTURE_COLUMNS = _table(
     ("capture", "category", "only when several files are merged into one trace: the file (as given, or found in "
                             "the folder given) holding the row's frame; for connections and handshakes, the "
-                            "connection's first frame (first_frame)"),
+                            "connection's first frame (first_frame). A packet's interface stays its id in that file"),
     ("capture_frame", "int64", "only when merging: that frame's number within its file (frame numbers elsewhere "
                                "in the row are the merged trace's, continuing across files in time order)"),
 )

@@ -88,8 +88,7 @@ def test_parts_cut_by_editcap_merge_to_the_whole_capture(tmp_path, name, fmt):
     real_captures()
     capture = REAL / name
     parts = cut(capture, 5, tmp_path / "parts", fmt)
-    assert analyze_cli([capture], tmp_path / "whole") in (0, 1)
-    assert analyze_cli(["--merge", *parts], tmp_path / "merged") in (0, 1)
+    assert analyze_cli(["--merge", *parts], tmp_path / "merged") == analyze_cli([capture], tmp_path / "whole") == 0
     for table in TABLES:
         whole = (tmp_path / "whole" / f"{table}.csv").read_bytes()
         assert without_capture_columns(tmp_path / "merged" / f"{table}.csv") == whole, table
