@@ -36,6 +36,11 @@ def markdown() -> str:
         out += [f"## `{name}`: {what}", "", "| column | type | meaning |", "|---|---|---|"]
         out += [f"| `{c.name}` | {c.dtype} | {_cell(c.doc)} |" for c in cols]
         out.append("")
+    out += ["## `capture`, `capture_frame`: with `--merge`, at the end of every table", "",
+            "Only when several files are read as one trace (`analyze --merge`, `analyze(paths, merge=True)`, "
+            "`read_packets(paths, merge=True)`).", "", "| column | type | meaning |", "|---|---|---|"]
+    out += [f"| `{c.name}` | {c.dtype} | {_cell(c.doc)} |" for c in schema.CAPTURE_COLUMNS]
+    out.append("")
     for title, vocab in VOCABULARIES:
         out += [f"## {title}", "", "| label | meaning |", "|---|---|"]
         out += [f"| `{k}` | {_cell(v)} |" for k, v in vocab.items()]

@@ -357,3 +357,19 @@ EVENT_COLUMNS = _table(
     ("detail", "str", "the finding's figures, in words"),
     ("wireshark_filter", "str", "a display filter that finds the frame in Wireshark"),
 )
+
+# --------------------------------------------------------------------------------------------
+# Merged captures (``analyze --merge``, ``merge=True``): two more columns at the end of every table.
+# --------------------------------------------------------------------------------------------
+CAPTURE_COLUMNS = _table(
+    ("capture", "category", "only when several files are merged into one trace: the file (as given, or found in "
+                            "the folder given) holding the row's frame; for connections and handshakes, the "
+                            "connection's first frame (first_frame). A packet's interface stays its id in that file"),
+    ("capture_frame", "int64", "only when merging: that frame's number within its file (frame numbers elsewhere "
+                               "in the row are the merged trace's, continuing across files in time order)"),
+)
+
+
+def with_capture_columns(columns: tuple[Column, ...]) -> tuple[Column, ...]:
+    """A table's columns when merging: its own, then ``CAPTURE_COLUMNS``."""
+    return columns + CAPTURE_COLUMNS

@@ -14,9 +14,11 @@ from pathlib import Path
 import click
 
 from ..decode import TimeBound
-from ..errors import AnalyzerError
+from ..errors import AnalyzerError, NoCaptures
 from ..report import FORMATS, analyze, summarise
 from ..report.writers import OutputError, prepare_folder, remove_tables
+from ..sources.files import STDIN, STDIN_NAME
+from ..sources.merge import capture_files
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
@@ -103,11 +105,14 @@ CAPTURE = click.Path(readable=False)
                    "the capture's first frame (+5)")
 @click.option("--end", callback=lambda ctx, param, text: time_bound(text, param), metavar="TIME",
               help="analyze frames before TIME (the same two forms)")
-def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, start, end):
+@click.option("--merge", is_flag=True, help="read the captures (files, or folders of them such as a rotated "
+              "set) as one trace in time order, as mergecap; the tables get capture and capture_frame columns")
+def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, start, end, merge):
     """Analyze captures; write connections, handshakes and retransmissions tables.
 
     A folder's tables are replaced as a whole: tables of an earlier run there (another format, a
     packets table) are removed, and none are left for a capture that could not be read.
+    CAPTURE `-` is standard input (a pipe from tcpdump -w - or zcat).
 
     \b
     Example:
@@ -115,6 +120,8 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
       tcp-analyzer analyze a.pcap b.pcapng -o out/    # out/a.pcap/, out/b.pcapng/
       tcp-analyzer analyze x/t.pcap y/t.pcap -o out/  # out/t.pcap/, out/t.pcap-2/
       tcp-analyzer analyze trace.pcap -f 'tcp port 443' --start +5 --end +10
+      tcp-analyzer analyze --merge ring/ -o out/      # a rotated set as one trace
+      tcpdump -i eth0 -w - | tcp-analyzer analyze - -o out/
     """
     from .console import Progress, prepare_kernels, print_summary
 
@@ -122,8 +129,17 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
         raise click.BadParameter("--start is after --end", param_hint="--start/--end")
     if engine != "native" and (bpf or start is not None or end is not None):
         raise click.UsageError("-f, --start and --end work with the native engine")
+    if engine != "native" and (merge or STDIN in captures):
+        raise click.UsageError("--merge and - (standard input) work with the native engine")
+    if captures.count(STDIN) > 1:
+        raise click.UsageError("- (standard input) can be read once")
+    if merge:
+        try:
+            captures = (capture_files(list(captures)),)  # one input: the merged trace
+        except NoCaptures as exc:
+            raise click.UsageError(str(exc)) from None
 
-    folders = output_folders(Path(out_dir), captures)
+    folders = [Path(out_dir)] if merge else output_folders(Path(out_dir), captures)
     try:
         prepare_folder(out_dir)  # before any analysis: a folder that cannot be written fails at once
     except OutputError as exc:
@@ -132,20 +148,21 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
     summaries: list[dict] = []
     status = EXIT_OK
     for path, dest in zip(captures, folders):
-        if engine == "native" and os.path.isfile(path) and os.access(path, os.R_OK):
+        if engine == "native" and any(readable(p) for p in ([path] if isinstance(path, str) else path)):
             prepare_kernels(quiet or as_json)  # once, before the first capture that can be read
         try:
             prepare_folder(dest)
-            with Progress(enabled=not quiet and not as_json, label=Path(path).name,
+            with Progress(enabled=not quiet and not as_json, label="merge" if merge else label(path),
                           summary=not quiet and not as_json) as progress:
                 report = analyze(path, engine=engine, packets=packets, progress=progress.update, bpf=bpf,
-                                 start=start, end=end)
+                                 start=start, end=end, merge=merge)
             report.write(dest, format=fmt)
         except AnalyzerError as exc:
             click.echo(f"tcp-analyzer: {exc}", err=True)
             if not isinstance(exc, OutputError):
                 _remove_tables(dest)
-            summaries.append({"capture": path, "error": str(exc), "tables": None})
+            summaries.append({"capture": path if isinstance(path, str) else list(path), "error": str(exc),
+                              "tables": None})
             status = EXIT_INPUT
             continue
         for problem in report.stats.get("problems", []):
@@ -162,15 +179,26 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
     sys.exit(status)
 
 
+def readable(path: str) -> bool:
+    """A capture that can be read (standard input, or a readable file)."""
+    return path == STDIN or (os.path.isfile(path) and os.access(path, os.R_OK))
+
+
+def label(path: str) -> str:
+    """A capture's name in the progress bar and in output folders: its file name; ``stdin`` for ``-``."""
+    return STDIN_NAME if path == STDIN else Path(path).name
+
+
 def output_folders(out_dir: Path, captures) -> list[Path]:
-    """The folder of each capture: ``out_dir`` for one; else ``out_dir/<file name>``, with ``-2``, ``-3``...
-    added when names repeat (``a/x.pcap b/x.pcap``), so no capture's tables overwrite another's."""
+    """The folder of each capture: ``out_dir`` for one; else ``out_dir/<file name>`` (``stdin`` for ``-``),
+    with ``-2``, ``-3``... added when names repeat (``a/x.pcap b/x.pcap``), so no capture's tables overwrite
+    another's."""
     if len(captures) == 1:
         return [out_dir]
     used: set[str] = set()
     folders = []
     for path in captures:
-        name = Path(path).name or "capture"
+        name = label(path) or "capture"
         folder, k = name, 2
         while folder in used:
             folder, k = f"{name}-{k}", k + 1
