@@ -61,6 +61,7 @@ from .wireshark import (TCP_A_ACK_LOST_PACKET, TCP_A_DUPLICATE_ACK, TCP_A_FAST_R
                         TCP_A_SPURIOUS_RETRANSMISSION, TCP_A_WINDOW_FULL, TCP_A_WINDOW_UPDATE, TCP_A_ZERO_WINDOW,
                         TCP_A_ZERO_WINDOW_PROBE, TCP_A_ZERO_WINDOW_PROBE_ACK)
 from .wireshark import analyze as wireshark_analyze
+from .wireshark import free_unacked
 
 DUPLICATE_GAP_NS = 5_000_000  # the same packet captured twice: at most 5 ms apart
 FAST_MIN_NS = 20_000_000  # a fast retransmission follows the loss signal within 2 RTT, and at least this
@@ -990,22 +991,25 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
 
 @njit(cache=True, nogil=True, _nrt=False)
 def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, tsecr, sack_n, sack_le, sack_re,
-                  mss, wscale, sackp, tfo, vlan, conv, dirs, pend, tuple_conv, records, counter, evicted, start,
-                  stream_out, events, ua, findings, rtt_samples):
+                  mss, wscale, sackp, tfo, vlan, conv, dirs, pend, tuple_conv, records, counter, gone, stream_out,
+                  events, ua, findings, rtt_samples, close_delay, idle_timeout):
     """Analyze packets ``start:`` of a batch in frame order; returns the number of event rows written to
     ``events`` from global index ``counter[0].events`` on (``events`` holds every row so far: later evidence
     that an earlier row's retransmission was not needed is written to it). ``sack_le``/``sack_re`` are the
     packets' four SACK blocks (4 x n, raw).
 
-    A packet of a connection whose state was moved out (``evicted``) stops the pass before that packet:
-    ``counter[0].stop`` is its index and ``counter[0].restore`` the connection; the caller puts the
-    state back and calls again from there (``start``)."""
+    A connection ends (``_ended``) when a packet on its 4-tuple comes more than ``close_delay`` ns after its
+    last one once it is over (both FINs acknowledged, reset, or replaced on its 4-tuple: ``gone[c]`` 1), or
+    more than ``idle_timeout`` ns after it in any case (``gone[c]`` 2): Zeek's tcp_close_delay and
+    tcp_inactivity_timeout. The engine writes its rows and frees its state, also between batches. A later
+    packet on its 4-tuple opens a new connection if it is a SYN, or if the old one was only idle (a new
+    connection seen from its middle, as Zeek starts one); a straggler of a connection that was over is
+    counted (``counter[0].late``) under the old stream and not analyzed."""
     ct = counter[0]
     batch = ct.batch
     ev_base = ct.events
-    ct.stop = NONE
     n_ev = 0
-    for i in range(start, len(tid)):
+    for i in range(len(tid)):
         f = np.int64(flags[i])
         fr = frame[i]
         sq = np.int64(seq[i])
@@ -1027,11 +1031,16 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         # ---- connection (reference B.1): a SYN without ACK with a new ISN on a known 4-tuple starts a new
         # one (Wireshark's conversation_new); a SYN-ACK with a new ISN keeps the stream (wireshark.py)
         c = tuple_conv[t]
-        if c >= 0 and evicted[c] != 0:
-            ct.stop = i
-            ct.restore = c
-            return n_ev
-        if c >= 0:
+        if c >= 0 and gone[c] == 0:
+            gone[c] = _ended(conv, dirs, tuple_conv, c, now, close_delay, idle_timeout)
+        if c >= 0 and gone[c] != 0:  # ---- the 4-tuple's connection has ended
+            if gone[c] == 1 and not (syn and not ackf):
+                ct.late += 1
+                stream_out[i] = c
+                continue
+            c = _new_conversation(conv, dirs, counter, t, lo, fr, now, np.int64(vlan[i]), 0)
+            tuple_conv[t] = c
+        elif c >= 0:
             d = dirs[2 * c + (0 if lo == conv[c].first_lo else 1)]
             if syn and not ackf and d.ws_base_set == 1 and sq != d.ws_base:
                 c = _new_conversation(conv, dirs, counter, t, lo, fr, now, np.int64(vlan[i]), 1)
@@ -1267,29 +1276,65 @@ def _fin_acked(d, other):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _over(conv, dirs, tuple_conv, c):
+    """Connection ``c`` is over: both FINs acknowledged, reset, or replaced by a new connection on its 4-tuple."""
+    if tuple_conv[conv[c].tuple] != c:
+        return True
+    a = dirs[2 * c]
+    b = dirs[2 * c + 1]
+    return a.zstate == ZS.RESET or b.zstate == ZS.RESET or (_fin_acked(a, b) and _fin_acked(b, a))
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _ended(conv, dirs, tuple_conv, c, now, close_delay, idle_timeout):
+    """At time ``now``, has connection ``c`` ended? 1: over, and silent for ``close_delay``; 2: silent for
+    ``idle_timeout`` while open; 0: no."""
+    idle = now - conv[c].last_ts
+    if idle > close_delay and _over(conv, dirs, tuple_conv, c):
+        return 1
+    return 2 if idle > idle_timeout else 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def ended(conv, dirs, tuple_conv, gone, cs, now, close_delay, idle_timeout, out):
+    """Which connections of ``cs`` (live) have ended at time ``now`` (``_ended``): marked in ``gone`` and ``out``."""
+    for i in range(len(cs)):
+        c = cs[i]
+        if gone[c] == 0:
+            gone[c] = _ended(conv, dirs, tuple_conv, c, now, close_delay, idle_timeout)
+        out[i] = gone[c] != 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def release(dirs, pend, ua, counter, cs):
+    """Give the pool entries of ended connections ``cs`` back: their unacknowledged-segment lists and lent
+    ``pend`` rows (their sent-segment records go at the next compaction)."""
+    ct = counter[0]
+    for i in range(len(cs)):
+        for row in (2 * cs[i], 2 * cs[i] + 1):
+            d = dirs[row]
+            free_unacked(d, ua, ct)
+            if d.pend_row != NONE:
+                ct.pending -= d.pend_live
+                pend[d.pend_row, 0].start = ct.pend_free
+                ct.pend_free = d.pend_row
+                d.pend_row = NONE
+                d.pend_live = 0
+            d.rec_head = NONE
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _records_to_keep(conv, dirs, tuple_conv, c):
     """How many sent-segment records per direction connection ``c`` needs: none once a new connection took
     its 4-tuple (no packet reaches it again), RECORD_KEEP_OVER once it is over (reset, or both FINs
     acknowledged), else the RECORD_WALK that ``_copies`` may search."""
     if tuple_conv[conv[c].tuple] != c:
         return 0
-    a = dirs[2 * c]
-    b = dirs[2 * c + 1]
-    if a.zstate == ZS.RESET or b.zstate == ZS.RESET or (_fin_acked(a, b) and _fin_acked(b, a)):
-        return RECORD_KEEP_OVER
-    return RECORD_WALK
+    return RECORD_KEEP_OVER if _over(conv, dirs, tuple_conv, c) else RECORD_WALK
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def records_to_keep(conv, dirs, tuple_conv, cs, out):
-    """``_records_to_keep`` of each connection of ``cs``, into ``out``. The engine moves a connection out
-    of memory only when this is below RECORD_WALK (it is over), with that many records (``spill.py``)."""
-    for i in range(len(cs)):
-        out[i] = _records_to_keep(conv, dirs, tuple_conv, cs[i])
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def compact_records(conv, n_conv, dirs, tuple_conv, records, counter, evicted, keep, moved):
+def compact_records(conv, live, dirs, tuple_conv, records, counter, keep, moved):
     """Drop the sent-segment records no later packet can reach, in place; return how many were kept.
 
     ``_copies`` only walks the last RECORD_WALK records of a direction, so that many are kept while a
@@ -1297,14 +1342,13 @@ def compact_records(conv, n_conv, dirs, tuple_conv, records, counter, evicted, k
     over (both FINs acknowledged, or reset) keeps RECORD_KEEP_OVER per direction, enough to find the
     original of a late repeat of its last segments; one replaced by a new connection on the same 4-tuple
     (port reuse) gets no packet again and keeps none. Kept records stay in their order, so each moves to
-    a lower or equal index and the pool is rewritten in one forward pass. ``keep`` and ``moved`` are work
-    arrays of at least ``counter[0].records`` elements (bool and int64)."""
+    a lower or equal index and the pool is rewritten in one forward pass. Only the connections ``live``
+    (not ended) keep records. ``keep`` and ``moved`` are work arrays of at least ``counter[0].records``
+    elements (bool and int64)."""
     ct = counter[0]
     n = ct.records
     keep[:n] = False
-    for c in range(n_conv):
-        if evicted[c] != 0:  # its records are in the spill file; its records may be unmapped pages
-            continue
+    for c in live:
         walk = _records_to_keep(conv, dirs, tuple_conv, c)
         for row in (2 * c, 2 * c + 1):
             d = dirs[row]
@@ -1325,11 +1369,10 @@ def compact_records(conv, n_conv, dirs, tuple_conv, records, counter, evicted, k
             records[m] = records[i]
             records[m].prev = moved[p] if p >= 0 and keep[p] else NONE
             m += 1
-    for row in range(2 * n_conv):
-        if evicted[row >> 1] != 0:
-            continue
-        d = dirs[row]
-        if d.rec_head >= 0:
-            d.rec_head = moved[d.rec_head]  # a head is always kept unless its chain was dropped above
+    for c in live:
+        for row in (2 * c, 2 * c + 1):
+            d = dirs[row]
+            if d.rec_head >= 0:
+                d.rec_head = moved[d.rec_head]  # a head is always kept unless its chain was dropped above
     ct.records = m
     return m

@@ -17,12 +17,12 @@ comment per field, in the manner of Wireshark's ``tcp_flow_t``/``struct tcp_anal
 - events ``EVENT``: one row per labelled segment, kept by the engine (not per flow) until the tables are
   built, in one array that the compiled pass writes to (later evidence that an earlier row's
   retransmission was not needed goes straight to that row's ``spur`` fields).
-- ``tuple_conv``: the current connection of each 4-tuple (port reuse), ``evicted``: 1 for a connection
-  whose state was moved out to the engine's spill file (``spill.py``; its records' pages may have been
-  handed back, and read as zeros until it is put back).
+- ``tuple_conv``: the current connection of each 4-tuple (port reuse), ``gone``: 1 for a connection that
+  has ended (``sequence.ended``): its rows are written and its records' pages handed back (they read as
+  zeros; ``engine.Engine`` keeps what its later rows need in small arrays of its own).
 
 Adding a field: add one line to its record below (name, initial value, comment). Everything that
-copies records (creation, growth, the spill file) copies whole records, so nothing else changes.
+copies records (creation, growth) copies whole records, so nothing else changes.
 """
 from __future__ import annotations
 
@@ -295,8 +295,7 @@ COUNTERS, NEW_COUNTERS = record(
     ("ua_used", 0, "``ua`` pool entries handed out so far"),
     ("ua_free", NONE, "first free ``ua`` entry (linked through ``next``)"),
     ("findings", 0, "finding rows so far (the next one's global index)"),
-    ("stop", NONE, "set when ``analyze_batch`` stops early: the packet it stopped at ..."),
-    ("restore", NONE, "... and the evicted connection it needs back"),
+    ("late", 0, "packets of connections that had ended (not analyzed; counted under their old stream)"),
 )
 
 
@@ -401,7 +400,7 @@ class FlowState:
         self.ua = np.zeros(4096, dtype=UNACKED)
         self.records = np.zeros(records, dtype=SENT)
         self.counter = NEW_COUNTERS.copy()  # one record, an array so the compiled code can update it
-        self.evicted = np.zeros(capacity, dtype=np.uint8)  # 1: the connection's state is in the spill file
+        self.gone = np.zeros(capacity, dtype=np.uint8)  # 1: the connection has ended, its state freed
 
     @property
     def count(self):
@@ -419,8 +418,8 @@ class FlowState:
             used = self.conversations
             self.conv = grow(self.conv, cap, used)
             self.dirs = grow(self.dirs, 2 * cap, 2 * used)
-            self.evicted = grow(self.evicted, cap, used)
-            self.evicted[used:] = 0
+            self.gone = grow(self.gone, cap, used)
+            self.gone[used:] = 0
         if tuples > len(self.tuple_conv):
             old = len(self.tuple_conv)
             self.tuple_conv = grow(self.tuple_conv, max(tuples, 2 * old), old)

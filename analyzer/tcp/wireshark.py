@@ -85,6 +85,21 @@ def _ua_new(ua, ct):
     return k
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def free_unacked(d, ua, ct):
+    """Give direction ``d``'s listed segments back to the pool (its connection has ended)."""
+    for k in (d.ws_ua_head, d.ws_ua_side):
+        while k != NONE:
+            nxt = ua[k].next
+            ua[k].next = ct.ua_free
+            ct.ua_free = k
+            k = nxt
+    d.ws_ua_head = NONE
+    d.ws_ua_tail = NONE
+    d.ws_ua_side = NONE
+    d.ws_ua_count = 0
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _ua_push(d, ua, ct, seq, nextseq, frame, now, resend):
     """List a segment of direction ``d``: at the tail of the list in sequence order when it starts at or
