@@ -39,7 +39,7 @@ from .handshake import handshake_columns, outcomes
 from .health import FINDINGS_PER_PACKET, finding_rows, health_columns
 from .retransmit import KIND_NAMES, directions, event_rows
 from .sequence import analyze_batch, compact_records, ended, release
-from .state import EVENT, FINDING, Finding, FlowState, grow, room
+from .state import EVENT, FINDING, Finding, FlowState, mapping_of, grow, room
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -162,7 +162,6 @@ class Engine:
         self._live = np.empty(0, dtype=np.int64)  # the connections that have not ended, in stream order
         # per stream, what the rows of an ended connection still need: its 4-tuple id and sides
         self._meta = np.empty(0, dtype=[("tuple", "i8"), ("first_lo", "i1"), ("client_dir", "i1")])
-        self._released = np.zeros(0, dtype=bool)  # per page of ``conv`` / ``dirs``: handed back already
         self._ended_conns = 0
 
     def feed(self, packets) -> BatchEvents:
@@ -238,20 +237,25 @@ class Engine:
             self._meta[name][cs] = conv[name]
 
     def _hand_back(self, cs: np.ndarray) -> None:
-        """Give the system the pages of ``conv`` and ``dirs`` that now hold ended connections only (they then
-        read as zeros; nothing reads them again)."""
+        """Give the system the pages of ``conv`` and ``dirs`` holding (a part of) connections ``cs`` that now
+        hold ended connections only: they then read as zeros, and nothing reads them again."""
         st = self._state
+        live_before = np.concatenate([[0], np.cumsum(st.gone == 0)])  # live connections below each index
         for arr, per in ((st.conv, 1), (st.dirs, 2)):
-            mm = _mapping(arr)
-            if mm is None or not hasattr(mm, "madvise"):
+            mm = mapping_of(arr)
+            if mm is None or not hasattr(mm, "madvise") or not len(cs):
                 continue
             size = arr.strides[0] * per  # bytes of one connection
             pages = np.unique(np.concatenate([cs * size // PAGE, ((cs + 1) * size - 1) // PAGE]))
+            pages = pages[(pages + 1) * PAGE <= len(mm)]
             first = pages * PAGE // size  # the connections each page holds (a part of): first ... last
             last = np.minimum(((pages + 1) * PAGE - 1) // size, len(st.gone) - 1)
-            for p, lo, hi in zip(pages.tolist(), first.tolist(), last.tolist()):
-                if (p + 1) * PAGE <= len(mm) and st.gone[lo:hi + 1].all():
-                    mm.madvise(mmap.MADV_DONTNEED, p * PAGE, PAGE)
+            free = pages[live_before[last + 1] - live_before[first] == 0]
+            if not len(free):
+                continue
+            edges = np.flatnonzero(np.diff(free) != 1)  # runs of consecutive pages: one call each
+            for lo, hi in zip(np.r_[free[0], free[edges + 1]].tolist(), np.r_[free[edges], free[-1]].tolist()):
+                mm.madvise(mmap.MADV_DONTNEED, lo * PAGE, (hi - lo + 1) * PAGE)
 
     def finish(self) -> TcpTables:
         """Build the final tables: the live connections' rows join those of the ended ones."""
@@ -429,14 +433,6 @@ def _take(chunks: list, order: np.ndarray):
         return Masked(np.concatenate([c.values for c in chunks])[order],
                       np.concatenate([c.missing for c in chunks])[order])
     return np.concatenate(chunks)[order]
-
-
-def _mapping(a: np.ndarray):
-    """The anonymous mapping under ``a`` (``state.new_array``), or None when ``a`` came from malloc."""
-    base = a
-    while base is not None and not isinstance(base, mmap.mmap):
-        base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
-    return base
 
 
 def _table(cols: dict, columns) -> Table:

@@ -27,6 +27,7 @@ copies records (creation, growth) copies whole records, so nothing else changes.
 from __future__ import annotations
 
 import mmap
+import sys
 from enum import IntEnum, auto
 
 import numpy as np
@@ -416,8 +417,9 @@ class FlowState:
         if grown:
             cap = max(need, 2 * len(self.conv))
             used = self.conversations
-            self.conv = grow(self.conv, cap, used)
-            self.dirs = grow(self.dirs, 2 * cap, 2 * used)
+            live = np.flatnonzero(self.gone[:used] == 0)  # ended ones read as zeros: not copied, not touched
+            self.conv = grow(self.conv, cap, used, live)
+            self.dirs = grow(self.dirs, 2 * cap, 2 * used, np.stack([2 * live, 2 * live + 1], axis=1).ravel())
             self.gone = grow(self.gone, cap, used)
             self.gone[used:] = 0
         if tuples > len(self.tuple_conv):
@@ -440,6 +442,14 @@ class FlowState:
 _MAPPED_FROM = 1 << 20  # arrays of this many bytes or more get pages of their own (``new_array``)
 
 
+def mapping_of(a: np.ndarray):
+    """The anonymous mapping under ``a`` (``new_array``), or None when ``a`` came from malloc."""
+    base = a
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
+    return base
+
+
 def new_array(shape, dtype=np.int64) -> np.ndarray:
     """An uninitialised array; from 1 MiB on, in an anonymous memory mapping of its own, whose pages the
     system provides when first written and takes back as soon as the array is freed. Through malloc, the
@@ -450,14 +460,22 @@ def new_array(shape, dtype=np.int64) -> np.ndarray:
     nbytes = int(np.prod(shape)) * dtype.itemsize
     if nbytes < _MAPPED_FROM or not hasattr(mmap, "MAP_PRIVATE"):  # (no MAP_PRIVATE on Windows)
         return np.empty(shape, dtype=dtype)
-    return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype=dtype).reshape(shape)
+    # MAP_NORESERVE: the size is an upper bound (per-connection arrays of a long capture, mostly pages of
+    # ended connections never written or handed back), not memory to set aside: no overcommit refusal
+    flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform == "linux" else 0)
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=dtype).reshape(shape)
 
 
-def grow(a: np.ndarray, rows: int, used: int) -> np.ndarray:
-    """A larger copy of ``a`` keeping its first ``used`` rows. New rows are left uninitialised: the
-    compiled code initialises a record when it creates the connection, so untouched memory stays free."""
+def grow(a: np.ndarray, rows: int, used: int, keep: np.ndarray | None = None) -> np.ndarray:
+    """A larger copy of ``a`` keeping its first ``used`` rows, or only rows ``keep`` of them (the others
+    are never read again: in a mapping of its own they stay unwritten, zeros that take no memory). New
+    rows are left uninitialised: the compiled code initialises a record when it creates the connection,
+    so untouched memory stays free."""
     out = new_array((rows,) + a.shape[1:], a.dtype)
-    out[:used] = a[:used]
+    if keep is None or mapping_of(out) is None:
+        out[:used] = a[:used]
+    else:
+        out[keep] = a[keep]
     return out
 
 
