@@ -182,6 +182,65 @@ class Table:
                                     names=[c.name for c in self.columns])
 
 
+def concat_tables(columns: tuple[Column, ...], parts: list[Table]) -> Table:
+    """The rows of ``parts`` one after the other, as one table."""
+    if not parts:
+        return Table.empty(columns)
+    if len(parts) == 1:
+        return parts[0]
+
+    def joined(chunks: list):
+        if isinstance(chunks[0], Masked):
+            return Masked(np.concatenate([c.values for c in chunks]), np.concatenate([c.missing for c in chunks]))
+        return np.concatenate(chunks)
+
+    return Table(columns, {c.name: joined([t.data[c.name] for t in parts]) for c in columns})
+
+
+class LazyRows:
+    """A report table built a part at a time (``build(lo, hi)``: a ``Table`` of rows lo..hi) from records
+    kept anyway: its text columns (a reason, a filter per row) for all rows at once would take more memory
+    than the records. The ``Table`` interface (``columns``, ``len``, ``values``, ``to_pandas``,
+    ``to_arrow``) plus ``chunks`` (what the writers use) and ``with_columns``. ``fast``: columns that have a
+    cheaper way than building the rows (``{name: function giving the whole column}``)."""
+
+    ROWS = 1 << 14
+
+    def __init__(self, columns: tuple[Column, ...], rows: int, build, fast: dict | None = None):
+        self.columns = columns
+        self._n = rows
+        self._build = build
+        self._fast = fast or {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def chunks(self):
+        for lo in range(0, self._n, self.ROWS):
+            yield self._build(lo, min(self._n, lo + self.ROWS))
+
+    def with_columns(self, columns: tuple[Column, ...], add) -> "LazyRows":
+        """The same rows, each part passed through ``add`` (which gives ``columns``)."""
+        build = self._build
+        return LazyRows(columns, self._n, lambda lo, hi: add(build(lo, hi)), self._fast)
+
+    def values(self, name: str) -> np.ndarray:
+        if name in self._fast:
+            return self._fast[name]()
+        if not self._n:
+            return Table.empty(self.columns).values(name)
+        return np.concatenate([part.values(name) for part in self.chunks()])
+
+    def to_table(self) -> Table:
+        return concat_tables(self.columns, list(self.chunks()))
+
+    def to_pandas(self) -> "pd.DataFrame":
+        return self.to_table().to_pandas()
+
+    def to_arrow(self) -> "pa.Table":
+        return self.to_table().to_arrow()
+
+
 def _arrow_array(v, dtype: str):
     import pyarrow as pa
 

@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import os
-
-import numpy as np
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -18,7 +16,9 @@ from .. import schema
 from ..decode import ANALYZE_BATCH, PREFETCH, PacketReader, frame_selection, prefetched, read_packets
 from ..errors import AnalyzerError
 from ..table import Table
+from ..tcp.engine import CLOSE_DELAY, IDLE_TIMEOUT
 from .report import Report
+from .rows import DiskSink
 
 if TYPE_CHECKING:
     from ..sources.merge import FrameMap
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_size: int = ANALYZE_BATCH,
             progress: Callable[[int, int], None] | None = None, *, bpf: str | None = None, start=None,
-            end=None, merge: bool = False) -> Report | list[Report]:
+            end=None, merge: bool = False, idle_timeout: float = IDLE_TIMEOUT,
+            close_delay: float = CLOSE_DELAY) -> Report | list[Report]:
     """Analyze one capture (returns a ``Report``) or several (returns a list, one per capture).
 
     ``bpf``, ``start``, ``end`` keep only some frames, as in ``read_packets`` (a BPF filter in tcpdump's
@@ -36,13 +37,17 @@ def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_
     ``capture_frame`` columns. A capture may be ``-`` (standard input) or a binary file object.
     With the native engine, a thread reads and decodes the capture batch by batch, ``PREFETCH`` batches
     ahead, while this one runs the TCP engine on them (the compiled passes of both release the GIL).
+    A connection ends ``close_delay`` seconds after it is over (FIN both ways, or RST) or after
+    ``idle_timeout`` seconds without a packet (Zeek's defaults: 5 s, 300 s); the connections and
+    handshakes rows of ended connections wait on disk (``rows.DiskSink``), so memory follows the
+    connections open at once. The report reads them back when a table is asked for or written.
 
     >>> report = analyze(["trace0.pcap", "trace1.pcap"], merge=True)   # doctest: +SKIP
     >>> report.retransmissions[["frame", "capture", "capture_frame", "kind"]]   # doctest: +SKIP
     """
     if isinstance(path_or_paths, (list, tuple)) and not merge:
-        return [analyze(p, engine, packets, batch_size, progress, bpf=bpf, start=start, end=end)
-                for p in path_or_paths]
+        return [analyze(p, engine, packets, batch_size, progress, bpf=bpf, start=start, end=end,
+                        idle_timeout=idle_timeout, close_delay=close_delay) for p in path_or_paths]
     if merge and engine != "native":
         raise AnalyzerError("merging captures needs the native engine")
     path = path_or_paths if merge or hasattr(path_or_paths, "read") else os.fspath(path_or_paths)
@@ -70,7 +75,8 @@ def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_
                 yield store
 
         sides: list | None = [] if packets else None
-        tables = analyze_batches(batches(), sides)
+        sink = DiskSink((schema.CONNECTION_COLUMNS, schema.HANDSHAKE_COLUMNS))
+        tables = analyze_batches(batches(), sides, sink=sink, idle_timeout=idle_timeout, close_delay=close_delay)
         stats = reader.stats
         name = reader.name
     else:
@@ -79,7 +85,7 @@ def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_
         df = read_packets(path, engine=engine, bpf=bpf, start=start, end=end)
         kept = [df] if packets else []
         sides = [] if packets else None
-        tables = analyze_batches([df], sides)
+        tables = analyze_batches([df], sides, idle_timeout=idle_timeout, close_delay=close_delay)
         stats = dict(df.attrs.get("stats", {}))
         name = path
     stats["engine"] = engine
@@ -100,20 +106,27 @@ def analyze(path_or_paths, engine: str = "native", packets: bool = False, batch_
     return Report(name, stats=stats, packets=table, captures=captures, **raw)
 
 
-def with_captures(raw: dict[str, Table], frame_map: FrameMap, captures: list[str]) -> dict[str, Table]:
+def with_captures(raw: dict, frame_map: FrameMap, captures: list[str]) -> dict:
     """The engine's tables with the capture columns (``schema.CAPTURE_COLUMNS``) of each row's frame: ``frame``;
-    for connections and handshakes, the connection's ``first_frame``."""
+    for connections and handshakes, the connection's ``first_frame``. Tables built or read a part at a time get them part by part."""
     conns = raw["connections"]
-    streams, first = conns.values("stream"), conns.values("first_frame")
-    by_stream = np.argsort(streams, kind="stable")
-    row = by_stream[np.searchsorted(streams, raw["handshakes"].values("stream"), sorter=by_stream)]
-    frames = {"connections": first, "handshakes": first[row], "retransmissions": raw["retransmissions"].values("frame"),
-              "events": raw["events"].values("frame")}
+    streams = conns.values("stream")
+    first_frame = np.zeros(int(streams.max()) + 1 if len(streams) else 0, dtype=np.int64)
+    first_frame[streams] = conns.values("first_frame")
+    frames = {"connections": lambda t: t.values("first_frame"), "handshakes": lambda t: first_frame[t.values("stream")],
+              "retransmissions": lambda t: t.values("frame"), "events": lambda t: t.values("frame")}
     names = np.asarray(captures, dtype=object)
     capture, number = schema.CAPTURE_COLUMNS
+
+    def adder(table: str, columns: tuple):
+        def add(t: Table) -> Table:
+            files, numbers = frame_map.locate(frames[table](t))
+            return Table(columns, {**t.data, capture.name: names[files], number.name: numbers.astype(number.dtype)})
+        return add
+
     out = {}
     for table, t in raw.items():
-        files, numbers = frame_map.locate(frames[table])
-        out[table] = Table(schema.with_capture_columns(t.columns),
-                           {**t.data, capture.name: names[files], number.name: numbers.astype(number.dtype)})
+        columns = schema.with_capture_columns(t.columns)
+        out[table] = t.with_columns(columns, adder(table, columns)) if hasattr(t, "with_columns") else \
+            adder(table, columns)(t)
     return out

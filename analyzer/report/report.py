@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -53,7 +54,7 @@ class Report:
 
     def _frame(self, name: str) -> pd.DataFrame:
         t = self._tables[name]
-        if isinstance(t, Table):
+        if isinstance(t, Table) or hasattr(t, "chunks"):  # raw, or on disk (``rows.SpilledTable``)
             t = t.to_pandas()
         if name in TABLES:
             t = with_times(t)
@@ -85,7 +86,7 @@ class Report:
     def column(self, table: str, name: str) -> np.ndarray:
         """One column as a numpy array, from whichever form the table is in (missing numbers as NaN)."""
         t = self._tables[table]
-        if isinstance(t, Table):
+        if isinstance(t, Table) or hasattr(t, "chunks"):
             return t.values(name)
         s = t[name]
         if s.dtype == object or str(s.dtype) in ("category", "str", "string"):
@@ -103,7 +104,7 @@ class Report:
     def _written(self, name: str, format: str) -> AnyTable:
         """A table as written: the raw form where there is one (CSV, JSON), else its declared columns."""
         t = self._tables[name]
-        if isinstance(t, Table) and format != "parquet":
+        if isinstance(t, Table) or hasattr(t, "chunks"):  # raw, or on disk (``rows.SpilledTable``)
             return t
         return schema.conform(self._frame(name), table_columns(name, merged=self.captures is not None))
 
@@ -124,10 +125,8 @@ def _percentiles(values: np.ndarray) -> dict:
 
 def _label_counts(labels: np.ndarray) -> dict[str, int]:
     """{label: count} in label order."""
-    if not len(labels):
-        return {}
-    values, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
-    return {str(k): int(n) for k, n in zip(values.tolist(), counts.tolist())}
+    counted = Counter(np.asarray(labels, dtype=object).tolist())
+    return dict(sorted((str(k), int(n)) for k, n in counted.items()))
 
 
 def path_rtt(outcome, syn_retries, synack_retries) -> np.ndarray:
@@ -141,10 +140,10 @@ def summarise(report: Report, top: int = 5) -> dict:
     """Counts a person wants first: outcomes, RTT percentiles, retransmissions by kind, worst flows."""
     col = report.column
     worst = []
-    if len(col("connections", "stream")):
-        rbytes = np.nan_to_num(col("connections", "retransmitted_bytes").astype(float))
-        order = np.lexsort((col("connections", "stream"), -rbytes))[:top]
-        order = order[rbytes[order] > 0]
+    rbytes = np.nan_to_num(col("connections", "retransmitted_bytes").astype(float))
+    hit = np.flatnonzero(rbytes > 0)  # (columns read whole once each: a table may have millions of rows)
+    if len(hit):
+        order = hit[np.lexsort((col("connections", "stream")[hit], -rbytes[hit]))][:top]
         c = {name: col("connections", name)[order].tolist() for name in
              ("stream", "client", "client_port", "server", "server_port", "retransmissions", "retransmitted_bytes")}
         for i in range(len(order)):
@@ -153,15 +152,17 @@ def summarise(report: Report, top: int = 5) -> dict:
                           "retransmissions": int(c["retransmissions"][i]),
                           "retransmitted_bytes": int(c["retransmitted_bytes"][i])})
     outcome = col("handshakes", "outcome")
+    outcomes = _label_counts(outcome)
     clean = path_rtt(outcome, col("handshakes", "syn_retries"), col("handshakes", "synack_retries"))
+    del outcome
     return {
         "capture": report.capture,
         **({"captures": list(report.captures)} if report.captures is not None else {}),
         "frames": int(report.stats.get("frames", 0)),
         "filtered_out_frames": int(report.stats.get("filtered_out", 0)),
         "tcp_segments": int(report.stats.get("tcp_segments", 0)),
-        "connections": int(len(col("connections", "stream"))),
-        "handshakes": _label_counts(outcome),
+        "connections": int(len(rbytes)),
+        "handshakes": outcomes,
         "handshake_rtt_seconds": _percentiles(col("handshakes", "handshake_rtt")[clean]) if clean.any() else {},
         "retransmissions": _label_counts(col("retransmissions", "kind")),
         "events": _label_counts(col("events", "event")),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -119,15 +119,53 @@ def replace_tables(out_dir: str | os.PathLike, tables: dict[str, AnyTable], form
 
 
 def write_table(table: AnyTable, path: Path, format: str) -> None:
-    """Write one table (a DataFrame, or a raw ``Table`` for CSV and JSON)."""
+    """Write one table: a DataFrame, a raw ``Table``, or a ``rows.SpilledTable`` (its rows on disk, written
+    a chunk at a time in stream order: only one chunk is in memory)."""
+    chunked = hasattr(table, "chunks")
     if format == "csv":
         _write_csv(table, path)
     elif format == "json":
         _write_jsonl(table, path)
-    elif isinstance(table, Table):
-        write_table(table.to_pandas(), path, format)
+    elif chunked or isinstance(table, Table):
+        _write_parquet(table, path)
     else:
         table.to_parquet(path, index=False)
+
+
+def _write_parquet(table, path: Path) -> None:
+    """A raw or spilled table as Parquet, through the DataFrame in the declared dtypes (the pandas metadata
+    lets ``pandas.read_parquet`` give them back); a spilled table a row group per chunk."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    chunks = table.chunks() if hasattr(table, "chunks") else [table]
+    writer = None
+    try:
+        for chunk in chunks:
+            arrow = pa.Table.from_pandas(schema.conform(chunk.to_pandas(), table.columns), preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, arrow.schema)
+            writer.write_table(arrow)
+        if writer is None:
+            schema.empty_frame(table.columns).to_parquet(path, index=False)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+WRITE_ROWS = 1 << 14  # rows of an in-memory table converted at a time when it is written
+
+
+def _chunks(table) -> Iterable[Table]:
+    """A raw table's rows a part at a time (only one part's Arrow or text copy exists at once), or a spilled
+    table's chunks."""
+    if hasattr(table, "chunks"):
+        return table.chunks()
+    if len(table) <= WRITE_ROWS:
+        return [table]
+    return (Table(table.columns, {name: Masked(v.values[lo:lo + WRITE_ROWS], v.missing[lo:lo + WRITE_ROWS])
+                                  if isinstance(v, Masked) else v[lo:lo + WRITE_ROWS] for name, v in table.data.items()})
+            for lo in range(0, len(table), WRITE_ROWS))
 
 
 def _write_csv(table: AnyTable, path: Path) -> None:
@@ -138,30 +176,33 @@ def _write_csv(table: AnyTable, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    if isinstance(table, Table):
-        arrow, names = table.to_arrow(), [c.name for c in table.columns]
+    if hasattr(table, "chunks") or isinstance(table, Table):
+        arrows, names = (c.to_arrow() for c in _chunks(table)), [c.name for c in table.columns]
     else:
-        arrow, names = pa.Table.from_pandas(table, preserve_index=False), list(table.columns)
-        arrow = arrow.cast(pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
-                                      for f in arrow.schema]))
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        arrows = [arrow.cast(pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                                        for f in arrow.schema]))]
+        names = list(table.columns)
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
     with open(path, "wb") as f:
         f.write((",".join(names) + "\n").encode())
-        pacsv.write_csv(arrow, f, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+        for arrow in arrows:
+            pacsv.write_csv(arrow, f, options)
 
 
 def _write_jsonl(table: AnyTable, path: Path) -> None:
     """JSON lines, one object per row: floats in shortest round-trip form (``repr``; pandas' ``to_json``
     keeps at most 15 digits, too few for epoch seconds with nanoseconds), missing values as null."""
-    if isinstance(table, Table):
-        names = [c.name for c in table.columns]
-        columns = [_json_texts(table.data[n]) for n in names]
+    if hasattr(table, "chunks") or isinstance(table, Table):
+        names, parts = [c.name for c in table.columns], _chunks(table)
     else:
-        names = list(table.columns)
-        columns = [_json_texts(table[n]) for n in names]
+        names, parts = list(table.columns), [table]
     keys = [json.dumps(n) + ":" for n in names]
     with open(path, "w", encoding="utf-8") as f:
-        for row in zip(*columns):
-            f.write("{" + ",".join(k + v for k, v in zip(keys, row)) + "}\n")
+        for part in parts:
+            columns = [_json_texts(part.data[n] if isinstance(part, Table) else part[n]) for n in names]
+            for row in zip(*columns):
+                f.write("{" + ",".join(k + v for k, v in zip(keys, row)) + "}\n")
 
 
 def _json_texts(column) -> list[str]:

@@ -188,5 +188,6 @@ def conn_states(orig: np.ndarray, resp: np.ndarray, orig_bytes: np.ndarray, resp
         (orig == ZS.SYN_SENT) & (resp == ZS.INACTIVE),
         (orig == ZS.ESTABLISHED) & (resp == ZS.ESTABLISHED),
     ]
-    labels = ["REJ", "RSTRH", "RSTR", "RSTOS0", "OTH", "RSTO", "SF", "SH", "S2", "SHR", "S3", "S0", "S1"]
-    return np.select(conditions, labels, default="OTH").astype(object)
+    labels = np.array(["REJ", "RSTRH", "RSTR", "RSTOS0", "OTH", "RSTO", "SF", "SH", "S2", "SHR", "S3", "S0", "S1"],
+                      dtype=object)
+    return labels[np.select(conditions, np.arange(len(labels)), default=4)]  # (4: OTH; one object per label)

@@ -25,6 +25,7 @@ by default, on disk for the command line: ``analyzer.report.rows``).
 from __future__ import annotations
 
 import mmap
+from collections import Counter
 from functools import cached_property
 from typing import TYPE_CHECKING, Iterable
 
@@ -32,14 +33,14 @@ import numpy as np
 
 from ..schema import (CONNECTION_COLUMNS, EVENT_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS,
                       TH_ACK, TH_FIN, TH_SYN)
-from ..table import Masked, Table, seconds
+from ..table import LazyRows, Masked, Table, seconds
 from .connections import completeness, conn_states, histories
 from .flows import TupleTable, column_getter, readonly
 from .handshake import handshake_columns, outcomes
-from .health import FINDINGS_PER_PACKET, finding_rows, health_columns
-from .retransmit import KIND_NAMES, directions, event_rows
+from .health import EVENT_NAMES, FINDINGS_PER_PACKET, finding_rows, health_columns
+from .retransmit import KIND_NAMES, directions, event_rows, kinds
 from .sequence import analyze_batch, compact_records, ended, release
-from .state import EVENT, FINDING, Finding, FlowState, mapping_of, grow, room
+from .state import EVENT, FINDING, NONE, Finding, FlowState, Gathered, grow, mapping_of, room
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,12 +50,13 @@ if TYPE_CHECKING:
 # the pool then stays proportional to the connections still open (plus a few records per finished one),
 # not to the frames, with at most half again as much room for new records.
 COMPACT_RECORDS_AT = 65_536
-PAGE = mmap.PAGESIZE
+PAGE = mmap.PAGESIZE  # (as state.PAGE)
 # When a connection ends (Zeek's defaults): silent this long once over (both FINs acknowledged, or reset),
 # or this long in any case. A later packet on its 4-tuple is a new connection if it is a SYN; any other is
 # counted under the old stream and not analyzed (``stats["late_packets"]``).
 CLOSE_DELAY = 5.0  # seconds (Zeek's tcp_close_delay)
 IDLE_TIMEOUT = 300.0  # seconds (Zeek's tcp_inactivity_timeout)
+TIME_WAIT = 60.0  # seconds a 4-tuple is kept after its connection ended over (2 MSL: Linux's TCP_TIMEWAIT_LEN)
 
 # the packet-table columns the compiled pass reads, in the schema's dtypes (one compiled signature)
 _DTYPES = {c.name: np.dtype(c.dtype) for c in PACKET_COLUMNS if c.dtype not in ("category", "str", "string")}
@@ -63,7 +65,8 @@ _DTYPES = {c.name: np.dtype(c.dtype) for c in PACKET_COLUMNS if c.dtype not in (
 class TcpTables:
     """The engine's result: four report tables and summary counts.
 
-    ``raw`` holds the tables as built (``table.Table``, numpy columns); ``connections``, ``handshakes``,
+    ``raw`` holds the tables as built (numpy columns: ``table.Table``, ``table.LazyRows`` built a part at a
+    time, ``report.rows.SpilledTable`` read back from disk); ``connections``, ``handshakes``,
     ``retransmissions`` and ``events`` are their DataFrames, made on first access."""
 
     def __init__(self, raw: dict[str, Table], stats: dict, client_side: np.ndarray | None = None):
@@ -150,6 +153,7 @@ class Engine:
         self._rtt_samples = rtt_samples
         self._close_delay = round(close_delay * 1e9)
         self._idle_timeout = round(idle_timeout * 1e9)
+        self._late_window = self._close_delay + round(TIME_WAIT * 1e9)
         self._sink = RowSink() if sink is None else sink
         self._tuples = TupleTable()
         self._state = FlowState()
@@ -161,7 +165,11 @@ class Engine:
         self._records_kept = 0  # records left by the last compaction of the sent-segment pool
         self._live = np.empty(0, dtype=np.int64)  # the connections that have not ended, in stream order
         # per stream, what the rows of an ended connection still need: its 4-tuple id and sides
-        self._meta = np.empty(0, dtype=[("tuple", "i8"), ("first_lo", "i1"), ("client_dir", "i1")])
+        # per stream, what is still needed once a connection has ended (its records are freed): its sides,
+        # and whether it has event or findings rows; the 4-tuple's endpoints only for those that have
+        self._small = np.zeros(0, dtype=[("first_lo", "i1"), ("client_dir", "i1"), ("rows", "u1")])
+        self._kept = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+        self._ending = np.empty(0, dtype=np.int64)  # 4-tuples of ended connections, not forgotten yet
         self._ended_conns = 0
 
     def feed(self, packets) -> BatchEvents:
@@ -177,9 +185,9 @@ class Engine:
         flags = col("flags")
         plen = col("payload_len")
         n_seqsp = int(np.count_nonzero((plen > 0) | ((flags & (TH_SYN | TH_FIN)) != 0)))
-        tuples_before = len(self._tuples)
+        tuples_before = self._tuples.added
         tid, is_lo = self._tuples.assign(get("src"), get("sport"), get("dst"), get("dport"))
-        new_conversations = len(self._tuples) - tuples_before + int(np.count_nonzero(plen >= 0))
+        new_conversations = self._tuples.added - tuples_before + int(np.count_nonzero(plen >= 0))
         known = st.conversations
         st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=n_seqsp)
         stream = np.empty(n, dtype=np.int64)
@@ -195,8 +203,9 @@ class Engine:
         got = analyze_batch(tid, is_lo, frame, ts, flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
                             col("ip_id"), col("tsval"), col("tsecr"), col("sack_count"), *sacks, col("mss"),
                             col("wscale"), col("sack_permitted"), col("tfo_cookie_len"), col("vlan"), st.conv,
-                            st.dirs, st.pend, st.tuple_conv, st.records, st.counter, st.gone, stream, self._events,
-                            st.ua, self._findings, self._rtt_samples, self._close_delay, self._idle_timeout)
+                            st.dirs, st.pend, st.tuple_conv, st.tuple_last, st.records, st.counter, st.gone, stream,
+                            self._events, st.ua, self._findings, self._rtt_samples, self._close_delay,
+                            self._idle_timeout, self._late_window)
         count = st.count  # (the compiled pass updated the array)
         count["events"] += got
         batch = int(count["batch"])
@@ -204,8 +213,13 @@ class Engine:
         self._packets += n
         chunk = self._events[first:first + got]
         self._live = np.concatenate([self._live, np.arange(known, st.conversations, dtype=np.int64)])
-        sides = (is_lo != (st.conv["first_lo"][stream] == 1)).astype(np.int8)
+        if len(self._small) < st.conversations:
+            self._small = grow(self._small, max(st.conversations, 2 * len(self._small)), len(self._small))
+            self._small[known:] = 0
+        self._small["rows"][chunk["conv"]] = 1
+        self._small["rows"][self._findings["conv"][found:int(count["findings"])]] = 1
         self._end(int(ts.max()))
+        sides = (is_lo != (self._conv_meta(stream, ("first_lo",))["first_lo"] == 1)).astype(np.int8)
         if int(count["records"]) > self._records_kept + max(COMPACT_RECORDS_AT, self._records_kept // 2):
             self._compact()
         return BatchEvents(self, batch, chunk, stream, sides)
@@ -218,10 +232,30 @@ class Engine:
         if out.any():
             self._retire(self._live[out])
             self._live = self._live[~out]
+        self._forget_tuples(now)
+
+    def _forget_tuples(self, now: int) -> None:
+        """Forget the 4-tuples whose connection has ended for good: after an idle end, or ``TIME_WAIT`` after
+        one that was over (the pass treats them so already: this only frees their places). The tuple
+        table then holds the tuples in use, not every one ever seen."""
+        st = self._state
+        t = self._ending
+        if not len(t):
+            return
+        c = st.tuple_conv[t]
+        gone = np.where(c >= 0, st.gone[np.maximum(c, 0)], 0)
+        free = (gone == 2) | ((gone == 1) & (now - st.tuple_last[t] > self._late_window))
+        if free.any():
+            done = t[free]
+            self._tuples.forget(done)
+            st.tuple_conv[done] = NONE
+        self._ending = t[(gone != 0) & ~free]  # (a tuple taken by a new connection comes back when it ends)
 
     def _retire(self, cs: np.ndarray) -> None:
         """Rows of connections ``cs`` to the sink, what their later rows need kept, their state freed."""
         st = self._state
+        t = st.conv["tuple"][cs]
+        self._ending = np.concatenate([self._ending, t[st.tuple_conv[t] == cs]])
         self._sink.add(self._connections(cs), self._handshakes(cs))
         self._keep_meta(cs)
         release(st.dirs, st.pend, st.ua, st.counter, cs)
@@ -229,18 +263,23 @@ class Engine:
         self._hand_back(cs)
 
     def _keep_meta(self, cs: np.ndarray) -> None:
+        """Keep what the rows of ended connections ``cs`` still need (``_conv_meta``)."""
         st = self._state
-        if len(self._meta) < st.conversations:
-            self._meta = grow(self._meta, max(st.conversations, 2 * len(self._meta)), len(self._meta))
-        conv = st.conv[cs]
-        for name in ("tuple", "first_lo", "client_dir"):
-            self._meta[name][cs] = conv[name]
+        conv = Gathered(st.conv, cs)
+        for name in ("first_lo", "client_dir"):
+            self._small[name][cs] = conv[name]
+        with_rows = self._small["rows"][cs] == 1
+        if with_rows.any():
+            lo, hi = self._tuples.keys(conv["tuple"][with_rows])
+            streams = np.concatenate([self._kept[0], cs[with_rows]])
+            order = np.argsort(streams, kind="stable")
+            self._kept = (streams[order], np.concatenate([self._kept[1], lo])[order],
+                          np.concatenate([self._kept[2], hi])[order])
 
     def _hand_back(self, cs: np.ndarray) -> None:
         """Give the system the pages of ``conv`` and ``dirs`` holding (a part of) connections ``cs`` that now
         hold ended connections only: they then read as zeros, and nothing reads them again."""
         st = self._state
-        live_before = np.concatenate([[0], np.cumsum(st.gone == 0)])  # live connections below each index
         for arr, per in ((st.conv, 1), (st.dirs, 2)):
             mm = mapping_of(arr)
             if mm is None or not hasattr(mm, "madvise") or not len(cs):
@@ -250,7 +289,10 @@ class Engine:
             pages = pages[(pages + 1) * PAGE <= len(mm)]
             first = pages * PAGE // size  # the connections each page holds (a part of): first ... last
             last = np.minimum(((pages + 1) * PAGE - 1) // size, len(st.gone) - 1)
-            free = pages[live_before[last + 1] - live_before[first] == 0]
+            ended = np.ones(len(pages), dtype=bool)
+            for k in range(PAGE // size + 2):  # (work in the pages touched, not in all connections ever seen)
+                ended &= st.gone[np.minimum(first + k, last)] != 0
+            free = pages[ended]
             if not len(free):
                 continue
             edges = np.flatnonzero(np.diff(free) != 1)  # runs of consecutive pages: one call each
@@ -261,9 +303,8 @@ class Engine:
         """Build the final tables: the live connections' rows join those of the ended ones."""
         if len(self._live):
             self._sink.add(self._connections(self._live), self._handshakes(self._live))
-            self._keep_meta(self._live)
         conns, hs = self._sink.tables()
-        rx = self._retransmissions([self._events[: int(self._state.count["events"])]])
+        rx = self._retransmissions_table()
         ev = self._events_table()
         kinds = _counts(rx.values("kind"))
         found = _counts(ev.values("event"))
@@ -280,10 +321,17 @@ class Engine:
             "late_packets": int(self._state.count["late"]),
         }
         tables = TcpTables({"connections": conns, "handshakes": hs, "retransmissions": rx, "events": ev}, stats,
-                           self._conv_meta(np.arange(self._state.conversations))["client_dir"].astype(np.int64))
+                           self._client_dirs())
         if self._rtt_samples:
             tables.rtt_samples = self._samples_table()
         return tables
+
+    def _client_dirs(self) -> np.ndarray:
+        """Per stream: 0 when the client sent the connection's first packet, else 1 (int8)."""
+        n = self._state.conversations
+        out = self._small["client_dir"][:n].copy()
+        out[self._live] = self._state.conv["client_dir"][self._live]
+        return out
 
     def _findings_of(self, sample: bool) -> np.ndarray:
         rows = self._findings[: int(self._state.count["findings"])]
@@ -295,7 +343,7 @@ class Engine:
         import pandas as pd
 
         rows = self._findings_of(True)
-        cd = self._conv_meta(rows["conv"])["client_dir"]
+        cd = self._conv_meta(rows["conv"], ("client_dir",))["client_dir"]
         return pd.DataFrame({"frame": rows["frame"], "ts": seconds(rows["ts"]), "stream": rows["conv"],
                              "direction": directions(1 - rows["dir"], cd), "rtt": rows["a"] / 1e9,
                              "acks_frame": rows["b"], "karn": rows["c"] == 1})
@@ -325,8 +373,8 @@ class Engine:
 
     def _sides(self, idx: np.ndarray):
         """(client addr, client port, server addr, server port, client direction) per connection."""
-        conv = self._state.conv[idx]
-        lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv["tuple"])
+        conv = Gathered(self._state.conv, idx)
+        lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(*self._tuples.keys(conv["tuple"]))
         client_is_lo = (conv["first_lo"] == 1) == (conv["client_dir"] == 0)
         client = np.where(client_is_lo, lo_a, hi_a)
         cport = np.where(client_is_lo, lo_p, hi_p)
@@ -346,7 +394,7 @@ class Engine:
         client, cport, server, sport, _ = self._sides(idx)
         _, server_pkts = self._per_side(idx, "pkts")
         cols = {"stream": idx, "client": client, "client_port": cport, "server": server, "server_port": sport}
-        cols.update(handshake_columns(self._state.conv[idx], server_pkts))
+        cols.update(handshake_columns(Gathered(self._state.conv, idx), server_pkts))
         return _table(cols, HANDSHAKE_COLUMNS)
 
     def _retransmissions(self, chunks: list[np.ndarray | None]) -> Table:
@@ -358,39 +406,59 @@ class Engine:
         if len(ev) > 1 and np.any(ev["frame"][1:] < ev["frame"][:-1]):  # a row written for an earlier frame
             ev = ev[np.argsort(ev["frame"], kind="stable")]
         conv = self._conv_meta(ev["conv"])
-        lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv["tuple"])
+        lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv["lo"], conv["hi"])
         sender_lo = ev["sender_lo"] == 1
         cols = event_rows(ev, np.where(sender_lo, lo_a, hi_a), np.where(sender_lo, lo_p, hi_p),
                           np.where(sender_lo, hi_a, lo_a), np.where(sender_lo, hi_p, lo_p), conv["client_dir"])
         return _table(cols, RETRANSMISSION_COLUMNS)
 
-    def _conv_meta(self, streams: np.ndarray) -> np.ndarray:
-        """4-tuple id, first_lo and client_dir of each stream: kept apart for ended connections (their
-        records are freed), from the live records otherwise."""
+    def _conv_meta(self, streams: np.ndarray, names=("lo", "hi", "first_lo", "client_dir")) -> dict:
+        """Fields ``names`` of each stream: 4-tuple endpoints (``TupleTable.keys``; of an ended connection,
+        only when it has event or findings rows), first_lo, client_dir. From the live records, or from
+        what ``_keep_meta`` kept once the connection ended (its records freed, its tuple id given to others)."""
         st = self._state
-        out = np.empty(len(streams), dtype=self._meta.dtype)
         gone = st.gone[streams] != 0
-        live = st.conv[streams[~gone]]
-        for name in out.dtype.names:
-            out[name][~gone] = live[name]
-            out[name][gone] = self._meta[name][streams[gone]]
+        live = Gathered(st.conv, streams[~gone])
+        ended = streams[gone]
+        out = {}
+        for name in names:
+            if name in ("lo", "hi"):
+                values = np.empty(len(streams), dtype=np.int64)
+                values[~gone] = self._tuples.keys(live["tuple"])[0 if name == "lo" else 1]
+                at = np.searchsorted(self._kept[0], ended)
+                values[gone] = self._kept[1 if name == "lo" else 2][at] if len(ended) else 0
+            else:
+                values = np.empty(len(streams), dtype=np.int8)
+                values[~gone] = live[name]
+                values[gone] = self._small[name][ended]
+            out[name] = values
         return out
 
-    def _events_table(self) -> Table:
-        """The events table: one row per frame per finding, in frame order."""
+    def _events_table(self) -> LazyRows:
+        """The events table: one row per frame per finding, in frame order (built a part at a time)."""
         rows = self._findings_of(False)
-        if not len(rows):
-            return Table.empty(EVENT_COLUMNS)
-        client_dir = self._conv_meta(rows["conv"])["client_dir"]
-        cols = finding_rows(rows, client_dir)
-        cols["direction"] = directions(rows["dir"], client_dir)
-        return _table(cols, EVENT_COLUMNS)
+        client_dir = self._conv_meta(rows["conv"], ("client_dir",))["client_dir"]
+
+        def build(lo: int, hi: int) -> Table:
+            cols = finding_rows(rows[lo:hi], client_dir[lo:hi])
+            cols["direction"] = directions(rows["dir"][lo:hi], client_dir[lo:hi])
+            return _table(cols, EVENT_COLUMNS)
+
+        return LazyRows(EVENT_COLUMNS, len(rows), build, {"event": lambda: EVENT_NAMES[rows["what"]]})
+
+    def _retransmissions_table(self) -> LazyRows:
+        """The retransmissions table, in frame order (built a part at a time)."""
+        ev = self._events[: int(self._state.count["events"])]
+        if len(ev) > 1 and np.any(ev["frame"][1:] < ev["frame"][:-1]):  # a row written for an earlier frame
+            ev = ev[np.argsort(ev["frame"], kind="stable")]
+        return LazyRows(RETRANSMISSION_COLUMNS, len(ev), lambda lo, hi: self._retransmissions([ev[lo:hi]]),
+                        {"kind": lambda: kinds(ev)})
 
     def _connections(self, idx: np.ndarray) -> Table:
         st = self._state
         if len(idx) == 0:
             return Table.empty(CONNECTION_COLUMNS)
-        conv = st.conv[idx]
+        conv = Gathered(st.conv, idx)
         client, cport, server, sport, cd = self._sides(idx)
         side = {name: self._per_side(idx, name)
                 for name in ("pkts", "bytes", "retx", "retx_bytes", "ooo", "ka", "zwp", "dups", "zstate")}
@@ -398,7 +466,7 @@ class Engine:
         total = lambda name: side[name][0] + side[name][1]  # noqa: E731
         return _table({
             "stream": idx, "client": client, "client_port": cport, "server": server, "server_port": sport,
-            "vlan": Masked(conv["vlan"].copy(), conv["vlan"] < 0),
+            "vlan": Masked(conv["vlan"], conv["vlan"] < 0),
             "first_frame": conv["first_frame"], "last_frame": conv["last_frame"],
             "first_ts": seconds(conv["first_ts"]), "last_ts": seconds(conv["last_ts"]),
             "duration": (conv["last_ts"] - conv["first_ts"]) / 1e9,
@@ -441,21 +509,22 @@ def _table(cols: dict, columns) -> Table:
 
 
 def _counts(labels: np.ndarray) -> dict[str, int]:
-    """{label: count}, most frequent first (ties by label)."""
-    if not len(labels):
-        return {}
-    values, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
-    return {v: c for c, v in sorted(zip(counts.tolist(), values.tolist()), key=lambda t: (-t[0], t[1]))}
+    """{label: count}, most frequent first (ties by label). (A Counter over the objects: a fixed-width text
+    array of millions of labels would take several times their memory.)"""
+    counted = Counter(labels.tolist())
+    pairs = [(str(k), n) for k, n in counted.items()]
+    return {v: c for v, c in sorted(pairs, key=lambda t: (-t[1], t[0]))}
 
 
-def analyze_batches(batches: Iterable, packet_sides: list | None = None) -> TcpTables:
+def analyze_batches(batches: Iterable, packet_sides: list | None = None, **options) -> TcpTables:
     """Run the engine over packet-table batches and return the tables. With a list ``packet_sides``, append
-    each batch's (streams, sides) to it (``TcpTables.directions`` names the sides).
+    each batch's (streams, sides) to it (``TcpTables.directions`` names the sides). ``options`` go to
+    ``Engine`` (``close_delay``, ``idle_timeout``, ``sink``).
 
     >>> tables = analyze_batches(analyzer.iter_packets("capture.pcap"))   # doctest: +SKIP
     >>> tables.handshakes[["stream", "outcome", "handshake_rtt"]]        # doctest: +SKIP
     """
-    engine = Engine()
+    engine = Engine(**options)
     for batch in batches:
         got = engine.feed(batch)
         if packet_sides is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..jit import njit
+from .state import grow, new_array
 
 _EMPTY = -1
 _MUL_LO = np.uint64(0x9E3779B97F4A7C15)
@@ -28,18 +29,20 @@ def _slot(lo, hi, bits):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _tuple_ids(src_code, src_ids, sport, dst_code, dst_ids, dport, start, slots, bits, lo_out, hi_out, count, ids,
-               is_lo):
-    """Tuple id and sender-is-lower-endpoint of packets ``start`` onwards; new pairs get the next ids.
-    Addresses are category codes and, per code, the address id (``TupleTable.address_ids``).
+def _tuple_ids(src_code, src_ids, sport, dst_code, dst_ids, dport, start, slots, bits, lo_out, hi_out, count, free,
+               ids, is_lo):
+    """Tuple id and sender-is-lower-endpoint of packets ``start`` onwards; new pairs get a free id (one a
+    forgotten pair gave back, else the next one). Addresses are category codes and, per code, the address
+    id (``TupleTable.address_ids``).
 
     ``slots`` (size ``2**bits``) holds tuple ids, ``_EMPTY`` where free; ``lo_out``/``hi_out`` the
-    endpoints of each id. Stops early, returning the index of the first packet not done, when a new
-    pair would fill ``lo_out`` or the table beyond half: the caller grows them and calls again.
-    (No allocation here, so no reference counting in the loop.)"""
+    endpoints of each id (``_EMPTY`` for an id given back); ``count``: ids handed out so far (the highest
+    plus one), ids given back (on the stack ``free``), pairs in the table, pairs ever added. Stops early,
+    returning the index of the first packet not done, when a new pair would fill ``lo_out`` or the table
+    beyond half: the caller grows them and calls again. (No allocation here, so no reference counting in
+    the loop.)"""
     n = count[0]
     mask = (1 << bits) - 1
-    limit = min(len(lo_out), len(slots) // 2)
     for i in range(start, len(src_code)):
         s = (src_ids[src_code[i]] << 16) | np.int64(sport[i])
         d = (dst_ids[dst_code[i]] << 16) | np.int64(dport[i])
@@ -52,14 +55,20 @@ def _tuple_ids(src_code, src_ids, sport, dst_code, dst_ids, dport, start, slots,
                 break
             h = (h + 1) & mask
         if tid == _EMPTY:
-            if n == limit:
+            if 2 * (count[2] + 1) > len(slots) or (count[1] == 0 and n == len(lo_out)):
                 count[0] = n
                 return i
-            tid = n
-            lo_out[n] = lo
-            hi_out[n] = hi
+            if count[1] > 0:
+                count[1] -= 1
+                tid = free[count[1]]
+            else:
+                tid = n
+                n += 1
+            lo_out[tid] = lo
+            hi_out[tid] = hi
             slots[h] = tid
-            n += 1
+            count[2] += 1
+            count[3] += 1
         ids[i] = tid
         is_lo[i] = s <= d
     count[0] = n
@@ -67,10 +76,39 @@ def _tuple_ids(src_code, src_ids, sport, dst_code, dst_ids, dport, start, slots,
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _forget(tids, slots, bits, lo_out, hi_out, count, free):
+    """Take pairs ``tids`` out of the table (backward-shift deletion: no tombstones, probes stay short)
+    and give their ids back."""
+    mask = (1 << bits) - 1
+    for tid in tids:
+        g = _slot(lo_out[tid], hi_out[tid], bits)
+        while slots[g] != tid:
+            g = (g + 1) & mask
+        j = g
+        while True:  # move up any later entry of the run whose home slot is not in (g, j]
+            j = (j + 1) & mask
+            other = slots[j]
+            if other == _EMPTY:
+                break
+            home = _slot(lo_out[other], hi_out[other], bits)
+            if (home <= g or home > j) if g <= j else (home <= g and home > j):
+                slots[g] = other
+                g = j
+        slots[g] = _EMPTY
+        lo_out[tid] = _EMPTY
+        hi_out[tid] = _EMPTY
+        free[count[1]] = tid
+        count[1] += 1
+        count[2] -= 1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _rehash(slots, bits, lo_out, hi_out, n):
-    """Insert tuple ids 0..n-1 into the empty table ``slots`` of size ``2**bits``."""
+    """Insert tuple ids 0..n-1 (but those given back) into the empty table ``slots`` of size ``2**bits``."""
     mask = (1 << bits) - 1
     for k in range(n):
+        if lo_out[k] == _EMPTY:
+            continue
         g = _slot(lo_out[k], hi_out[k], bits)
         while slots[g] != _EMPTY:
             g = (g + 1) & mask
@@ -127,10 +165,17 @@ class TupleTable:
         self._slots = np.full(1 << self._bits, _EMPTY, dtype=np.int64)
         self._lo = np.empty(512, dtype=np.int64)
         self._hi = np.empty(512, dtype=np.int64)
-        self._count = np.zeros(1, dtype=np.int64)
+        self._free = np.empty(512, dtype=np.int64)  # ids given back (``forget``), reused first
+        self._count = np.zeros(4, dtype=np.int64)  # ids handed out, ids given back, pairs held, pairs ever added
 
     def __len__(self) -> int:
+        """Tuple ids handed out: every id is below this."""
         return int(self._count[0])
+
+    @property
+    def added(self) -> int:
+        """Pairs added so far (each forgotten one counted again when it comes back)."""
+        return int(self._count[3])
 
     def address_ids(self, values) -> tuple[np.ndarray, np.ndarray]:
         """(codes as int32, address id of each code) for a column of IP addresses: ``Codes`` (from a
@@ -170,22 +215,33 @@ class TupleTable:
         args = (*self.address_ids(src), readonly(sport, np.uint16), *self.address_ids(dst), readonly(dport, np.uint16))
         done = 0
         while True:
-            done = _tuple_ids(*args, done, self._slots, self._bits, self._lo, self._hi, self._count, ids, is_lo)
+            done = _tuple_ids(*args, done, self._slots, self._bits, self._lo, self._hi, self._count, self._free,
+                              ids, is_lo)
             if done == n:
                 return ids, is_lo
             used = len(self)
             if used == len(self._lo):
-                self._lo = np.concatenate([self._lo, np.empty(used, dtype=np.int64)])
-                self._hi = np.concatenate([self._hi, np.empty(used, dtype=np.int64)])
-            if 2 * used >= len(self._slots):
+                self._lo, self._hi, self._free = (grow(a, 2 * used, used) for a in (self._lo, self._hi, self._free))
+            if 2 * (int(self._count[2]) + 1) > len(self._slots):
                 self._bits += 1
-                self._slots = np.full(1 << self._bits, _EMPTY, dtype=np.int64)
+                self._slots = new_array(1 << self._bits)
+                self._slots[:] = _EMPTY
                 _rehash(self._slots, self._bits, self._lo, self._hi, used)
 
-    def endpoints(self, tuple_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(lower address, lower port, higher address, higher port) for an array of tuple ids."""
-        lo = self._lo[tuple_ids]
-        hi = self._hi[tuple_ids]
+    def forget(self, tids: np.ndarray) -> None:
+        """Take 4-tuples ``tids`` out (their connections have ended for good): their ids will be given to
+        new pairs, and the table holds only the pairs still in use."""
+        if len(tids):
+            _forget(np.ascontiguousarray(tids, dtype=np.int64), self._slots, self._bits, self._lo, self._hi,
+                    self._count, self._free)
+
+    def keys(self, tuple_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lower endpoint, higher endpoint) of tuple ids, each ``address_id << 16 | port``: what ``endpoints``
+        reads, still valid once the ids are forgotten."""
+        return self._lo[tuple_ids], self._hi[tuple_ids]
+
+    def endpoints(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(lower address, lower port, higher address, higher port) of endpoint pairs (``keys``)."""
         if len(self._addr_array) != len(self.addresses):
             self._addr_array = np.asarray(self.addresses, dtype=object)
         addrs = self._addr_array

@@ -143,8 +143,9 @@ def outcomes(conv: np.ndarray, server_pkts: np.ndarray) -> np.ndarray:
         state == HS.SYNACK,
         server_pkts == 0,
     ]
-    labels = ["midstream", "simultaneous_open", "refused", "established", "reset", "incomplete", "no_reply"]
-    return np.select(conditions, labels, default="incomplete").astype(object)
+    labels = np.array(["midstream", "simultaneous_open", "refused", "established", "reset", "incomplete", "no_reply"],
+                      dtype=object)
+    return labels[np.select(conditions, np.arange(len(labels)), default=5)]  # (5: incomplete; one object a label)
 
 
 def _float(v: np.ndarray, missing: np.ndarray):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..table import Masked, seconds
-from .state import NONE, Finding
+from .state import NONE, Finding, Gathered
 
 # at most this many findings on one packet: every Wireshark flag at once, a capture gap, an RTT sample
 FINDINGS_PER_PACKET = len(Finding)
@@ -85,7 +85,7 @@ def health_columns(dirs: np.ndarray, idx: np.ndarray, client_dir: np.ndarray, pa
     (client, server) payload and retransmitted byte counts)."""
     cols = {}
     for k, side in enumerate(("client", "server")):
-        d = dirs[2 * idx + (client_dir if k == 0 else 1 - client_dir)]
+        d = Gathered(dirs, 2 * idx + (client_dir if k == 0 else 1 - client_dir))
         n, kn = d["rtt_n"], d["karn_n"]
         none = n == 0
         cols.update({

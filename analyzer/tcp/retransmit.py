@@ -22,9 +22,12 @@ KIND_NAMES = {k: k.name.lower() for k in Kind}  # the table's labels: Kind.FAST_
 KIND_LABELS = np.array([""] + [KIND_NAMES[k] for k in sorted(Kind)], dtype=object)
 
 
+DIRECTIONS = np.array(["client->server", "server->client"], dtype=object)  # (one object each, however many rows)
+
+
 def directions(ev_dir: np.ndarray, client_dir: np.ndarray) -> np.ndarray:
     """'client->server' or 'server->client' for each event row."""
-    return np.where(ev_dir == client_dir, "client->server", "server->client").astype(object)
+    return DIRECTIONS[(ev_dir != client_dir).astype(np.intp)]
 
 
 def durations(ns: np.ndarray) -> list[str]:
@@ -160,7 +163,7 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
 def kinds(ev: np.ndarray) -> np.ndarray:
     """Kind labels of event rows: the per-packet kind, or spurious_retransmission once later evidence
     showed the retransmission was not needed."""
-    return np.where(ev["spur"] != 0, KIND_NAMES[Kind.SPURIOUS_RETRANSMISSION], KIND_LABELS[ev["kind"]]).astype(object)
+    return np.where(ev["spur"] != 0, KIND_LABELS[Kind.SPURIOUS_RETRANSMISSION], KIND_LABELS[ev["kind"]])
 
 
 def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarray, dport: np.ndarray,
@@ -189,7 +192,7 @@ def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarr
         "seq_raw": ev["seq_raw"],
         "len": ev["len"],
         "kind": kinds(ev),
-        "wireshark_kind": KIND_LABELS[ev["ws_kind"]].astype(object),
+        "wireshark_kind": KIND_LABELS[ev["ws_kind"]],
         "original_captured": Masked((ev["captured"] == 1) | late, ev["kind"] == 0),
         "original_frame": Masked(orig, orig == NONE),
         "since_original": Masked(np.where(since != NONE, since / 1e9, 0.0), since == NONE),

@@ -991,8 +991,8 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
 
 @njit(cache=True, nogil=True, _nrt=False)
 def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, tsecr, sack_n, sack_le, sack_re,
-                  mss, wscale, sackp, tfo, vlan, conv, dirs, pend, tuple_conv, records, counter, gone, stream_out,
-                  events, ua, findings, rtt_samples, close_delay, idle_timeout):
+                  mss, wscale, sackp, tfo, vlan, conv, dirs, pend, tuple_conv, tuple_last, records, counter, gone,
+                  stream_out, events, ua, findings, rtt_samples, close_delay, idle_timeout, late_window):
     """Analyze packets ``start:`` of a batch in frame order; returns the number of event rows written to
     ``events`` from global index ``counter[0].events`` on (``events`` holds every row so far: later evidence
     that an earlier row's retransmission was not needed is written to it). ``sack_le``/``sack_re`` are the
@@ -1003,8 +1003,9 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
     more than ``idle_timeout`` ns after it in any case (``gone[c]`` 2): Zeek's tcp_close_delay and
     tcp_inactivity_timeout. The engine writes its rows and frees its state, also between batches. A later
     packet on its 4-tuple opens a new connection if it is a SYN, or if the old one was only idle (a new
-    connection seen from its middle, as Zeek starts one); a straggler of a connection that was over is
-    counted (``counter[0].late``) under the old stream and not analyzed."""
+    connection seen from its middle, as Zeek starts one); a straggler of a connection that was over, up to
+    ``late_window`` ns after its last packet (``tuple_last``, per 4-tuple), is counted (``counter[0].late``)
+    under the old stream and not analyzed; later, the 4-tuple is free again and a packet opens a new one."""
     ct = counter[0]
     batch = ct.batch
     ev_base = ct.events
@@ -1034,7 +1035,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         if c >= 0 and gone[c] == 0:
             gone[c] = _ended(conv, dirs, tuple_conv, c, now, close_delay, idle_timeout)
         if c >= 0 and gone[c] != 0:  # ---- the 4-tuple's connection has ended
-            if gone[c] == 1 and not (syn and not ackf):
+            if gone[c] == 1 and not (syn and not ackf) and now - tuple_last[t] <= late_window:
                 ct.late += 1
                 stream_out[i] = c
                 continue
@@ -1049,6 +1050,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             c = _new_conversation(conv, dirs, counter, t, lo, fr, now, np.int64(vlan[i]), 0)
             tuple_conv[t] = c
         stream_out[i] = c
+        tuple_last[t] = now
         cv = conv[c]
         di = 0 if lo == cv.first_lo else 1
         d = dirs[2 * c + di]  # this packet's direction (Wireshark's tcpd->fwd)

@@ -17,8 +17,8 @@ comment per field, in the manner of Wireshark's ``tcp_flow_t``/``struct tcp_anal
 - events ``EVENT``: one row per labelled segment, kept by the engine (not per flow) until the tables are
   built, in one array that the compiled pass writes to (later evidence that an earlier row's
   retransmission was not needed goes straight to that row's ``spur`` fields).
-- ``tuple_conv``: the current connection of each 4-tuple (port reuse), ``gone``: 1 for a connection that
-  has ended (``sequence.ended``): its rows are written and its records' pages handed back (they read as
+- ``tuple_conv``: the current connection of each 4-tuple (port reuse), ``tuple_last``: the time of its last
+  analyzed packet (stragglers), ``gone``: 1 or 2 for a connection that has ended (``sequence.ended``): its rows are written and its records' pages handed back (they read as
   zeros; ``engine.Engine`` keeps what its later rows need in small arrays of its own).
 
 Adding a field: add one line to its record below (name, initial value, comment). Everything that
@@ -397,6 +397,7 @@ class FlowState:
         self.conv = new_array(capacity, CONVERSATION)
         self.dirs = new_array(2 * capacity, DIRECTION)
         self.tuple_conv = np.full(1024, NONE, dtype=np.int64)
+        self.tuple_last = np.zeros(1024, dtype=np.int64)  # per 4-tuple: the time of its last analyzed packet
         self.pend = np.empty((64, PEND_SLOTS), dtype=PENDING)
         self.ua = np.zeros(4096, dtype=UNACKED)
         self.records = np.zeros(records, dtype=SENT)
@@ -426,6 +427,7 @@ class FlowState:
             old = len(self.tuple_conv)
             self.tuple_conv = grow(self.tuple_conv, max(tuples, 2 * old), old)
             self.tuple_conv[old:] = NONE
+            self.tuple_last = grow(self.tuple_last, len(self.tuple_conv), old)
         used = int(self.count["records"])
         self.records = room(self.records, used, used + records)
         rows = int(self.count["pend_rows"])
@@ -439,7 +441,26 @@ class FlowState:
         return int(self.count["conversations"])
 
 
+PAGE = mmap.PAGESIZE
 _MAPPED_FROM = 1 << 20  # arrays of this many bytes or more get pages of their own (``new_array``)
+
+
+class Gathered:
+    """Fields of rows ``rows`` of a record array, each gathered into an array of its own when first read
+    (``g["irtt"]``). Gathering whole records instead would keep every field of every row alive as long as
+    any one column made from them (a field of a record array is a view of the whole records)."""
+
+    def __init__(self, records: np.ndarray, rows: np.ndarray) -> None:
+        self._records, self._rows, self._got = records, rows, {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        got = self._got.get(name)
+        if got is None:
+            got = self._got[name] = self._records[name][self._rows]
+        return got
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 def mapping_of(a: np.ndarray):
@@ -474,8 +495,26 @@ def grow(a: np.ndarray, rows: int, used: int, keep: np.ndarray | None = None) ->
     out = new_array((rows,) + a.shape[1:], a.dtype)
     if keep is None or mapping_of(out) is None:
         out[:used] = a[:used]
-    else:
-        out[keep] = a[keep]
+        return out
+    # run by run of consecutive rows, in order (no temporary copy of them all); the pages of ``a`` below the
+    # next run are handed back as it goes: the old and the new copies of the rows are not both in memory
+    old = mapping_of(a)
+    if old is not None and not hasattr(old, "madvise"):
+        old = None
+    size = a.strides[0]
+    edges = np.flatnonzero(np.diff(keep) != 1)
+    starts, ends = [], []
+    step = max(1, (1 << 20) // size)  # runs cut to 1 MiB pieces
+    for lo, hi in zip(np.r_[keep[:1], keep[edges + 1]].tolist(), (np.r_[keep[edges], keep[-1:]] + 1).tolist()):
+        starts.extend(range(lo, hi, step))
+        ends.extend(list(range(lo + step, hi, step)) + [hi])
+    freed = 0  # pages of ``a`` handed back: [0, freed)
+    for k, (lo, hi) in enumerate(zip(starts, ends)):
+        out[lo:hi] = a[lo:hi]
+        below = (starts[k + 1] if k + 1 < len(starts) else len(a)) * size // PAGE  # pages wholly below it
+        if old is not None and below - freed >= 16:
+            old.madvise(mmap.MADV_DONTNEED, freed * PAGE, (below - freed) * PAGE)
+            freed = below
     return out
 
 
