@@ -19,6 +19,7 @@ from ..report import FORMATS, analyze, summarise
 from ..report.writers import OutputError, prepare_folder, remove_tables
 from ..sources.files import STDIN, STDIN_NAME
 from ..sources.merge import capture_files
+from ..tcp.engine import CLOSE_DELAY, IDLE_TIMEOUT
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
@@ -107,7 +108,14 @@ CAPTURE = click.Path(readable=False)
               help="analyze frames before TIME (the same two forms)")
 @click.option("--merge", is_flag=True, help="read the captures (files, or folders of them such as a rotated "
               "set) as one trace in time order, as mergecap; the tables get capture and capture_frame columns")
-def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, start, end, merge):
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=IDLE_TIMEOUT, show_default=True,
+              metavar="SECONDS", help="a connection without a packet for this long has ended (Zeek's "
+              "tcp_inactivity_timeout); a later packet on its 4-tuple starts a new one")
+@click.option("--close-delay", type=click.FloatRange(min=0), default=CLOSE_DELAY, show_default=True,
+              metavar="SECONDS", help="a connection that is over (FIN both ways, or RST) ends this long after its "
+              "last packet (Zeek's tcp_close_delay); its rows are then written out and its memory freed")
+def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, start, end, merge, idle_timeout,
+                close_delay):
     """Analyze captures; write connections, handshakes and retransmissions tables.
 
     A folder's tables are replaced as a whole: tables of an earlier run there (another format, a
@@ -155,7 +163,8 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
             with Progress(enabled=not quiet and not as_json, label="merge" if merge else label(path),
                           summary=not quiet and not as_json) as progress:
                 report = analyze(path, engine=engine, packets=packets, progress=progress.update, bpf=bpf,
-                                 start=start, end=end, merge=merge)
+                                 start=start, end=end, merge=merge, idle_timeout=idle_timeout,
+                                 close_delay=close_delay)
             report.write(dest, format=fmt)
         except AnalyzerError as exc:
             click.echo(f"tcp-analyzer: {exc}", err=True)
