@@ -58,14 +58,42 @@ class ColumnStore:
     """Typed matrices with room for ``capacity`` rows; ``n`` rows are filled.
 
     ``addresses`` is the decoder's address list the ``src_id``/``dst_id`` codes index (set by
-    ``Decoder.code_addresses``); ``packet_column`` gives the packet table's columns over these rows."""
+    ``Decoder.code_addresses``; it goes on growing with later batches), ``address_count`` how many of
+    them were known once these rows were coded; ``packet_column`` gives the packet table's columns over
+    these rows."""
 
     def __init__(self, capacity: int):
         self.capacity = max(int(capacity), 1)
         self.n = 0
         self.addresses: list[str] = []
+        self.address_count = 0
         # np.empty does not touch memory: an over-estimated capacity costs address space, not RSS.
         self.mats = tuple(np.empty((len(names), self.capacity), dtype=dt) for dt, names in GROUPS)
+
+    @classmethod
+    def shared(cls, capacity: int) -> "ColumnStore":
+        """A store whose matrices live in one anonymous shared memory map (no file, no name): processes
+        forked after it is made read the rows this one writes (``report.parallel``). It never grows."""
+        import mmap
+
+        out = cls.__new__(cls)
+        out.capacity = -(-max(int(capacity), 1) // 8) * 8  # a multiple of 8: every matrix stays aligned
+        out.n = out.address_count = 0
+        out.addresses = []
+        sizes = [len(names) * out.capacity * np.dtype(dt).itemsize for dt, names in GROUPS]
+        memory = mmap.mmap(-1, sum(sizes))  # MAP_SHARED | MAP_ANONYMOUS
+        offsets = np.cumsum([0, *sizes[:-1]]).tolist()
+        out.mats = tuple(np.frombuffer(memory, dtype=dt, count=len(names) * out.capacity, offset=at)
+                         .reshape(len(names), out.capacity) for (dt, names), at in zip(GROUPS, offsets))
+        return out
+
+    def take(self, rows: np.ndarray) -> "ColumnStore":
+        """A new store holding rows ``rows`` (indices of filled rows, in the order given)."""
+        out = ColumnStore.__new__(ColumnStore)
+        out.n = out.capacity = len(rows)
+        out.addresses, out.address_count = self.addresses, self.address_count
+        out.mats = tuple(m[:, rows] for m in self.mats)
+        return out
 
     def reserve(self, more: int) -> None:
         if self.n + more <= self.capacity:
@@ -114,6 +142,7 @@ class ColumnStore:
         out = cls.__new__(cls)
         out.n = out.capacity = sum(s.n for s in stores)
         out.addresses = stores[0].addresses if stores else []
+        out.address_count = max((s.address_count for s in stores), default=0)
         out.mats = tuple(np.concatenate([s.mats[g][:, :s.n] for s in stores], axis=1)
                          if stores else np.empty((len(names), 0), dtype=dt)
                          for g, (dt, names) in enumerate(GROUPS))
@@ -138,10 +167,12 @@ def nullable_packets(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_frame(store: ColumnStore) -> pd.DataFrame:
-    """The packet table over ``store``'s rows, columns in the declared order and dtypes (no copy)."""
+    """The packet table over ``store``'s rows, columns in the declared order and dtypes (no copy). The
+    address categories are those known once the rows were coded, whenever this is called (a reader
+    thread may have coded later batches by then)."""
     import pandas as pd
 
-    cats = pd.CategoricalDtype(pd.Index(store.addresses, dtype=object))
+    cats = pd.CategoricalDtype(pd.Index(store.addresses[:store.address_count], dtype=object))
     data = {}
     for c in PACKET_COLUMNS:
         if c.name == "ts":

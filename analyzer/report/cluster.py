@@ -1,0 +1,130 @@
+"""``analyze --scheduler tcp://HOST:PORT``: the connection-group plan of ``parallel`` on a Dask cluster.
+
+This process reads no capture: the cluster's workers do, so give paths they can reach (a shared file
+system; a relative path is taken from the workers' working folder). One capture is split into
+connection groups (``groups``, by default one per worker thread of the cluster). Each group is a task
+that reads every frame but decodes only its group's segments (``decode.ConnectionGroup``: the check sits
+in the decode kernel right after the TCP ports, so the rest of another group's frame is not decoded),
+runs the TCP engine and builds its tables, which stay on that worker. This process collects the groups'
+first frames, gives each group its streams' ids in the whole capture (a second task, on the worker
+that holds the tables), gathers the renumbered tables and merges them (``merge``). The packet table is
+one more task that decodes every frame. Several captures: one task each, the whole capture in it.
+
+Tasks are this module's functions: the workers need this package, in the same version.
+
+    >>> report = analyze_on_cluster("tcp://10.0.0.5:8786", "/shared/big.pcap")   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from ..decode import ANALYZE_BATCH, PREFETCH, ConnectionGroup, PacketReader, frame_selection, prefetched
+from ..errors import AnalyzerError
+from ..table import Table
+from .merge import first_frames, merge, merge_counts, renumber, stream_maps
+from .pipeline import analyze, packet_table, raised
+from .report import Report
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+CONNECT_TIMEOUT_S = 30  # to reach the scheduler and get an answer
+GROUP_COUNTS = ("tcp_segments",)  # reading stats a group counts for its own segments only: summed
+
+
+class ClusterError(AnalyzerError):
+    """The Dask cluster cannot be reached, or a task was lost with its worker."""
+
+
+class _Group(NamedTuple):
+    """What a group task leaves on its worker: its tables, the engine's counts, the reading stats."""
+
+    tables: dict[str, Table]
+    counts: dict
+    reading: dict
+
+
+def connect(address: str) -> Client:
+    """A client of the scheduler at ``address``; ``ClusterError`` after ``CONNECT_TIMEOUT_S`` without one."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+
+def analyze_on_cluster(address: str, path_or_paths, *, groups: int | None = None, **options) -> Report | list[Report]:
+    """``analyze`` on the cluster at ``address``: one capture (a ``Report``) or several (a list)."""
+    with connect(address) as client:
+        if isinstance(path_or_paths, (list, tuple)):
+            return [raised(r) for r in analyze_each(client, list(path_or_paths), **options)]
+        return analyze_split(client, str(path_or_paths), groups, **options)
+
+
+def analyze_split(client: Client, path: str, groups: int | None = None, *, engine: str = "native",
+                  packets: bool = False, bpf: str | None = None, start=None, end=None) -> Report:
+    """One capture, its connections in ``groups`` tasks (default: one per worker thread)."""
+    if engine != "native":
+        return raised(next(analyze_each(client, [path], engine=engine, packets=packets)))
+    frame_selection(bpf, start, end)  # a bad time bound fails here, before any task
+    groups = groups or max(1, sum(client.nthreads().values()))
+    try:
+        parts = [client.submit(_group_pass, path, ConnectionGroup(k, groups), bpf, start, end, pure=False)
+                 for k in range(groups)]
+        pieces = client.submit(_packet_table, path, bpf, start, end, pure=False) if packets else None
+        firsts = client.gather([client.submit(_first_frames, p, pure=False) for p in parts])
+        maps = client.scatter(stream_maps(firsts))
+        done: list[_Group] = client.gather([client.submit(_renumbered, p, m, pure=False) for p, m in zip(parts, maps)])
+        table = pieces.result() if pieces is not None else None
+    except AnalyzerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a lost worker (KilledWorker), a cancelled task: one line
+        raise ClusterError(f"{path}: the cluster could not finish: {type(exc).__name__}: {exc}") from None
+    stats = dict(done[0].reading)
+    for name in GROUP_COUNTS:
+        stats[name] = sum(g.reading.get(name, 0) for g in done)
+    stats["engine"] = "native"
+    stats.update(merge_counts([g.counts for g in done]))
+    return Report(path, stats=stats, packets=table, **merge([g.tables for g in done]))
+
+
+def analyze_each(client: Client, paths: list[str], **options) -> Iterator[Report | AnalyzerError]:
+    """Each capture whole in a task of its own; the reports (or the error of each that failed) in order."""
+    futures = [client.submit(analyze, p, **options, pure=False) for p in paths]
+    for path, future in zip(paths, futures):
+        try:
+            yield future.result()
+        except AnalyzerError as exc:
+            yield exc
+        except Exception as exc:  # noqa: BLE001 - as in analyze_split
+            yield ClusterError(f"{path}: the cluster could not finish: {type(exc).__name__}: {exc}")
+
+
+# -- tasks (run on the workers) ----------------------------------------------------------------------
+def _group_pass(path: str, group: ConnectionGroup, bpf, start, end) -> _Group:
+    """Read the capture, decode the group's segments, run the engine: the group's tables."""
+    from ..tcp import analyze_batches
+
+    reader = PacketReader(path, ANALYZE_BATCH, select=frame_selection(bpf, start, end), group=group)
+    tables = analyze_batches(prefetched(reader.stores(recycle=PREFETCH + 2), PREFETCH))
+    return _Group(tables.raw, tables.stats, reader.stats)
+
+
+def _first_frames(group: _Group) -> np.ndarray:
+    return first_frames(group.tables)
+
+
+def _renumbered(group: _Group, mapping: np.ndarray) -> _Group:
+    return group._replace(tables=renumber(group.tables, mapping))
+
+
+def _packet_table(path: str, bpf, start, end):
+    """The packet table, built as one process builds it (every frame decoded, batch by batch)."""
+    from ..decode import to_frame
+
+    reader = PacketReader(path, ANALYZE_BATCH, select=frame_selection(bpf, start, end))
+    return packet_table([to_frame(s) for s in reader.stores()])

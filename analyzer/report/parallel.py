@@ -1,0 +1,246 @@
+"""``analyze --jobs N``: one capture's connections over N processes, or several captures at once.
+
+One capture (``analyze_split``). This process reads and decodes the capture once, batch by batch, into
+a ring of stores in shared memory (``ColumnStore.shared``: anonymous, so nothing on disk another user
+could plant or read). N worker processes, forked when the ring is made (they start with this
+process's modules and compiled kernels), take from each batch the segments of their connection group
+(``decode.rows_of_group``: a hash of the 4-tuple, so both directions of a connection and every reuse of
+its ports go to one worker), say the batch may be reused, and run the TCP engine on their copy. At the
+end each builds its tables, gets its streams' ids in the whole capture (``merge.stream_maps``, from
+every worker's first frames), renumbers its tables and sends them back; ``merge.merge`` puts the rows
+in the single-process order. Reading, decoding, the merge and writing stay in this process; the
+engine's pass and the table building (most of the work) are split.
+
+Several captures (``each_in_processes``): each in a process of its own, at most N at once.
+
+A worker that fails sends its error back; one that dies (killed, out of memory) is seen as its pipe
+closing: either way the capture fails with one line (``WorkerError``), and the other workers are stopped.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.connection import Connection, wait
+from typing import TypeVar
+
+import numpy as np
+
+from ..decode import ANALYZE_BATCH, ColumnStore, ConnectionGroup, FrameSelection, PacketReader, rows_of_group
+from ..errors import AnalyzerError
+from .merge import first_frames, merge, merge_counts, renumber, stream_maps
+from .pipeline import file_size, packet_table
+from .report import Report
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+SLOTS_AHEAD = 4  # shared batch stores beyond one per worker: how far decoding may run ahead of the engines
+STOP_GRACE_S = 5.0  # a worker asked to stop (SIGTERM) has this long before it is killed
+
+
+class WorkerError(AnalyzerError):
+    """A worker process failed or died."""
+
+
+class _Worker:
+    """A forked process running ``work(conn)``, and this process's end of their pipe.
+
+    The child ends with ``os._exit``: it never runs this process's exit handlers, and an error in
+    ``work`` is sent back (an ``AnalyzerError`` as it is, anything else as one line), never printed."""
+
+    def __init__(self, name: str, work: Callable[[Connection], None], others: Iterable[Connection] = ()):
+        context = multiprocessing.get_context("fork")
+        self.name = name
+        self.conn, child = context.Pipe(duplex=True)
+        self.process = context.Process(target=_child, args=(child, work, [self.conn, *others]), name=name,
+                                       daemon=True)
+        self.process.start()
+        child.close()
+
+    def send(self, message) -> None:
+        try:
+            self.conn.send(message)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            raise self._died() from None
+
+    def receive(self):
+        """The next message; the worker's error raised here; ``WorkerError`` when it died."""
+        try:
+            kind, *body = self.conn.recv()
+        except (EOFError, ConnectionResetError, OSError):
+            raise self._died() from None
+        if kind == "error":
+            raise body[0] if isinstance(body[0], AnalyzerError) else WorkerError(f"{self.name} failed: {body[0]}")
+        return kind, *body
+
+    def _died(self) -> WorkerError:
+        self.process.join(STOP_GRACE_S)
+        code = self.process.exitcode
+        how = ("was killed by signal " + signal.Signals(-code).name if code is not None and code < 0 and
+               -code in signal.valid_signals() else f"exited with code {code}" if code is not None else "stopped answering")
+        return WorkerError(f"{self.name} {how}")
+
+    def stop(self) -> None:
+        """End the process (asked, then forced) and close the pipe."""
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(STOP_GRACE_S)
+            if self.process.is_alive():
+                self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+def _child(conn: Connection, work: Callable[[Connection], None], parent_ends: list[Connection]) -> None:
+    for end in parent_ends:  # the parent's ends of this pipe and the other workers' (copies made by fork)
+        end.close()
+    code = 0
+    try:
+        work(conn)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which says it in one line
+        code = 1
+        try:
+            conn.send(("error", exc if isinstance(exc, AnalyzerError) else f"{type(exc).__name__}: {exc}"))
+        except BaseException:  # noqa: BLE001 - the parent is gone: nothing more to say
+            pass
+    finally:
+        os._exit(code)
+
+
+# -- one capture, its connections over N processes ------------------------------------------------
+def analyze_split(path: str, jobs: int, *, packets: bool = False, select: FrameSelection | None = None,
+                  progress: Callable[[int, int], None] | None = None, batch_size: int = ANALYZE_BATCH) -> Report:
+    """Analyze one capture with ``jobs`` engine processes; the same ``Report`` as one process gives."""
+    reader = PacketReader(path, batch_size, select=select)  # a capture that cannot be read fails here, as alone
+    slots = [ColumnStore.shared(batch_size) for _ in range(jobs + SLOTS_AHEAD)]
+    workers: list[_Worker] = []
+    try:
+        for k in range(jobs):
+            group = ConnectionGroup(k, jobs)
+            workers.append(_Worker(f"{path}: worker {k + 1} of {jobs}",
+                                   lambda conn, g=group: _group_engine(conn, slots, g), [w.conn for w in workers]))
+        kept = _feed(reader, workers, slots, packets, progress)
+        for w in workers:
+            w.send(("end",))
+        firsts = [_after_taken(w)[1] for w in workers]
+        for w, mapping in zip(workers, stream_maps(firsts)):
+            w.send(("map", mapping))
+        parts = [w.receive()[1:] for w in workers]
+    finally:
+        for w in workers:
+            w.stop()
+    stats = reader.stats
+    stats["engine"] = "native"
+    stats.update(merge_counts([counts for _, counts in parts]))
+    tables = merge([t for t, _ in parts])
+    return Report(path, stats=stats, packets=packet_table(kept) if packets else None, **tables)
+
+
+def _feed(reader: PacketReader, workers: list[_Worker], slots: list[ColumnStore], packets: bool,
+          progress: Callable[[int, int], None] | None) -> list:
+    """Decode the capture into the shared stores, announcing each batch to every worker; a store is
+    reused once every worker has taken its rows. Returns the packet-table pieces when ``packets``."""
+    from ..decode import to_frame
+
+    free = deque(range(len(slots)))
+    readers = [0] * len(slots)  # workers yet to take their rows from each store
+    where = {id(s): k for k, s in enumerate(slots)}
+    matrices = [s.mats for s in slots]
+
+    def empty_store() -> ColumnStore:
+        while not free:
+            for w in _ready(workers):
+                _, k = w.receive()
+                readers[k] -= 1
+                if readers[k] == 0:
+                    free.append(k)
+        k = free.popleft()
+        slots[k].n = 0
+        return slots[k]
+
+    size = file_size(reader.path)
+    sent, kept = 0, []
+    for store in reader.stores(new_store=empty_store):
+        k = where[id(store)]
+        if store.mats is not matrices[k]:
+            raise WorkerError(f"{reader.path}: a batch outgrew its shared store")
+        if packets:
+            kept.append(to_frame(store.take(np.arange(store.n))))
+        if store.n:
+            tail, sent = store.addresses[sent:store.address_count], store.address_count
+            for w in workers:
+                w.send(("batch", k, store.n, tail))
+            readers[k] = len(workers)
+        else:
+            free.append(k)
+        if progress:
+            progress(reader._source.bytes_read, size)
+    return kept
+
+
+def _after_taken(worker: _Worker) -> tuple:
+    """The worker's next message after the "taken" ones not yet read."""
+    while (message := worker.receive())[0] == "taken":
+        pass
+    return message
+
+
+def _ready(workers: list[_Worker]) -> list[_Worker]:
+    by_conn = {w.conn: w for w in workers}
+    return [by_conn[c] for c in wait(list(by_conn))]
+
+
+def _group_engine(conn: Connection, slots: list[ColumnStore], group: ConnectionGroup) -> None:
+    """A worker: the engine over its connection group's rows of each announced batch, then its tables."""
+    from ..tcp import Engine
+
+    engine, addresses = Engine(), []
+    while True:
+        kind, *body = conn.recv()
+        if kind == "end":
+            break
+        k, n, tail = body
+        addresses.extend(tail)
+        slot = slots[k]
+        slot.n = n
+        batch = slot.take(rows_of_group(slot, group))
+        batch.addresses, batch.address_count = addresses, len(addresses)  # one list: the engine's fast path
+        conn.send(("taken", k))
+        engine.feed(batch)
+    tables = engine.finish()
+    conn.send(("first_frames", first_frames(tables.raw)))
+    _, mapping = conn.recv()
+    conn.send(("tables", renumber(tables.raw, mapping), tables.stats))
+
+
+# -- several captures at once ----------------------------------------------------------------------
+def each_in_processes(call: Callable[[T], R], items: list[T], jobs: int, name: Callable[[T], str] = str
+                      ) -> Iterator[R | AnalyzerError]:
+    """``call(item)`` for every item, each in a forked process of its own, at most ``jobs`` at once. Yields
+    the results in the order of ``items``: the value, or the ``AnalyzerError`` it raised, or a
+    ``WorkerError`` saying how its process died (named ``name(item)``)."""
+    waiting = deque(enumerate(items))
+    running: dict[Connection, tuple[int, _Worker]] = {}
+    done: dict[int, R | AnalyzerError] = {}
+    try:
+        for index in range(len(items)):
+            while index not in done:
+                while waiting and len(running) < jobs:
+                    i, item = waiting.popleft()
+                    w = _Worker(f"{name(item)}: worker", lambda conn, x=item: conn.send(("done", call(x))),
+                                [c for c in running])
+                    running[w.conn] = (i, w)
+                for c in wait(list(running)):
+                    i, w = running.pop(c)
+                    try:
+                        done[i] = w.receive()[1]
+                    except AnalyzerError as exc:
+                        done[i] = exc
+                    w.stop()
+            yield done.pop(index)
+    finally:
+        for _, w in running.values():
+            w.stop()
