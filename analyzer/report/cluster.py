@@ -1,7 +1,7 @@
 """``analyze --scheduler tcp://HOST:PORT``: the connection-group plan of ``parallel`` on a Dask cluster.
 
 This process reads no capture: the cluster's workers do, so give paths they can reach (a shared file
-system; a relative path is taken from the workers' working folder). One capture is split into
+system; a relative path is made absolute here, and messages name the capture as it was given). One capture is split into
 connection groups (``groups``, by default one per worker thread of the cluster). Each group is a task
 that reads every frame but decodes only its group's segments (``decode.ConnectionGroup``: the check sits
 in the decode kernel right after the TCP ports, so the rest of another group's frame is not decoded),
@@ -16,13 +16,15 @@ Tasks are this module's functions: the workers need this package, in the same ve
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from ..decode import ANALYZE_BATCH, PREFETCH, ConnectionGroup, PacketReader, frame_selection, prefetched
-from ..errors import AnalyzerError
+from ..errors import AnalyzerError, CaptureError
 from ..table import Table
 from .merge import first_frames, merge, merge_counts, renumber, stream_maps
 from .pipeline import analyze, packet_table, raised
@@ -72,10 +74,11 @@ def analyze_split(client: Client, path: str, groups: int | None = None, *, engin
         return raised(next(analyze_each(client, [path], engine=engine, packets=packets)))
     frame_selection(bpf, start, end)  # a bad time bound fails here, before any task
     groups = groups or max(1, sum(client.nthreads().values()))
+    where = os.path.abspath(path)
     try:
-        parts = [client.submit(_group_pass, path, ConnectionGroup(k, groups), bpf, start, end, pure=False)
+        parts = [client.submit(_group_pass, where, path, ConnectionGroup(k, groups), bpf, start, end, pure=False)
                  for k in range(groups)]
-        pieces = client.submit(_packet_table, path, bpf, start, end, pure=False) if packets else None
+        pieces = client.submit(_packet_table, where, path, bpf, start, end, pure=False) if packets else None
         firsts = client.gather([client.submit(_first_frames, p, pure=False) for p in parts])
         maps = client.scatter(stream_maps(firsts))
         done: list[_Group] = client.gather([client.submit(_renumbered, p, m, pure=False) for p, m in zip(parts, maps)])
@@ -94,7 +97,7 @@ def analyze_split(client: Client, path: str, groups: int | None = None, *, engin
 
 def analyze_each(client: Client, paths: list[str], **options) -> Iterator[Report | AnalyzerError]:
     """Each capture whole in a task of its own; the reports (or the error of each that failed) in order."""
-    futures = [client.submit(analyze, p, **options, pure=False) for p in paths]
+    futures = [client.submit(_whole, os.path.abspath(p), p, options, pure=False) for p in paths]
     for path, future in zip(paths, futures):
         try:
             yield future.result()
@@ -105,13 +108,25 @@ def analyze_each(client: Client, paths: list[str], **options) -> Iterator[Report
 
 
 # -- tasks (run on the workers) ----------------------------------------------------------------------
-def _group_pass(path: str, group: ConnectionGroup, bpf, start, end) -> _Group:
-    """Read the capture, decode the group's segments, run the engine: the group's tables."""
+def _group_pass(where: str, path: str, group: ConnectionGroup, bpf, start, end) -> _Group:
+    """Read the capture at ``where``, decode the group's segments, run the engine: the group's tables."""
     from ..tcp import analyze_batches
 
-    reader = PacketReader(path, ANALYZE_BATCH, select=frame_selection(bpf, start, end), group=group)
-    tables = analyze_batches(prefetched(reader.stores(recycle=PREFETCH + 2), PREFETCH))
-    return _Group(tables.raw, tables.stats, reader.stats)
+    with _named(where, path):
+        reader = PacketReader(where, ANALYZE_BATCH, select=frame_selection(bpf, start, end), group=group)
+        tables = analyze_batches(prefetched(reader.stores(recycle=PREFETCH + 2), PREFETCH))
+    reading = reader.stats
+    reading["problems"] = _renamed(reading["problems"], where, path)
+    return _Group(tables.raw, tables.stats, reading)
+
+
+def _whole(where: str, path: str, options: dict) -> Report:
+    """``analyze`` of the whole capture at ``where``, naming it ``path``."""
+    with _named(where, path):
+        report = analyze(where, **options)
+    report.capture = path
+    report.stats["problems"] = _renamed(report.stats.get("problems", []), where, path)
+    return report
 
 
 def _first_frames(group: _Group) -> np.ndarray:
@@ -122,9 +137,23 @@ def _renumbered(group: _Group, mapping: np.ndarray) -> _Group:
     return group._replace(tables=renumber(group.tables, mapping))
 
 
-def _packet_table(path: str, bpf, start, end):
+def _packet_table(where: str, path: str, bpf, start, end):
     """The packet table, built as one process builds it (every frame decoded, batch by batch)."""
     from ..decode import to_frame
 
-    reader = PacketReader(path, ANALYZE_BATCH, select=frame_selection(bpf, start, end))
-    return packet_table([to_frame(s) for s in reader.stores()])
+    with _named(where, path):
+        reader = PacketReader(where, ANALYZE_BATCH, select=frame_selection(bpf, start, end))
+        return packet_table([to_frame(s) for s in reader.stores()])
+
+
+@contextlib.contextmanager
+def _named(where: str, path: str) -> Iterator[None]:
+    """A ``CaptureError`` about ``where`` raised as one about ``path``, the name the user gave."""
+    try:
+        yield
+    except CaptureError as exc:
+        raise CaptureError(path if exc.path == where else exc.path, exc.offset, exc.problem) from None
+
+
+def _renamed(problems: list[str], where: str, path: str) -> list[str]:
+    return [path + p[len(where):] if p.startswith(where + " ") else p for p in problems]

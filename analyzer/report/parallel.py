@@ -73,10 +73,21 @@ class _Worker:
         except (EOFError, ConnectionResetError, OSError):
             raise self._died() from None
         if kind == "error":
-            raise body[0] if isinstance(body[0], AnalyzerError) else WorkerError(f"{self.name} failed: {body[0]}")
+            raise self._error(body[0])
         return kind, *body
 
-    def _died(self) -> WorkerError:
+    def _error(self, sent) -> AnalyzerError:
+        return sent if isinstance(sent, AnalyzerError) else WorkerError(f"{self.name} failed: {sent}")
+
+    def _died(self) -> AnalyzerError:
+        """Why the worker is gone: the error it sent before it ended, if it sent one; else how it ended."""
+        try:
+            while self.conn.poll():
+                kind, *body = self.conn.recv()
+                if kind == "error":
+                    return self._error(body[0])
+        except (EOFError, OSError):
+            pass
         self.process.join(STOP_GRACE_S)
         code = self.process.exitcode
         how = ("was killed by signal " + signal.Signals(-code).name if code is not None and code < 0 and
