@@ -210,7 +210,8 @@ def _failed(conn, *_):
     raise RuntimeError("boom")
 
 
-@pytest.mark.parametrize("how,said", [(_killed, "was killed by signal SIGKILL"), (_failed, "failed: RuntimeError: boom")])
+@pytest.mark.parametrize("how,said", [(_killed, "was killed by signal SIGKILL"),
+                                      (_failed, "failed: RuntimeError: boom")])
 def test_a_worker_that_dies_or_fails_is_one_line(reused, tmp_path, capsys, monkeypatch, how, said):
     """A worker killed (as by the out-of-memory killer) or failing: one line naming the capture and the
     worker, exit 1, no traceback, no tables, no process left behind."""
@@ -237,7 +238,8 @@ def test_a_dying_worker_fails_only_its_capture(reused, tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(cli, "_analyze_into", die_on_demo)
     code, _, err = _run(capsys, reused, ROOT / "captures" / "demo.pcap", "-o", tmp_path, "-q", "--jobs", 2)
-    assert code == 1 and err == f"tcp-analyzer: {ROOT / 'captures' / 'demo.pcap'}: worker was killed by signal SIGKILL\n"
+    demo = ROOT / "captures" / "demo.pcap"
+    assert code == 1 and err == f"tcp-analyzer: {demo}: worker was killed by signal SIGKILL\n"
     assert (tmp_path / "reused.pcap" / "connections.csv").exists()
 
 
@@ -266,7 +268,8 @@ def test_merge_renumbers_streams_and_keeps_each_tables_order():
     frame order where there is a frame column, else in stream order; nullable columns keep their gaps."""
     a = {"conns": _table(stream=[0, 1], first_frame=[1, 7]),
          "events": _table(frame=[2, 9], stream=[0, 1],
-                          note=_text(["tcp.stream eq 0 && frame.number == 2", "after tcp.stream eq 0, tcp.stream eq 1"]),
+                          note=_text(["tcp.stream eq 0 && frame.number == 2",
+                                      "after tcp.stream eq 0, tcp.stream eq 1"]),
                           gap=Masked(np.array([5, 0]), np.array([False, True])))}
     b = {"conns": _table(stream=[0], first_frame=[3]),
          "events": _table(frame=[4], stream=[0], note=_text([None]), gap=Masked(np.array([6]), np.array([False])))}
@@ -345,7 +348,8 @@ def test_dask_cluster_gives_the_tables_of_one_process(cluster, reused, tmp_path,
     captures make the same partitioned dataset as here; a missing capture is the same one line."""
     for fmt in FORMATS:
         one = _run(capsys, reused, "-o", tmp_path / f"one-{fmt}", "--format", fmt, "--packets")
-        dask = _run(capsys, reused, "-o", tmp_path / f"dask-{fmt}", "--format", fmt, "--packets", "--scheduler", cluster)
+        dask = _run(capsys, reused, "-o", tmp_path / f"dask-{fmt}", "--format", fmt, "--packets",
+                    "--scheduler", cluster)
         assert dask[0] == one[0] == 0
         assert dask[1].replace("dask-", "one-") == one[1]
         assert _files(tmp_path / f"dask-{fmt}") == _files(tmp_path / f"one-{fmt}")

@@ -92,7 +92,8 @@ CAPTURE = click.Path(readable=False)
 @cli.command("analyze")
 @click.argument("captures", nargs=-1, required=True, type=CAPTURE)
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="tcp-analysis",
-              show_default=True, help="folder for the tables (one subfolder per capture when several)")
+              show_default=True, help="folder for the tables (one subfolder per capture when several; in "
+              "Parquet, one dataset per table, partitioned by capture)")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
 @click.option("--engine", type=click.Choice(["native", "pyshark"]), default="native", show_default=True,
               help="native: our reader; pyshark: tshark's dissectors through pyshark (slow)")
@@ -106,7 +107,7 @@ CAPTURE = click.Path(readable=False)
                    "the capture's first frame (+5)")
 @click.option("--end", callback=lambda ctx, param, text: time_bound(text, param), metavar="TIME",
               help="analyze frames before TIME (the same two forms)")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="processes: one capture's connections split over N, or N captures at once")
 @click.option("--scheduler", metavar="tcp://HOST:PORT", help="run on this Dask distributed cluster; its workers "
               "read the captures (give paths they can reach)")

@@ -79,7 +79,7 @@ class Decoder:
         self._keys = np.empty((0, 3), dtype=np.uint64)  # (version, high, low) of each address id
 
     @property
-    def _group(self) -> tuple[int, int]:
+    def _group_args(self) -> tuple[int, int]:
         """The kernel's (groups, group) arguments."""
         return self.group.count, self.group.index
 
@@ -96,7 +96,8 @@ class Decoder:
         frag_ver, frag_vlan = np.empty(nfmax, np.int64), np.empty((nfmax, 2), np.int64)
         rows, nf = _decode_frames(batch.data, batch.offsets, batch.caplens, batch.wirelens,
                                   batch.linktypes, batch.ts_ns, batch.interfaces, batch.first_frame,
-                                  start, *store.mats, counts, frag_idx, frag_off, frag_ver, frag_vlan, *self._group)
+                                  start, *store.mats, counts, frag_idx, frag_off, frag_ver, frag_vlan,
+                                  *self._group_args)
         store.n += rows
         self.stats.frames += len(batch)
         self._count_skips(counts, batch.linktypes)
@@ -148,7 +149,7 @@ class Decoder:
         scratch = [np.empty(len(sub), np.int64) for _ in range(3)]
         tmp.n, _ = _decode_frames(sub.data, sub.offsets, sub.caplens, sub.wirelens, sub.linktypes,
                                   sub.ts_ns, sub.interfaces, 0, 0, *tmp.mats, counts, *scratch,
-                                  np.empty((len(sub), 2), np.int64), *self._group)
+                                  np.empty((len(sub), 2), np.int64), *self._group_args)
         for code, reason in SKIP_REASONS.items():
             if counts[code]:
                 self.stats.skipped[reason + " (reassembled datagram)"] += int(counts[code])

@@ -87,12 +87,17 @@ class ColumnStore:
                          .reshape(len(names), out.capacity) for (dt, names), at in zip(GROUPS, offsets))
         return out
 
-    def take(self, rows: np.ndarray) -> "ColumnStore":
-        """A new store holding rows ``rows`` (indices of filled rows, in the order given)."""
-        out = ColumnStore.__new__(ColumnStore)
-        out.n = out.capacity = len(rows)
+    def take(self, rows: np.ndarray, into: "ColumnStore | None" = None) -> "ColumnStore":
+        """A store holding rows ``rows`` (indices of filled rows, in the order given): a new one, or ``into``
+        emptied and refilled (its pages touched already: no page faults for a fresh copy each batch)."""
+        out = into if into is not None else ColumnStore(len(rows))
+        out.n = 0
+        out.reserve(len(rows))
+        for m, o in zip(self.mats, out.mats):
+            for r in range(m.shape[0]):
+                np.take(m[r], rows, out=o[r, :len(rows)])
+        out.n = len(rows)
         out.addresses, out.address_count = self.addresses, self.address_count
-        out.mats = tuple(m[:, rows] for m in self.mats)
         return out
 
     def reserve(self, more: int) -> None:

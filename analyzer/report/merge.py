@@ -87,7 +87,11 @@ def _renumber_text(values: np.ndarray, streams: np.ndarray | None, mapping: np.n
     """``values`` with each "tcp.stream eq N" made "tcp.stream eq mapping[N]". The usual text, one filter
     naming the row's own stream, is done by a prefix swap; any other by a regular expression."""
     texts = values.tolist()
-    if not any(isinstance(v, str) and STREAM_FILTER in v for v in texts):
+    try:
+        mentioned = STREAM_FILTER in "\n".join(texts)  # one C-level pass; TypeError when a value is missing
+    except TypeError:
+        mentioned = STREAM_FILTER in "\n".join(v for v in texts if isinstance(v, str))
+    if not mentioned:
         return values
     own = [-1] * len(texts) if streams is None else np.asarray(streams).tolist()
     new = mapping[np.asarray(own)].tolist() if streams is not None else own

@@ -89,13 +89,13 @@ class _Worker:
         except (EOFError, OSError):
             pass
         self.process.join(STOP_GRACE_S)
-        code = self.process.exitcode
-        how = ("was killed by signal " + signal.Signals(-code).name if code is not None and code < 0 and
-               -code in signal.valid_signals() else f"exited with code {code}" if code is not None else "stopped answering")
-        return WorkerError(f"{self.name} {how}")
+        return WorkerError(f"{self.name} {_ending(self.process.exitcode)}")
 
-    def stop(self) -> None:
-        """End the process (asked, then forced) and close the pipe."""
+    def stop(self, done: bool = False) -> None:
+        """End the process and close the pipe: ``done``, it is ending by itself (it sent all it had to);
+        else it is asked to stop, then forced."""
+        if done:
+            self.process.join(STOP_GRACE_S)
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(STOP_GRACE_S)
@@ -103,6 +103,15 @@ class _Worker:
                 self.process.kill()
         self.process.join()
         self.conn.close()
+
+
+def _ending(code: int | None) -> str:
+    """How a process ended, from its exit code (negative: the signal that killed it)."""
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        return "was killed by signal " + (signal.Signals(-code).name if -code in signal.valid_signals() else str(-code))
+    return f"exited with code {code}"
 
 
 def _child(conn: Connection, work: Callable[[Connection], None], parent_ends: list[Connection]) -> None:
@@ -128,6 +137,7 @@ def analyze_split(path: str, jobs: int, *, packets: bool = False, select: FrameS
     reader = PacketReader(path, batch_size, select=select)  # a capture that cannot be read fails here, as alone
     slots = [ColumnStore.shared(batch_size) for _ in range(jobs + SLOTS_AHEAD)]
     workers: list[_Worker] = []
+    parts: list = []
     try:
         for k in range(jobs):
             group = ConnectionGroup(k, jobs)
@@ -136,13 +146,15 @@ def analyze_split(path: str, jobs: int, *, packets: bool = False, select: FrameS
         kept = _feed(reader, workers, slots, packets, progress)
         for w in workers:
             w.send(("end",))
+        import pyarrow.csv  # noqa: F401  (for write(); imported while the workers build their tables)
+
         firsts = [_after_taken(w)[1] for w in workers]
         for w, mapping in zip(workers, stream_maps(firsts)):
             w.send(("map", mapping))
         parts = [w.receive()[1:] for w in workers]
     finally:
         for w in workers:
-            w.stop()
+            w.stop(done=len(parts) == jobs)
     stats = reader.stats
     stats["engine"] = "native"
     stats.update(merge_counts([counts for _, counts in parts]))
@@ -208,7 +220,7 @@ def _group_engine(conn: Connection, slots: list[ColumnStore], group: ConnectionG
     """A worker: the engine over its connection group's rows of each announced batch, then its tables."""
     from ..tcp import Engine
 
-    engine, addresses = Engine(), []
+    engine, addresses, batch = Engine(), [], ColumnStore(0)
     while True:
         kind, *body = conn.recv()
         if kind == "end":
@@ -217,7 +229,7 @@ def _group_engine(conn: Connection, slots: list[ColumnStore], group: ConnectionG
         addresses.extend(tail)
         slot = slots[k]
         slot.n = n
-        batch = slot.take(rows_of_group(slot, group))
+        batch = slot.take(rows_of_group(slot, group), into=batch)  # the engine keeps nothing of the last one
         batch.addresses, batch.address_count = addresses, len(addresses)  # one list: the engine's fast path
         conn.send(("taken", k))
         engine.feed(batch)
@@ -248,9 +260,10 @@ def each_in_processes(call: Callable[[T], R], items: list[T], jobs: int, name: C
                     i, w = running.pop(c)
                     try:
                         done[i] = w.receive()[1]
+                        w.stop(done=True)
                     except AnalyzerError as exc:
                         done[i] = exc
-                    w.stop()
+                        w.stop()
             yield done.pop(index)
     finally:
         for _, w in running.values():
