@@ -20,7 +20,7 @@ import pytest
 import analyzer
 from analyzer import schema
 from analyzer.commands.cli import main
-from analyzer.decode import ALL_CONNECTIONS, ConnectionGroup, PacketReader, rows_of_group, to_frame
+from analyzer.decode import ConnectionGroup, PacketReader, rows_by_group, to_frame
 from analyzer.errors import CaptureError
 from analyzer.report import FORMATS
 from analyzer.report.merge import MergeError, first_frames, merge, renumber, stream_maps
@@ -87,8 +87,9 @@ def test_reused_ports_stay_in_one_group(reused):
     assert analyzer.analyze(reused).connections["reused_ports"].sum() > 20  # really reused
     stores = list(PacketReader(reused).stores())
     kernel = [PacketReader(reused, group=ConnectionGroup(k, 3)).read_all()["frame"].to_numpy() for k in range(3)]
-    for k in range(3):  # the rows a worker takes from a whole batch are those the kernel's group check keeps
-        taken = np.concatenate([s.column("frame")[rows_of_group(s, ConnectionGroup(k, 3))] for s in stores])
+    split = [rows_by_group(s, 3) for s in stores]
+    for k in range(3):  # a worker's rows of a whole batch are those the kernel's group check keeps
+        taken = np.concatenate([s.column("frame")[rows[k]] for s, rows in zip(stores, split)])
         assert np.array_equal(taken, kernel[k])
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..jit import njit
 from ..sources.frames import LINKTYPE_NAMES, LINKTYPE_RAW, FrameBatch
 from .fragments import Defragmenter
-from .headers import KNOWN_LINKTYPES, SKIP_REASONS, ST_OTHER_GROUP, ST_UNKNOWN_LINK, _decode_frames, group_rows
+from .headers import KNOWN_LINKTYPES, SKIP_REASONS, ST_OTHER_GROUP, ST_UNKNOWN_LINK, _decode_frames, split_groups
 from .store import (Q_CAPLEN, Q_DST0, Q_DSTID, Q_FRAG, Q_FRAME, Q_IFACE, Q_IPID, Q_IPVER, Q_SRC0, Q_SRCID, Q_TSNS,
                     Q_VLAN, Q_VLAN2, Q_WIRELEN, ColumnStore, to_frame)
 
@@ -54,10 +54,13 @@ class ConnectionGroup(NamedTuple):
 ALL_CONNECTIONS = ConnectionGroup(0, 1)
 
 
-def rows_of_group(store: ColumnStore, group: ConnectionGroup) -> np.ndarray:
-    """Indices of the rows of ``store`` in connection group ``group``, in order."""
-    rows = np.empty(store.n, dtype=np.int64)
-    return rows[:group_rows(store.mats[2], store.mats[3], store.n, group.count, group.index, rows)]
+def rows_by_group(store: ColumnStore, groups: int, rows: np.ndarray | None = None) -> list[np.ndarray]:
+    """The indices of the rows of ``store`` in each of ``groups`` connection groups, in order (views of
+    ``rows``, a (groups, n or more) int64 array, when given)."""
+    rows = np.empty((groups, store.n), dtype=np.int64) if rows is None else rows
+    counts = np.empty(groups, dtype=np.int64)
+    split_groups(store.mats[2], store.mats[3], store.n, groups, rows, counts)
+    return [rows[g, :counts[g]] for g in range(groups)]
 
 
 class Decoder:

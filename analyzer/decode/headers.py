@@ -147,15 +147,15 @@ def connection_group(u32, j, sport, dport, groups):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def group_rows(u32, u16, n, groups, group, out):
-    """Rows ``0 .. n-1`` of a store (its uint32 and uint16 matrices) in connection group ``group`` of
-    ``groups``, written to ``out`` in order; returns how many."""
-    k = 0
+def split_groups(u32, u16, n, groups, rows, counts):
+    """Rows ``0 .. n-1`` of a store (its uint32 and uint16 matrices) by connection group: the indices of
+    group ``g``'s rows, in order, in ``rows[g, :counts[g]]``."""
+    for g in range(groups):
+        counts[g] = 0
     for j in range(n):
-        if connection_group(u32, j, u16[Q_SPORT, j], u16[Q_DPORT, j], groups) == group:
-            out[k] = j
-            k += 1
-    return k
+        g = connection_group(u32, j, u16[Q_SPORT, j], u16[Q_DPORT, j], groups)
+        rows[g, counts[g]] = j
+        counts[g] += 1
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -31,6 +31,8 @@ B_COLS = ("fragmented", "truncated", "sack_permitted")  # stored as uint8, shown
 GROUPS = (("int64", I64_COLS), ("int32", I32_COLS), ("uint32", U32_COLS), ("uint16", U16_COLS),
           ("int16", I16_COLS), ("int8", I8_COLS), ("uint8", B_COLS))
 
+_PLACE = {name: (g, i) for g, (_, names) in enumerate(GROUPS) for i, name in enumerate(names)}  # (matrix, row)
+
 # matrix row of each column (numba folds these module constants into the kernel)
 Q_FRAME, Q_TSNS, Q_TSVAL, Q_TSECR = range(4)
 Q_VLAN, Q_VLAN2, Q_IPID, Q_PLEN, Q_CAPLEN, Q_WIRELEN, Q_MSS, Q_SRCID, Q_DSTID = range(9)
@@ -72,32 +74,19 @@ class ColumnStore:
 
     @classmethod
     def shared(cls, capacity: int) -> "ColumnStore":
-        """A store whose matrices live in one anonymous shared memory map (no file, no name): processes
-        forked after it is made read the rows this one writes (``report.parallel``). It never grows."""
-        import mmap
-
+        """A store whose matrices are in anonymous shared memory (``shared_array``): processes forked after
+        it is made read the rows this one writes (``report.parallel``). It must not grow."""
         out = cls.__new__(cls)
-        out.capacity = -(-max(int(capacity), 1) // 8) * 8  # a multiple of 8: every matrix stays aligned
-        out.n = out.address_count = 0
-        out.addresses = []
-        sizes = [len(names) * out.capacity * np.dtype(dt).itemsize for dt, names in GROUPS]
-        memory = mmap.mmap(-1, sum(sizes))  # MAP_SHARED | MAP_ANONYMOUS
-        offsets = np.cumsum([0, *sizes[:-1]]).tolist()
-        out.mats = tuple(np.frombuffer(memory, dtype=dt, count=len(names) * out.capacity, offset=at)
-                         .reshape(len(names), out.capacity) for (dt, names), at in zip(GROUPS, offsets))
+        out.capacity, out.n, out.addresses, out.address_count = max(int(capacity), 1), 0, [], 0
+        out.mats = tuple(shared_array((len(names), out.capacity), dt) for dt, names in GROUPS)
         return out
 
-    def take(self, rows: np.ndarray, into: "ColumnStore | None" = None) -> "ColumnStore":
-        """A store holding rows ``rows`` (indices of filled rows, in the order given): a new one, or ``into``
-        emptied and refilled (its pages touched already: no page faults for a fresh copy each batch)."""
-        out = into if into is not None else ColumnStore(len(rows))
-        out.n = 0
-        out.reserve(len(rows))
-        for m, o in zip(self.mats, out.mats):
-            for r in range(m.shape[0]):
-                np.take(m[r], rows, out=o[r, :len(rows)])
-        out.n = len(rows)
+    def copy(self) -> "ColumnStore":
+        """A private copy of the filled rows (this store is about to be filled again)."""
+        out = ColumnStore.__new__(ColumnStore)
+        out.n = out.capacity = self.n
         out.addresses, out.address_count = self.addresses, self.address_count
+        out.mats = tuple(m[:, :self.n].copy() for m in self.mats)
         return out
 
     def reserve(self, more: int) -> None:
@@ -110,22 +99,16 @@ class ColumnStore:
         self.mats, self.capacity = mats, cap
 
     def column(self, name: str) -> np.ndarray:
-        for (dt, names), m in zip(GROUPS, self.mats):
-            if name in names:
-                col = m[names.index(name), :self.n]
-                return col.view(bool) if dt == "uint8" else col
-        raise KeyError(name)
+        g, i = _PLACE[name]
+        col = self.mats[g][i, :self.n]
+        return col.view(bool) if GROUPS[g][0] == "uint8" else col
 
     def __len__(self) -> int:
         return self.n
 
     def packet_column(self, name: str):
         """The packet-table column ``name`` over the filled rows: ``Codes`` for ``src``/``dst``, seconds for ``ts``."""
-        if name in ("src", "dst"):
-            return Codes(self.column(name + "_id"), self.addresses)
-        if name == "ts":
-            return seconds(self.column("ts_ns"))
-        return self.column(name)
+        return _packet_column(self.column, self.addresses, name)
 
     def words(self, prefix: str) -> np.ndarray:
         """(n, 4) uint32 address words of ``src`` or ``dst``."""
@@ -157,6 +140,54 @@ class ColumnStore:
         """Reorder rows ``start:`` by ``order`` (indices relative to ``start``)."""
         for m in self.mats:
             m[:, start:self.n] = m[:, start:self.n][:, order]
+
+
+class StoreRows:
+    """Some rows of a ``ColumnStore`` (``rows``: indices, in order), read as the engine reads a batch
+    (``packet_column``): each column is gathered when asked for, so columns nobody reads are not copied.
+    ``addresses``: the address list the codes index (default the store's). ``scratch``: a store with room
+    for the rows to gather them into (reused batch after batch: its pages are touched once, where fresh
+    arrays would cost a page fault per 4 KiB each time); a column read is valid until it is reused."""
+
+    def __init__(self, store: ColumnStore, rows: np.ndarray, addresses: list[str] | None = None,
+                 scratch: ColumnStore | None = None):
+        self.store, self.row_index, self.scratch = store, rows, scratch
+        self.addresses = store.addresses if addresses is None else addresses
+
+    def __len__(self) -> int:
+        return len(self.row_index)
+
+    def packet_column(self, name: str):
+        return _packet_column(self._gathered, self.addresses, name)
+
+    def _gathered(self, name: str) -> np.ndarray:
+        values = self.store.column(name)
+        if self.scratch is None:
+            return values[self.row_index]
+        g, i = _PLACE[name]
+        out = self.scratch.mats[g][i, :len(self.row_index)]
+        np.take(values.view(out.dtype), self.row_index, out=out)
+        return out.view(values.dtype)
+
+
+def _packet_column(column, addresses: list[str], name: str):
+    """The packet-table column ``name`` from store columns (``column(name)``): ``Codes`` for ``src``/``dst``,
+    seconds for ``ts``."""
+    if name in ("src", "dst"):
+        return Codes(column(name + "_id"), addresses)
+    if name == "ts":
+        return seconds(column("ts_ns"))
+    return column(name)
+
+
+def shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A zeroed array in anonymous shared memory (``mmap``, no file, no name): processes forked after it is
+    made see what this one writes, and no other user can plant or read it."""
+    import mmap
+
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
 def nullable_packets(df: pd.DataFrame) -> pd.DataFrame:

@@ -2,11 +2,12 @@
 
 One capture (``analyze_split``). This process reads and decodes the capture once, batch by batch, into
 a ring of stores in shared memory (``ColumnStore.shared``: anonymous, so nothing on disk another user
-could plant or read). N worker processes, forked when the ring is made (they start with this
-process's modules and compiled kernels), take from each batch the segments of their connection group
-(``decode.rows_of_group``: a hash of the 4-tuple, so both directions of a connection and every reuse of
-its ports go to one worker), say the batch may be reused, and run the TCP engine on their copy. At the
-end each builds its tables, gets its streams' ids in the whole capture (``merge.stream_maps``, from
+could plant or read), and lists each connection group's rows there (``decode.rows_by_group``: a hash of
+the 4-tuple, so both directions of a connection and every reuse of its ports are in one group). N
+worker processes, forked when the ring is made (they start with this process's modules and compiled
+kernels), run the TCP engine on their group's rows of each batch, read in place (``StoreRows``: only
+the columns the engine reads are gathered), and say when the batch may be reused. At the end each
+builds its tables, gets its streams' ids in the whole capture (``merge.stream_maps``, from
 every worker's first frames), renumbers its tables and sends them back; ``merge.merge`` puts the rows
 in the single-process order. Reading, decoding, the merge and writing stay in this process; the
 engine's pass and the table building (most of the work) are split.
@@ -28,7 +29,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from ..decode import ANALYZE_BATCH, ColumnStore, ConnectionGroup, FrameSelection, PacketReader, rows_of_group
+from ..decode import ANALYZE_BATCH, ColumnStore, FrameSelection, PacketReader, StoreRows, rows_by_group
+from ..decode.store import shared_array
 from ..errors import AnalyzerError
 from .merge import first_frames, merge, merge_counts, renumber, stream_maps
 from .pipeline import file_size, packet_table
@@ -135,20 +137,20 @@ def analyze_split(path: str, jobs: int, *, packets: bool = False, select: FrameS
                   progress: Callable[[int, int], None] | None = None, batch_size: int = ANALYZE_BATCH) -> Report:
     """Analyze one capture with ``jobs`` engine processes; the same ``Report`` as one process gives."""
     reader = PacketReader(path, batch_size, select=select)  # a capture that cannot be read fails here, as alone
-    slots = [ColumnStore.shared(batch_size) for _ in range(jobs + SLOTS_AHEAD)]
+    slots = [(ColumnStore.shared(batch_size), shared_array((jobs, batch_size), np.int64))
+             for _ in range(jobs + SLOTS_AHEAD)]
     workers: list[_Worker] = []
     parts: list = []
     try:
         for k in range(jobs):
-            group = ConnectionGroup(k, jobs)
             workers.append(_Worker(f"{path}: worker {k + 1} of {jobs}",
-                                   lambda conn, g=group: _group_engine(conn, slots, g), [w.conn for w in workers]))
+                                   lambda conn, g=k: _group_engine(conn, slots, g), [w.conn for w in workers]))
         kept = _feed(reader, workers, slots, packets, progress)
         for w in workers:
             w.send(("end",))
         import pyarrow.csv  # noqa: F401  (for write(); imported while the workers build their tables)
 
-        firsts = [_after_taken(w)[1] for w in workers]
+        firsts = [_after_frees(w)[1] for w in workers]
         for w, mapping in zip(workers, stream_maps(firsts)):
             w.send(("map", mapping))
         parts = [w.receive()[1:] for w in workers]
@@ -162,16 +164,17 @@ def analyze_split(path: str, jobs: int, *, packets: bool = False, select: FrameS
     return Report(path, stats=stats, packets=packet_table(kept) if packets else None, **tables)
 
 
-def _feed(reader: PacketReader, workers: list[_Worker], slots: list[ColumnStore], packets: bool,
+def _feed(reader: PacketReader, workers: list[_Worker], slots: list[tuple[ColumnStore, np.ndarray]], packets: bool,
           progress: Callable[[int, int], None] | None) -> list:
-    """Decode the capture into the shared stores, announcing each batch to every worker; a store is
-    reused once every worker has taken its rows. Returns the packet-table pieces when ``packets``."""
+    """Decode the capture into the shared stores, list each group's rows and announce the batch to every
+    worker; a store is reused once every worker is done with it. Returns the packet-table pieces when
+    ``packets``."""
     from ..decode import to_frame
 
     free = deque(range(len(slots)))
-    readers = [0] * len(slots)  # workers yet to take their rows from each store
-    where = {id(s): k for k, s in enumerate(slots)}
-    matrices = [s.mats for s in slots]
+    readers = [0] * len(slots)  # workers yet to be done with each store
+    where = {id(store): k for k, (store, _) in enumerate(slots)}
+    matrices = [store.mats for store, _ in slots]
 
     def empty_store() -> ColumnStore:
         while not free:
@@ -181,8 +184,8 @@ def _feed(reader: PacketReader, workers: list[_Worker], slots: list[ColumnStore]
                 if readers[k] == 0:
                     free.append(k)
         k = free.popleft()
-        slots[k].n = 0
-        return slots[k]
+        slots[k][0].n = 0
+        return slots[k][0]
 
     size = file_size(reader.path)
     sent, kept = 0, []
@@ -191,11 +194,12 @@ def _feed(reader: PacketReader, workers: list[_Worker], slots: list[ColumnStore]
         if store.mats is not matrices[k]:
             raise WorkerError(f"{reader.path}: a batch outgrew its shared store")
         if packets:
-            kept.append(to_frame(store.take(np.arange(store.n))))
+            kept.append(to_frame(store.copy()))
         if store.n:
+            counts = [len(rows) for rows in rows_by_group(store, len(workers), slots[k][1])]
             tail, sent = store.addresses[sent:store.address_count], store.address_count
-            for w in workers:
-                w.send(("batch", k, store.n, tail))
+            for w, count in zip(workers, counts):
+                w.send(("batch", k, store.n, count, tail))
             readers[k] = len(workers)
         else:
             free.append(k)
@@ -204,9 +208,9 @@ def _feed(reader: PacketReader, workers: list[_Worker], slots: list[ColumnStore]
     return kept
 
 
-def _after_taken(worker: _Worker) -> tuple:
-    """The worker's next message after the "taken" ones not yet read."""
-    while (message := worker.receive())[0] == "taken":
+def _after_frees(worker: _Worker) -> tuple:
+    """The worker's next message after the "free" ones not yet read."""
+    while (message := worker.receive())[0] == "free":
         pass
     return message
 
@@ -216,23 +220,22 @@ def _ready(workers: list[_Worker]) -> list[_Worker]:
     return [by_conn[c] for c in wait(list(by_conn))]
 
 
-def _group_engine(conn: Connection, slots: list[ColumnStore], group: ConnectionGroup) -> None:
+def _group_engine(conn: Connection, slots: list[tuple[ColumnStore, np.ndarray]], group: int) -> None:
     """A worker: the engine over its connection group's rows of each announced batch, then its tables."""
     from ..tcp import Engine
 
-    engine, addresses, batch = Engine(), [], ColumnStore(0)
+    engine, addresses = Engine(), []  # one growing address list: the engine's fast path
+    scratch = ColumnStore(slots[0][0].capacity)  # the engine keeps nothing of a batch once fed: reused
     while True:
         kind, *body = conn.recv()
         if kind == "end":
             break
-        k, n, tail = body
+        k, n, count, tail = body
         addresses.extend(tail)
-        slot = slots[k]
-        slot.n = n
-        batch = slot.take(rows_of_group(slot, group), into=batch)  # the engine keeps nothing of the last one
-        batch.addresses, batch.address_count = addresses, len(addresses)  # one list: the engine's fast path
-        conn.send(("taken", k))
-        engine.feed(batch)
+        store, rows = slots[k]
+        store.n = n
+        engine.feed(StoreRows(store, rows[group, :count], addresses, scratch))
+        conn.send(("free", k))
     tables = engine.finish()
     conn.send(("first_frames", first_frames(tables.raw)))
     _, mapping = conn.recv()
