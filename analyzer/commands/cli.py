@@ -140,7 +140,7 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
         prepare_folder(out_dir)  # before any analysis: a folder that cannot be written fails at once
         if targets[0].partition is not None:
             clear_datasets(out_dir)
-    except (OutputError, OSError) as exc:
+    except OutputError as exc:
         click.echo(f"tcp-analyzer: {exc}", err=True)
         sys.exit(EXIT_INPUT)
     if engine == "native" and scheduler is None and any(os.path.isfile(p) and os.access(p, os.R_OK)

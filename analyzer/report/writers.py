@@ -123,12 +123,16 @@ def remove_partition(out_dir: str | os.PathLike, name: str) -> None:
 
 
 def clear_datasets(out_dir: str | os.PathLike) -> None:
-    """Delete every partition an earlier run left in the datasets of ``out_dir`` (our part files only)."""
-    for table in TABLE_NAMES:
-        folder = Path(out_dir) / table
-        if folder.is_dir() and not folder.is_symlink():
-            for part in folder.glob(f"{PARTITION_KEY}=*"):
-                _remove_part(part)
+    """Delete every partition an earlier run left in the datasets of ``out_dir`` (our part files only);
+    ``OutputError`` when they cannot be deleted."""
+    try:
+        for table in TABLE_NAMES:
+            folder = Path(out_dir) / table
+            if folder.is_dir() and not folder.is_symlink():
+                for part in folder.glob(f"{PARTITION_KEY}=*"):
+                    _remove_part(part)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot remove the earlier tables: {exc.strerror or exc}") from None
 
 
 def _remove_part(folder: Path) -> None:
