@@ -59,7 +59,8 @@ def connect(address: str) -> Client:
         raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
 
-def analyze_on_cluster(address: str, path_or_paths, *, groups: int | None = None, **options) -> Report | list[Report]:
+def analyze_on_cluster(address: str, path_or_paths, *, groups: int | None = None,
+                       **options) -> Report | list[Report]:
     """``analyze`` on the cluster at ``address``: one capture (a ``Report``) or several (a list)."""
     with connect(address) as client:
         if isinstance(path_or_paths, (list, tuple)):
@@ -81,7 +82,8 @@ def analyze_split(client: Client, path: str, groups: int | None = None, *, engin
         pieces = client.submit(_packet_table, where, path, bpf, start, end, pure=False) if packets else None
         firsts = client.gather([client.submit(_first_frames, p, pure=False) for p in parts])
         maps = client.scatter(stream_maps(firsts))
-        done: list[_Group] = client.gather([client.submit(_renumbered, p, m, pure=False) for p, m in zip(parts, maps)])
+        done: list[_Group] = client.gather([client.submit(_renumbered, p, m, pure=False)
+                                            for p, m in zip(parts, maps)])
         table = pieces.result() if pieces is not None else None
     except AnalyzerError:
         raise

@@ -7,9 +7,9 @@ the 4-tuple, so both directions of a connection and every reuse of its ports are
 worker processes, forked when the ring is made (they start with this process's modules and compiled
 kernels), run the TCP engine on their group's rows of each batch, read in place (``StoreRows``: only
 the columns the engine reads are gathered), and say when the batch may be reused. At the end each
-builds its tables, gets its streams' ids in the whole capture (``merge.stream_maps``, from
-every worker's first frames), renumbers its tables and sends them back; ``merge.merge`` puts the rows
-in the single-process order. Reading, decoding, the merge and writing stay in this process; the
+builds its tables and sends them back; their streams get their ids in the whole capture
+(``merge.stream_maps``, from every worker's first frames; ``merge.renumber``) and ``merge.merge`` puts
+the rows in the single-process order. Reading, decoding, the merge and writing stay in this process; the
 engine's pass and the table building (most of the work) are split.
 
 Several captures (``each_in_processes``): each in a process of its own, at most N at once.
@@ -41,6 +41,7 @@ R = TypeVar("R")
 
 SLOTS_AHEAD = 4  # shared batch stores beyond one per worker: how far decoding may run ahead of the engines
 STOP_GRACE_S = 5.0  # a worker asked to stop (SIGTERM) has this long before it is killed
+WORKER_NICENESS = 3  # engine workers yield the CPU to the process that decodes for them all (nice(2))
 
 
 class WorkerError(AnalyzerError):
@@ -94,10 +95,12 @@ class _Worker:
         return WorkerError(f"{self.name} {_ending(self.process.exitcode)}")
 
     def stop(self, done: bool = False) -> None:
-        """End the process and close the pipe: ``done``, it is ending by itself (it sent all it had to);
-        else it is asked to stop, then forced."""
+        """Close the pipe and end the process: ``done``, it is ending by itself (it sent all it had to; not
+        waited for: multiprocessing reaps it, as it starts the next one or at exit); else it is asked to
+        stop, then forced."""
         if done:
-            self.process.join(STOP_GRACE_S)
+            self.conn.close()
+            return
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(STOP_GRACE_S)
@@ -150,17 +153,15 @@ def analyze_split(path: str, jobs: int, *, packets: bool = False, select: FrameS
             w.send(("end",))
         import pyarrow.csv  # noqa: F401  (for write(); imported while the workers build their tables)
 
-        firsts = [_after_frees(w)[1] for w in workers]
-        for w, mapping in zip(workers, stream_maps(firsts)):
-            w.send(("map", mapping))
-        parts = [w.receive()[1:] for w in workers]
+        parts = [_after_frees(w)[1:] for w in workers]
     finally:
         for w in workers:
             w.stop(done=len(parts) == jobs)
     stats = reader.stats
     stats["engine"] = "native"
     stats.update(merge_counts([counts for _, counts in parts]))
-    tables = merge([t for t, _ in parts])
+    maps = stream_maps([first_frames(t) for t, _ in parts])
+    tables = merge([renumber(t, mapping) for (t, _), mapping in zip(parts, maps)])
     return Report(path, stats=stats, packets=packet_table(kept) if packets else None, **tables)
 
 
@@ -224,6 +225,7 @@ def _group_engine(conn: Connection, slots: list[tuple[ColumnStore, np.ndarray]],
     """A worker: the engine over its connection group's rows of each announced batch, then its tables."""
     from ..tcp import Engine
 
+    os.nice(WORKER_NICENESS)
     engine, addresses = Engine(), []  # one growing address list: the engine's fast path
     scratch = ColumnStore(slots[0][0].capacity)  # the engine keeps nothing of a batch once fed: reused
     while True:
@@ -237,9 +239,7 @@ def _group_engine(conn: Connection, slots: list[tuple[ColumnStore, np.ndarray]],
         engine.feed(StoreRows(store, rows[group, :count], addresses, scratch))
         conn.send(("free", k))
     tables = engine.finish()
-    conn.send(("first_frames", first_frames(tables.raw)))
-    _, mapping = conn.recv()
-    conn.send(("tables", renumber(tables.raw, mapping), tables.stats))
+    conn.send(("tables", tables.raw, tables.stats))
 
 
 # -- several captures at once ----------------------------------------------------------------------
