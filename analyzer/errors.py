@@ -24,3 +24,7 @@ class EngineUnavailable(AnalyzerError):
 
 class NeedsRoot(AnalyzerError):
     """The operation needs root or CAP_NET_RAW / CAP_NET_ADMIN."""
+
+
+class NoCaptures(AnalyzerError):
+    """What was given to merge names no capture (a folder without one, a file given twice)."""

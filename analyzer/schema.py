@@ -88,6 +88,12 @@ PACKET_COLUMNS = _table(
 
 PACKET_COLUMN_NAMES = tuple(c.name for c in PACKET_COLUMNS)
 
+# the packets table as written (``analyze --packets``): the decoded columns, and the connection of each packet
+PACKET_TABLE_COLUMNS = PACKET_COLUMNS + _table(
+    ("stream", "int64", "connection index (the stream id of the other tables; Wireshark tcp.stream)"),
+    ("direction", "str", "client->server or server->client"),
+)
+
 
 def empty_frame(columns: tuple[Column, ...]) -> pd.DataFrame:
     """An empty DataFrame with the declared columns and dtypes."""
@@ -297,4 +303,73 @@ CONNECTION_COLUMNS = _table(
     ("history", "str", "Zeek history letters, uppercase = client (see analyzer.tcp.connections)"),
     ("completeness", "int64", "Wireshark tcp.completeness bit mask: 1 SYN, 2 SYN-ACK, 4 ACK, 8 data, 16 FIN, 32 RST"),
     ("reused_ports", "bool", "started by a SYN reusing a 4-tuple with a new ISN (Wireshark reused_ports)"),
+) + tuple(
+    col for side, peer in (("client", "server"), ("server", "client")) for col in _table(
+        (f"{side}_dup_acks", "int64", f"packets the {side} sent that Wireshark flags duplicate ACK (tcp.analysis."
+                                      f"duplicate_ack): each asks the {peer} again for the same byte"),
+        (f"{side}_zero_windows", "int64", f"packets the {side} sent advertising a zero window (the {side}'s "
+                                          f"receive buffer full: the {peer} must stop)"),
+        (f"{side}_window_full", "int64", f"{side} segments that filled the {peer}'s advertised window (tcp.analysis."
+                                         f"window_full: the {side} was held back by the {peer})"),
+        (f"{side}_data_rtt_n", "int64", f"RTT samples of the {side}'s data: a {side} segment to the {peer}'s first "
+                                        f"ACK exactly covering it (Wireshark's tcp.analysis.ack_rtt)"),
+        (f"{side}_data_rtt_min", "Float64", "their minimum, seconds (NA without samples)"),
+        (f"{side}_data_rtt_median", "Float64", "their median, seconds (exact up to 5 samples, then the P-square "
+                                               "estimate of Jain and Chlamtac)"),
+        (f"{side}_data_rtt_max", "Float64", "their maximum, seconds"),
+        (f"{side}_data_rtt_karn_median", "Float64", "the median of the samples of segments sent once (Karn's rule: "
+                                                    "none of a resent range, nor of its resends)"),
+        (f"{side}_throughput", "Float64", f"payload bits per second the {side} sent (retransmissions included), "
+                                          "over the span from its first to its last data segment (NA under 2)"),
+        (f"{side}_goodput", "Float64", "the same for new bytes only (retransmitted bytes left out)"),
+        (f"{side}_max_in_flight", "Int64", f"the most bytes of the {side}'s data in flight (Wireshark's "
+                                           "tcp.analysis.bytes_in_flight, its largest value)"),
+        (f"{side}_missed_bytes", "int64", f"bytes of the {side}'s data the {peer} acknowledged that the capture "
+                                          "never saw (Zeek's missed_bytes: capture loss, not network loss)"),
+    )
 )
+
+EVENT_KINDS = {
+    "duplicate_ack": "a pure ACK repeating the previous ACK, window and sequence number (Wireshark's rule); "
+                     "detail: its number and the frame it repeats",
+    "zero_window": "the sender's receive window is 0: the peer must stop sending",
+    "zero_window_probe": "1 byte at the next sequence number while the peer's window is 0",
+    "zero_window_probe_ack": "the ACK answering a zero-window probe, window still 0",
+    "window_full": "a segment that fills the peer's advertised window",
+    "window_update": "a pure ACK that only changes the window; detail: the new window (unscaled)",
+    "keep_alive": "0 or 1 byte one below the next sequence number (not a retransmission)",
+    "keep_alive_ack": "the ACK answering a keep-alive",
+    "lost_segment": "Wireshark's 'previous segment not captured': this segment starts beyond the highest byte "
+                    "seen; detail: the bytes skipped (lost before the capture point, or missed by the capture)",
+    "ack_lost_segment": "Wireshark's 'ACKed segment that wasn't captured': this ACK covers bytes never seen; detail: "
+                        "how many",
+    "capture_gap": "our byte accounting: the receiver acknowledges bytes the capture never saw, so the capture "
+                   "itself dropped them (network loss would have been resent); detail: how many, and the ACK",
+}
+"""Events-table findings: Wireshark 4.0's expert-info names, with its exact rules, except capture_gap (ours)."""
+
+EVENT_COLUMNS = _table(
+    ("frame", "int64", "frame number of the packet"),
+    ("ts", "float64", "its time, seconds since the epoch"),
+    ("stream", "int64", "connection index, = Wireshark tcp.stream"),
+    ("direction", "str", "client->server or server->client: who sent the packet"),
+    ("event", "str", "one of EVENT_KINDS"),
+    ("detail", "str", "the finding's figures, in words"),
+    ("wireshark_filter", "str", "a display filter that finds the frame in Wireshark"),
+)
+
+# --------------------------------------------------------------------------------------------
+# Merged captures (``analyze --merge``, ``merge=True``): two more columns at the end of every table.
+# --------------------------------------------------------------------------------------------
+CAPTURE_COLUMNS = _table(
+    ("capture", "category", "only when several files are merged into one trace: the file (as given, or found in "
+                            "the folder given) holding the row's frame; for connections and handshakes, the "
+                            "connection's first frame (first_frame). A packet's interface stays its id in that file"),
+    ("capture_frame", "int64", "only when merging: that frame's number within its file (frame numbers elsewhere "
+                               "in the row are the merged trace's, continuing across files in time order)"),
+)
+
+
+def with_capture_columns(columns: tuple[Column, ...]) -> tuple[Column, ...]:
+    """A table's columns when merging: its own, then ``CAPTURE_COLUMNS``."""
+    return columns + CAPTURE_COLUMNS

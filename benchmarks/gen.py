@@ -1509,41 +1509,52 @@ def fill_headers(a: np.ndarray, p: dict, f: Flows, sel: np.ndarray, t: np.ndarra
 
 def write_pcap(path: str, p: dict, f: Flows, cap: Capture, chunk: int = 50_000) -> int:
     """Writes the capture's frames; returns bytes written."""
+    with open(path, "wb") as out:
+        return write_pcap_header(out) + write_frames(out, p, f, cap.pkt, cap.t, chunk)
+
+
+def write_pcap_header(out) -> int:
+    """The classic pcap file header (Ethernet, microseconds, PCAP_SNAPLEN); returns bytes written."""
+    hdr = np.array([(0xA1B2C3D4, 2, 4, 0, 0, PCAP_SNAPLEN, LINKTYPE_ETHERNET)],
+                   dtype=[("magic", LE32), ("vmaj", "<u2"), ("vmin", "<u2"), ("zone", "<i4"),
+                          ("sigfigs", LE32), ("snaplen", LE32), ("linktype", LE32)])
+    out.write(hdr.tobytes())
+    return hdr.nbytes
+
+
+def write_frames(out, p: dict, f: Flows, pkt: np.ndarray, t: np.ndarray, chunk: int = 50_000) -> int:
+    """Writes packets ``pkt`` (indices into ``p``) as pcap records at frame times ``t`` (us since
+    EPOCH_START), ``chunk`` frames at a time, each header layout filled as one structured array; returns
+    bytes written."""
     fl = p["flow"]
     okind = np.where((p["flags"] & TH_SYN) != 0, OPT_SYN, p["nsack"])
     group_all = Layout.key((f.vlan[fl] > 0).astype(np.int64), f.v6[fl].astype(np.int64), okind,
                            f.ts[fl].astype(np.int64), (f.sack[fl] & (okind == OPT_SYN)).astype(np.int64))
     layouts: dict[int, tuple] = {}
     written = 0
-    with open(path, "wb") as out:
-        hdr = np.array([(0xA1B2C3D4, 2, 4, 0, 0, PCAP_SNAPLEN, LINKTYPE_ETHERNET)],
-                       dtype=[("magic", LE32), ("vmaj", "<u2"), ("vmin", "<u2"), ("zone", "<i4"),
-                              ("sigfigs", LE32), ("snaplen", LE32), ("linktype", LE32)])
-        out.write(hdr.tobytes())
-        written += hdr.nbytes
-        for lo in range(0, len(cap.pkt), chunk):
-            sel = cap.pkt[lo : lo + chunk]
-            tt = cap.t[lo : lo + chunk]
-            group = group_all[sel]
-            reclen = np.zeros(len(sel), dtype=np.int64)
-            parts = []
-            for g in np.unique(group).tolist():
-                if g not in layouts:
-                    lay = Layout.of_key(g)
-                    opts = tcp_options(lay.okind, lay.ts, lay.sack)
-                    layouts[g] = (lay, opts, layout_dtype(lay.vlan, lay.v6, opts))
-                m = np.flatnonzero(group == g)
-                reclen[m] = layouts[g][2].itemsize + p["plen"][sel[m]]
-                parts.append((g, m))
-            offsets = np.concatenate([[0], np.cumsum(reclen)[:-1]])
-            buf = np.zeros(int(reclen.sum()), dtype=np.uint8)
-            for g, m in parts:
-                lay, opts, dt = layouts[g]
-                a = np.zeros(len(m), dtype=dt)
-                fill_headers(a, p, f, sel[m], tt[m], lay, opts)
-                buf[offsets[m][:, None] + np.arange(dt.itemsize)] = a.view(np.uint8).reshape(len(m), dt.itemsize)
-            out.write(buf.data)
-            written += buf.nbytes
+    for lo in range(0, len(pkt), chunk):
+        sel = pkt[lo : lo + chunk]
+        tt = t[lo : lo + chunk]
+        group = group_all[sel]
+        reclen = np.zeros(len(sel), dtype=np.int64)
+        parts = []
+        for g in np.unique(group).tolist():
+            if g not in layouts:
+                lay = Layout.of_key(g)
+                opts = tcp_options(lay.okind, lay.ts, lay.sack)
+                layouts[g] = (lay, opts, layout_dtype(lay.vlan, lay.v6, opts))
+            m = np.flatnonzero(group == g)
+            reclen[m] = layouts[g][2].itemsize + p["plen"][sel[m]]
+            parts.append((g, m))
+        offsets = np.concatenate([[0], np.cumsum(reclen)[:-1]])
+        buf = np.zeros(int(reclen.sum()), dtype=np.uint8)
+        for g, m in parts:
+            lay, opts, dt = layouts[g]
+            a = np.zeros(len(m), dtype=dt)
+            fill_headers(a, p, f, sel[m], tt[m], lay, opts)
+            buf[offsets[m][:, None] + np.arange(dt.itemsize)] = a.view(np.uint8).reshape(len(m), dt.itemsize)
+        out.write(buf.data)
+        written += buf.nbytes
     return written
 
 

@@ -85,13 +85,13 @@ def test_empty_tables_write_a_header_only(tmp_path):
 def test_report_from_raw_tables_equals_report_from_dataframes(tmp_path):
     """Summary and CSV files are the same whether the report holds raw tables or DataFrames."""
     raw = analyzer.analyze(str(DEMO))
-    frames = Report(raw.capture, raw.connections, raw.handshakes, raw.retransmissions, raw.stats)
+    frames = Report(raw.capture, raw.connections, raw.handshakes, raw.retransmissions, raw.stats, events=raw.events)
     again = analyzer.analyze(str(DEMO))
     assert summarise(again) == summarise(frames)
     assert summarise(again)["retransmissions"] == {"retransmission": 6, "syn_retransmission": 4}
     again.write(tmp_path / "raw")
     frames.write(tmp_path / "df")
-    for name in ("connections", "handshakes", "retransmissions"):
+    for name in ("connections", "handshakes", "retransmissions", "events"):
         assert (tmp_path / "raw" / f"{name}.csv").read_bytes() == (tmp_path / "df" / f"{name}.csv").read_bytes()
 
 

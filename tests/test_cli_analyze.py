@@ -13,6 +13,7 @@ import analyzer
 from analyzer import schema
 from analyzer.commands.cli import main
 from analyzer.report import read_table
+from analyzer.report.writers import table_columns
 
 C, S = "10.1.0.1", "10.1.0.2"
 
@@ -46,16 +47,10 @@ def cap(tmp_path_factory):
 def test_written_tables_equal_the_api(cap, tmp_path, fmt, suffix, capsys):
     assert main(["analyze", str(cap), "-o", str(tmp_path), "--format", fmt, "--packets"]) == 0
     report = analyzer.analyze(cap, packets=True)
-    for name in ("connections", "handshakes", "retransmissions", "packets"):
+    for name in ("connections", "handshakes", "retransmissions", "events", "packets"):
         got = read_table(tmp_path / f"{name}.{suffix}", name)
-        want = schema.conform(getattr(report, name), {"connections": schema.CONNECTION_COLUMNS,
-                                                       "handshakes": schema.HANDSHAKE_COLUMNS,
-                                                       "retransmissions": schema.RETRANSMISSION_COLUMNS,
-                                                       "packets": schema.PACKET_COLUMNS}[name])
-        assert list(got.columns) == [c.name for c in {"connections": schema.CONNECTION_COLUMNS,
-                                                       "handshakes": schema.HANDSHAKE_COLUMNS,
-                                                       "retransmissions": schema.RETRANSMISSION_COLUMNS,
-                                                       "packets": schema.PACKET_COLUMNS}[name]]
+        want = schema.conform(getattr(report, name), table_columns(name))
+        assert list(got.columns) == [c.name for c in table_columns(name)]
         pd.testing.assert_frame_equal(got.astype({c: str for c in ("src", "dst") if c in got and name == "packets"}),
                                       want.astype({c: str for c in ("src", "dst") if c in want and name == "packets"}),
                                       check_dtype=False, check_categorical=False, check_exact=False, rtol=1e-12)
@@ -218,7 +213,7 @@ def test_a_run_replaces_the_folders_tables_as_a_whole(cap, tmp_path, capsys):
     (out / "notes.txt").write_text("the user's own file")
     assert main(["analyze", str(cap), "-o", str(out), "--format", "parquet", "--packets", "-q"]) == 0
     assert main(["analyze", str(cap), "-o", str(out), "-q"]) == 0
-    assert _tables_in(out) == ["connections.csv", "handshakes.csv", "notes.txt", "retransmissions.csv"]
+    assert _tables_in(out) == ["connections.csv", "events.csv", "handshakes.csv", "notes.txt", "retransmissions.csv"]
     (tmp_path / "bad.pcap").write_bytes(b"not a capture at all, just text\n")
     assert main(["analyze", str(tmp_path / "bad.pcap"), "-o", str(out), "-q"]) == 1
     assert _tables_in(out) == ["notes.txt"]

@@ -35,6 +35,7 @@ REAL_CAPTURES = ["ndpi_synscan.pcap", "zeek_206_example_b.pcap", "cs_http_espn.p
                  "zeek_ipv6-http-atomic-frag.pcap", "ndpi_mongodb.pcap", "cs_tcp_retransmissions.pcapng",
                  "zeek_truncated-header.pcap"]
 DEADLINE_S = 60  # for the test cluster to come up; each Dask test also has a pytest timeout
+TABLES = ("connections", "handshakes", "retransmissions", "events")
 
 
 def _load_gen():
@@ -105,8 +106,7 @@ def test_jobs_give_the_tables_of_one_process(reused, tmp_path, capsys, fmt):
         code, as_json, _ = _run(capsys, reused, "-o", tmp_path / "j", "--format", fmt, "--json", "--jobs", jobs)
         assert code == 0
         runs[jobs] = (_files(out), printed.replace(str(out), "OUT"), as_json.replace(str(tmp_path / "j"), "J"))
-    assert set(runs[1][0]) == {f"{t}.{'jsonl' if fmt == 'json' else fmt}"
-                               for t in ("connections", "handshakes", "retransmissions", "packets")}
+    assert set(runs[1][0]) == {f"{t}.{'jsonl' if fmt == 'json' else fmt}" for t in (*TABLES, "packets")}
     assert json.loads(runs[1][2])[0]["connections"] > 150
     assert runs[2] == runs[1] and runs[3] == runs[1]
 
@@ -174,7 +174,7 @@ def test_several_captures_in_parquet_are_one_partitioned_dataset(reused, tmp_pat
     (out / "connections" / "capture=old.pcap" / "part-0.parquet").write_bytes(b"stale")
     assert _run(capsys, reused, demo, "-o", out, "--format", "parquet", "--jobs", 2)[0] == 0
     alone = {p.name: analyzer.analyze(p) for p in (reused, demo)}
-    for table in ("connections", "handshakes", "retransmissions"):
+    for table in TABLES:
         data = ds.dataset(out / table, format="parquet", partitioning="hive").to_table().to_pandas()
         assert sorted(data["capture"].astype(str).unique()) == ["demo.pcap", "reused.pcap"]
         for name, report in alone.items():
@@ -199,7 +199,7 @@ def test_a_damaged_capture_says_the_same_line_with_jobs(reused, tmp_path, capsys
              _files(tmp_path / str(jobs)) if (tmp_path / str(jobs)).exists() else {}) for jobs in (1, 2)]
     code, out, err, files = runs[0]
     assert code == 1 and out == "" and err.count("\n") == 1 and err.startswith(f"tcp-analyzer: {path}")
-    assert (len(files) == 3) == (damage == "cut")
+    assert (len(files) == len(TABLES)) == (damage == "cut")
     assert runs[1] == runs[0]
 
 

@@ -16,10 +16,12 @@ from typing import NamedTuple
 import click
 
 from ..decode import TimeBound
-from ..errors import AnalyzerError
+from ..errors import AnalyzerError, NoCaptures
 from ..report import FORMATS, analyze, summarise
 from ..report.writers import (OutputError, clear_datasets, partition_folder, prepare_folder, remove_partition,
                               remove_tables)
+from ..sources.files import STDIN, STDIN_NAME
+from ..sources.merge import capture_files
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE = 0, 1, 2
 
@@ -107,16 +109,19 @@ CAPTURE = click.Path(readable=False)
                    "the capture's first frame (+5)")
 @click.option("--end", callback=lambda ctx, param, text: time_bound(text, param), metavar="TIME",
               help="analyze frames before TIME (the same two forms)")
+@click.option("--merge", is_flag=True, help="read the captures (files, or folders of them such as a rotated "
+              "set) as one trace in time order, as mergecap; the tables get capture and capture_frame columns")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="processes: one capture's connections split over N, or N captures at once")
 @click.option("--scheduler", metavar="tcp://HOST:PORT", help="run on this Dask distributed cluster; its workers "
-              "read the captures (give paths they can reach)")
-def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, start, end, jobs, scheduler):
+              "read the captures (give paths they can reach; not with --merge or -)")
+def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, start, end, merge, jobs, scheduler):
     """Analyze captures; write connections, handshakes and retransmissions tables.
 
     A folder's tables are replaced as a whole: tables of an earlier run there (another format, a
     packets table) are removed, and none are left for a capture that could not be read. Several
     captures in Parquet make one dataset per table, partitioned by capture.
+    CAPTURE `-` is standard input (a pipe from tcpdump -w - or zcat).
 
     \b
     Example:
@@ -125,6 +130,8 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
       tcp-analyzer analyze x/t.pcap y/t.pcap -o out/  # out/t.pcap/, out/t.pcap-2/
       tcp-analyzer analyze a.pcap b.pcap -o out/ --format parquet   # out/connections/capture=a.pcap/ ...
       tcp-analyzer analyze trace.pcap -f 'tcp port 443' --start +5 --end +10
+      tcp-analyzer analyze --merge ring/ -o out/      # a rotated set as one trace
+      tcpdump -i eth0 -w - | tcp-analyzer analyze - -o out/
       tcp-analyzer analyze big.pcap --jobs 4          # its connections over 4 processes
       tcp-analyzer analyze /shared/big.pcap --scheduler tcp://10.0.0.5:8786
     """
@@ -134,6 +141,17 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
         raise click.BadParameter("--start is after --end", param_hint="--start/--end")
     if engine != "native" and (bpf or start is not None or end is not None):
         raise click.UsageError("-f, --start and --end work with the native engine")
+    if engine != "native" and (merge or STDIN in captures):
+        raise click.UsageError("--merge and - (standard input) work with the native engine")
+    if captures.count(STDIN) > 1:
+        raise click.UsageError("- (standard input) can be read once")
+    if scheduler is not None and (merge or STDIN in captures):
+        raise click.UsageError("--merge and - (standard input) are read by this process: not with --scheduler")
+    if merge:
+        try:
+            captures = (capture_files(list(captures)),)  # one input: the merged trace
+        except NoCaptures as exc:
+            raise click.UsageError(str(exc)) from None
 
     targets = output_targets(Path(out_dir), captures, partitioned=fmt == "parquet" and len(captures) > 1)
     try:
@@ -143,10 +161,9 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
     except OutputError as exc:
         click.echo(f"tcp-analyzer: {exc}", err=True)
         sys.exit(EXIT_INPUT)
-    if engine == "native" and scheduler is None and any(os.path.isfile(p) and os.access(p, os.R_OK)
-                                                         for p in captures):
+    if engine == "native" and scheduler is None and any(readable(p) for p in _files(captures)):
         prepare_kernels(quiet or as_json)  # once, before the first capture that can be read
-    options = {"engine": engine, "packets": packets, "bpf": bpf, "start": start, "end": end}
+    options = {"engine": engine, "packets": packets, "bpf": bpf, "start": start, "end": end, "merge": merge}
     show = not quiet and not as_json
     summaries: list[dict] = []
     status = EXIT_OK
@@ -156,7 +173,8 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
             click.echo(f"tcp-analyzer: {outcome}", err=True)
             if not isinstance(outcome, OutputError):
                 _remove_tables(target)
-            summaries.append({"capture": path, "error": str(outcome), "tables": None})
+            summaries.append({"capture": path if isinstance(path, str) else list(path), "error": str(outcome),
+                              "tables": None})
             status = EXIT_INPUT
             continue
         for problem in outcome["problems"]:
@@ -173,6 +191,21 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
     sys.exit(status)
 
 
+def readable(path: str) -> bool:
+    """A capture that can be read (standard input, or a readable file)."""
+    return path == STDIN or (os.path.isfile(path) and os.access(path, os.R_OK))
+
+
+def label(path: str) -> str:
+    """A capture's name in the progress bar and in output folders: its file name; ``stdin`` for ``-``."""
+    return STDIN_NAME if path == STDIN else Path(path).name
+
+
+def _files(captures) -> list[str]:
+    """The files (or ``-``) of the captures, a merge's (a list) flattened."""
+    return [p for c in captures for p in ([c] if isinstance(c, str) else c)]
+
+
 class Target(NamedTuple):
     """Where a capture's tables go: into ``folder``, or (``partition``) into partition ``capture=<partition>``
     of the datasets in ``folder`` (``folder/<table>/capture=<partition>/``)."""
@@ -186,15 +219,15 @@ class Target(NamedTuple):
 
 
 def output_targets(out_dir: Path, captures, partitioned: bool = False) -> list[Target]:
-    """Each capture's ``Target``: ``out_dir`` for one; else ``out_dir/<file name>`` (``partitioned``:
-    partition ``<file name>``), with ``-2``, ``-3``... added when names repeat (``a/x.pcap b/x.pcap``), so no
-    capture's tables overwrite another's."""
+    """Each capture's ``Target``: ``out_dir`` for one; else ``out_dir/<file name>`` (``stdin`` for ``-``;
+    ``partitioned``: partition ``<file name>``), with ``-2``, ``-3``... added when names repeat (``a/x.pcap
+    b/x.pcap``), so no capture's tables overwrite another's."""
     if len(captures) == 1:
         return [Target(out_dir)]
     used: set[str] = set()
     targets = []
     for path in captures:
-        name = Path(path).name or "capture"
+        name = label(path) or "capture"
         unique, k = name, 2
         while unique in used:
             unique, k = f"{name}-{k}", k + 1
@@ -219,7 +252,8 @@ def _outcomes(captures, targets: list[Target], fmt: str, jobs: int, scheduler: s
                                      list(range(len(captures))), jobs, name=lambda i: captures[i])
     else:
         for path, target in zip(captures, targets):
-            with Progress(enabled=show, label=Path(path).name, summary=show) as progress:
+            with Progress(enabled=show, label=label(path) if isinstance(path, str) else "merge",
+                          summary=show) as progress:
                 outcome = _attempt(lambda: _analyze_into(path, target, fmt, options, progress.update, jobs))
             yield outcome
 
@@ -241,6 +275,7 @@ def _cluster_outcomes(scheduler: str, captures, targets: list[Target], fmt: str,
                       options: dict) -> Iterator[dict | AnalyzerError]:
     from ..report.cluster import analyze_each, analyze_split, connect
 
+    options = {k: v for k, v in options.items() if k != "merge"}  # (a merge is a usage error with --scheduler)
     with connect(scheduler) as client:
         reports = ([_attempt(lambda: analyze_split(client, captures[0], jobs if jobs > 1 else None, **options))]
                    if len(captures) == 1 else analyze_each(client, list(captures), **options))

@@ -110,6 +110,14 @@ def _frame(v) -> str:
         return "-"
 
 
+CAPTURE_LOSS_WARN = 0.1  # percent of data bytes the capture missed above which the summary warns
+
+
+def _n(count: int, noun: str) -> str:
+    """'1 connection', '2 connections', '1,500 frames'."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def _counts(title: str, label: str, counts: dict) -> Table:
     from rich import box
     from rich.table import Table
@@ -132,8 +140,8 @@ def print_summary(s: dict, dest: Path | None = None, console: Console | None = N
 
     con = console or Console(highlight=False)
     left_out = f" ({s['filtered_out_frames']:,} more left out by the filter)" if s.get("filtered_out_frames") else ""
-    con.print(f"[bold]{s['capture']}[/bold]: {s['frames']:,} frames{left_out}, {s['tcp_segments']:,} TCP segments, "
-              f"{s['connections']:,} connections")
+    con.print(f"[bold]{s['capture']}[/bold]: {_n(s['frames'], 'frame')}{left_out}, {_n(s['tcp_segments'], 'TCP segment')}, "
+              f"{_n(s['connections'], 'connection')}")
     con.print(_counts("Handshakes", "outcome", s["handshakes"]))
     rtt = s["handshake_rtt_seconds"]
     if rtt:
@@ -148,6 +156,16 @@ def print_summary(s: dict, dest: Path | None = None, console: Console | None = N
             top.add_row(str(r["stream"]), r["client"], r["server"], f"{r['retransmissions']:,}",
                         f"{r['retransmitted_bytes']:,}")
         con.print(top)
+    if s.get("events"):
+        con.print(_counts("Events (expert findings)", "event", s["events"]))
+    loss = s.get("capture_loss") or {}
+    if loss.get("missed_bytes") or loss.get("lost_segments") or loss.get("ack_lost_segments"):
+        con.print(f"Capture loss: {loss['percent']:.3g}% of data bytes acknowledged but never captured "
+                  f"({loss['missed_bytes']:,} of {loss['bytes']:,}); {_n(loss['lost_segments'], 'segment')} after a "
+                  f"gap, {_n(loss['ack_lost_segments'], 'ACK')} of unseen data", soft_wrap=True)
+        if loss["percent"] > CAPTURE_LOSS_WARN:
+            con.print(f"[yellow]Warning:[/yellow] the capture itself dropped packets ({loss['percent']:.3g}% of the "
+                      "data bytes); some 'retransmissions' may be the capture's gaps", soft_wrap=True)
     if s["skipped_frames"]:
         con.print("Skipped frames: " + "; ".join(f"{v:,} {k}" for k, v in s["skipped_frames"].items()))
     for p in s["problems"]:

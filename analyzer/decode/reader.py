@@ -1,9 +1,15 @@
 """A capture file as packet-table batches: ``PacketReader``, ``iter_packets``, ``read_packets``.
 
+With ``merge=True`` several files (or a folder of them) are read as one trace in time order
+(``sources.merge``): frame numbers continue across files, and the table gets the ``capture`` and
+``capture_frame`` columns (``schema.CAPTURE_COLUMNS``) saying where each frame came from. The path
+``-`` is standard input.
+
 >>> import analyzer
 >>> df = analyzer.read_packets("captures/demo.pcap")                  # doctest: +SKIP
 >>> for batch in analyzer.iter_packets("big.pcap", batch_size=100_000):  # doctest: +SKIP
 ...     print(len(batch))
+>>> analyzer.read_packets(["part0.pcap", "part1.pcap"], merge=True)  # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import schema
 from ..errors import AnalyzerError
 from ..sources.frames import FrameBatch
 from .decoder import ALL_CONNECTIONS, ConnectionGroup
@@ -75,7 +82,7 @@ class FrameSelection:
         self.first_ns: int | None = None  # the capture's first frame, for relative bounds
         self.dropped = 0
 
-    def apply(self, batch: FrameBatch, big_endian: bool = False) -> tuple[FrameBatch, np.ndarray | None]:
+    def apply(self, batch: FrameBatch, big_endian: bool | np.ndarray = False) -> tuple[FrameBatch, np.ndarray | None]:
         """(the kept frames as a batch, their indices in ``batch``; None when all are kept). ``big_endian``:
         the file's byte order (a BSD loopback header is in the capturing host's order)."""
         if self.first_ns is None and len(batch):
@@ -114,14 +121,17 @@ class PacketReader:
     one-line ``problems`` met (damage that stopped the reading early). With ``select`` (a
     ``FrameSelection``), only the frames it keeps are decoded; ``stats["filtered_out"]`` counts the others.
     With ``nullable``, the DataFrames are in the form for people (``store.nullable_packets``). With
-    ``group``, only that connection group's segments are decoded into rows (``analyze --jobs``: each
+    ``group``, only that connection group's segments are decoded into rows (``analyze --scheduler``: each
     worker reads every frame and keeps its own connections); the stats still count every frame.
+    With ``merge``, ``path`` is a list of captures or folders, read as one trace (module doc); ``captures``
+    then names the files and ``frame_map`` places each merged frame in one of them.
     """
 
     def __init__(self, path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False,
-                 select: FrameSelection | None = None, nullable: bool = False,
+                 select: FrameSelection | None = None, nullable: bool = False, merge: bool = False,
                  group: ConnectionGroup = ALL_CONNECTIONS):
-        from ..sources.files import FrameSource
+        from ..sources.files import FrameSource, capture_name
+        from ..sources.merge import MergedSource, capture_files
         from .decoder import Decoder
 
         if batch_size < 1:
@@ -131,9 +141,27 @@ class PacketReader:
         self.prefetch = prefetch
         self.select = select
         self.nullable = nullable
+        if merge:
+            paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+            self._source = MergedSource(capture_files(paths))
+            self.captures: list[str] | None = self._source.captures
+            self.frame_map = self._source.frames
+            self.name = self._source.name
+        else:
+            self._source = FrameSource(path)  # raises CaptureError at once for a non-capture
+            self.captures, self.frame_map, self.name = None, None, capture_name(path)
         self._decoder = Decoder(group)
-        self._source = FrameSource(path)  # raises CaptureError at once for a non-capture
         self.format = self._source.format
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the capture (or captures) read so far."""
+        return self._source.bytes_read
+
+    @property
+    def size(self) -> int:
+        """Bytes of the capture files; 0 when unknown (gzip, a pipe)."""
+        return self._source.file_size() or 0
 
     @property
     def stats(self) -> dict:
@@ -146,8 +174,7 @@ class PacketReader:
     def _decode(self, batch: FrameBatch, store: ColumnStore) -> None:
         """Decode ``batch`` (what the selection keeps of it) into ``store``; rows keep the file's frame numbers."""
         if self.select is not None:
-            src = self._source
-            batch, kept = self.select.apply(batch, src.pcap_header.big_endian if self.format == "pcap" else src.big)
+            batch, kept = self.select.apply(batch, self._source.big_endian)
             if kept is not None:
                 start = store.n
                 self._decoder.decode_into(batch, store, code_addresses=False)
@@ -202,7 +229,7 @@ class PacketReader:
 
     def _frames(self) -> Iterator[pd.DataFrame]:
         for store in self.stores():
-            df = self._frame(store)
+            df = self.frame(store)
             df.attrs["stats"] = self.stats
             yield df
 
@@ -229,14 +256,18 @@ class PacketReader:
         self._decoder.finish()
         store = store or ColumnStore(0)
         self._decoder.code_addresses(store)
-        df = self._frame(store)
+        df = self.frame(store)
         df.attrs["stats"] = self.stats
         return df
 
-    def _frame(self, store: ColumnStore) -> pd.DataFrame:
+    def frame(self, store: ColumnStore) -> pd.DataFrame:
+        """The packet table of one store (with the capture columns when merging)."""
         from .store import nullable_packets, to_frame
 
-        return nullable_packets(to_frame(store)) if self.nullable else to_frame(store)
+        df = to_frame(store)
+        if self.captures is not None:
+            df = with_captures(df, self.frame_map.locate(df["frame"].to_numpy()), self.captures)
+        return nullable_packets(df) if self.nullable else df
 
     def _estimate_rows(self, first: FrameBatch) -> int:
         size = self._source.file_size()
@@ -244,6 +275,19 @@ class PacketReader:
             return 1 << 16
         stride = (int(first.offsets[-1]) - int(first.offsets[0])) / (len(first) - 1)
         return int(size / max(stride, 1.0) * 1.5) + 1024  # over-estimating costs address space only
+
+
+def with_captures(df: pd.DataFrame, located: tuple[np.ndarray, np.ndarray], captures: list[str]) -> pd.DataFrame:
+    """``df`` with the ``capture`` and ``capture_frame`` columns (``schema.CAPTURE_COLUMNS``) of its rows:
+    ``located`` is (file index, frame in the file) per row, as ``FrameMap.locate`` gives them."""
+    import pandas as pd
+
+    files, frames = located
+    name, number = schema.CAPTURE_COLUMNS
+    df = df.copy(deep=False)
+    df[name.name] = pd.Categorical.from_codes(files, categories=captures)
+    df[number.name] = frames.astype(number.dtype)
+    return df
 
 
 def prefetched(it: Iterator, depth: int) -> Iterator:
@@ -283,18 +327,18 @@ def prefetched(it: Iterator, depth: int) -> Iterator:
 
 
 def iter_packets(path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False, *, bpf: str | None = None,
-                 start=None, end=None, nullable: bool = False) -> PacketReader:
+                 start=None, end=None, nullable: bool = False, merge: bool = False) -> PacketReader:
     """Read a capture batch by batch; memory stays flat whatever the file size. ``bpf``, ``start``, ``end``,
-    ``nullable``: as ``read_packets``.
+    ``nullable``, ``merge``: as ``read_packets``.
 
     >>> reader = iter_packets("captures/demo.pcap", batch_size=10_000)   # doctest: +SKIP
     >>> total = sum(len(df) for df in reader); reader.stats["frames"]     # doctest: +SKIP
     """
-    return PacketReader(path, batch_size, prefetch, frame_selection(bpf, start, end), nullable)
+    return PacketReader(path, batch_size, prefetch, frame_selection(bpf, start, end), nullable, merge)
 
 
 def read_packets(path, engine: str = "native", *, bpf: str | None = None, start=None, end=None,
-                 nullable: bool = False) -> pd.DataFrame:
+                 nullable: bool = False, merge: bool = False) -> pd.DataFrame:
     """Read a whole capture into the packet table (one row per TCP segment).
 
     ``df.attrs["stats"]`` says how many frames were read and skipped, and why. ``bpf``: keep only the
@@ -310,8 +354,8 @@ def read_packets(path, engine: str = "native", *, bpf: str | None = None, start=
     """
     select = frame_selection(bpf, start, end)
     if engine == "pyshark":
-        if select is not None:
-            raise AnalyzerError("a BPF filter or a time window needs the native engine")
+        if select is not None or merge:
+            raise AnalyzerError("a BPF filter, a time window or a merge needs the native engine")
         from .store import nullable_packets
         from .tshark import read_packets_pyshark
 
@@ -319,5 +363,5 @@ def read_packets(path, engine: str = "native", *, bpf: str | None = None, start=
         return nullable_packets(df) if nullable else df
     if engine != "native":
         raise AnalyzerError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    return PacketReader(path, select=select, nullable=nullable).read_all()
+    return PacketReader(path, select=select, nullable=nullable, merge=merge).read_all()
 

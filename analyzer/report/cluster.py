@@ -8,7 +8,9 @@ in the decode kernel right after the TCP ports, so the rest of another group's f
 runs the TCP engine and builds its tables, which stay on that worker. This process collects the groups'
 first frames, gives each group its streams' ids in the whole capture (a second task, on the worker
 that holds the tables), gathers the renumbered tables and merges them (``merge``). The packet table is
-one more task that decodes every frame. Several captures: one task each, the whole capture in it.
+one more task that decodes every frame and says which rows are each group's; the groups send each of
+their rows' stream and side (``merge.packet_streams``). Several captures: one task each, the whole
+capture in it. A merge of captures and a pipe are read by the process that has them: not on a cluster.
 
 Tasks are this module's functions: the workers need this package, in the same version.
 
@@ -23,10 +25,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from ..decode import ANALYZE_BATCH, PREFETCH, ConnectionGroup, PacketReader, frame_selection, prefetched
+from ..decode import ANALYZE_BATCH, PREFETCH, ConnectionGroup, PacketReader, frame_selection, prefetched, rows_by_group
 from ..errors import AnalyzerError, CaptureError
 from ..table import Table
-from .merge import first_frames, merge, merge_counts, renumber, stream_maps
+from .merge import GroupSides, first_frames, merge, merge_counts, packet_streams, renumber, stream_maps
 from .pipeline import analyze, packet_table, raised
 from .report import Report
 
@@ -42,11 +44,13 @@ class ClusterError(AnalyzerError):
 
 
 class _Group(NamedTuple):
-    """What a group task leaves on its worker: its tables, the engine's counts, the reading stats."""
+    """What a group task leaves on its worker: its tables, the engine's counts, the reading stats (and, for
+    the packet table, its rows' streams and sides)."""
 
     tables: dict[str, Table]
     counts: dict
     reading: dict
+    sides: GroupSides | None = None
 
 
 def connect(address: str) -> Client:
@@ -62,6 +66,9 @@ def connect(address: str) -> Client:
 def analyze_on_cluster(address: str, path_or_paths, *, groups: int | None = None,
                        **options) -> Report | list[Report]:
     """``analyze`` on the cluster at ``address``: one capture (a ``Report``) or several (a list)."""
+    for path in path_or_paths if isinstance(path_or_paths, (list, tuple)) else [path_or_paths]:
+        if not isinstance(path, (str, os.PathLike)) or os.fspath(path) == "-":
+            raise ClusterError("a Dask cluster's workers read capture files: not standard input or a file object")
     with connect(address) as client:
         if isinstance(path_or_paths, (list, tuple)):
             return [raised(r) for r in analyze_each(client, list(path_or_paths), **options)]
@@ -77,14 +84,16 @@ def analyze_split(client: Client, path: str, groups: int | None = None, *, engin
     groups = groups or max(1, sum(client.nthreads().values()))
     where = os.path.abspath(path)
     try:
-        parts = [client.submit(_group_pass, where, path, ConnectionGroup(k, groups), bpf, start, end, pure=False)
+        parts = [client.submit(_group_pass, where, path, ConnectionGroup(k, groups), bpf, start, end, packets,
+                               pure=False)
                  for k in range(groups)]
-        pieces = client.submit(_packet_table, where, path, bpf, start, end, pure=False) if packets else None
+        pieces = client.submit(_packet_table, where, path, bpf, start, end, groups, pure=False) if packets else None
         firsts = client.gather([client.submit(_first_frames, p, pure=False) for p in parts])
-        maps = client.scatter(stream_maps(firsts))
+        mappings = stream_maps(firsts)
+        maps = client.scatter(mappings)
         done: list[_Group] = client.gather([client.submit(_renumbered, p, m, pure=False)
                                             for p, m in zip(parts, maps)])
-        table = pieces.result() if pieces is not None else None
+        pieces = pieces.result() if pieces is not None else None
     except AnalyzerError:
         raise
     except Exception as exc:  # noqa: BLE001 - a lost worker (KilledWorker), a cancelled task: one line
@@ -94,6 +103,11 @@ def analyze_split(client: Client, path: str, groups: int | None = None, *, engin
         stats[name] = sum(g.reading.get(name, 0) for g in done)
     stats["engine"] = "native"
     stats.update(merge_counts([g.counts for g in done]))
+    table = None
+    if pieces is not None:
+        frames, positions = pieces
+        table = packet_table(frames, *packet_streams(sum(map(len, frames)), positions, [g.sides for g in done],
+                                                     mappings))
     return Report(path, stats=stats, packets=table, **merge([g.tables for g in done]))
 
 
@@ -110,16 +124,19 @@ def analyze_each(client: Client, paths: list[str], **options) -> Iterator[Report
 
 
 # -- tasks (run on the workers) ----------------------------------------------------------------------
-def _group_pass(where: str, path: str, group: ConnectionGroup, bpf, start, end) -> _Group:
-    """Read the capture at ``where``, decode the group's segments, run the engine: the group's tables."""
+def _group_pass(where: str, path: str, group: ConnectionGroup, bpf, start, end, packets: bool = False) -> _Group:
+    """Read the capture at ``where``, decode the group's segments, run the engine: the group's tables (and
+    with ``packets``, its rows' streams and sides)."""
     from ..tcp import analyze_batches
 
+    sides: list | None = [] if packets else None
     with _named(where, path):
         reader = PacketReader(where, ANALYZE_BATCH, select=frame_selection(bpf, start, end), group=group)
-        tables = analyze_batches(prefetched(reader.stores(recycle=PREFETCH + 2), PREFETCH))
+        tables = analyze_batches(prefetched(reader.stores(recycle=PREFETCH + 2), PREFETCH), sides)
     reading = reader.stats
     reading["problems"] = _renamed(reading["problems"], where, path)
-    return _Group(tables.raw, tables.stats, reading)
+    rows = GroupSides.of([s for s, _ in sides], [d for _, d in sides], tables.client_side) if packets else None
+    return _Group(tables.raw, tables.stats, reading, rows)
 
 
 def _whole(where: str, path: str, options: dict) -> Report:
@@ -139,13 +156,20 @@ def _renumbered(group: _Group, mapping: np.ndarray) -> _Group:
     return group._replace(tables=renumber(group.tables, mapping))
 
 
-def _packet_table(where: str, path: str, bpf, start, end):
-    """The packet table, built as one process builds it (every frame decoded, batch by batch)."""
+def _packet_table(where: str, path: str, bpf, start, end, groups: int) -> tuple[list, list[list[np.ndarray]]]:
+    """The packet table's batches, decoded as one process decodes them (every frame, batch by batch), and
+    where each group's rows are in it (per group, one array a batch)."""
     from ..decode import to_frame
 
+    frames, positions, placed = [], [[] for _ in range(groups)], 0
     with _named(where, path):
         reader = PacketReader(where, ANALYZE_BATCH, select=frame_selection(bpf, start, end))
-        return packet_table([to_frame(s) for s in reader.stores()])
+        for store in reader.stores():
+            frames.append(to_frame(store))
+            for places, rows in zip(positions, rows_by_group(store, groups)):
+                places.append(rows + placed)
+            placed += store.n
+    return frames, positions
 
 
 @contextlib.contextmanager

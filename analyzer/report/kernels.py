@@ -71,11 +71,10 @@ def _compile_read() -> None:
 def _compile_engine() -> None:
     """Feed the engine a SYN, a SYN-ACK and an ACK as packet columns built here (not by the decoder, whose
     kernels the other process compiles; nor as a DataFrame: pandas alone takes half a second to import),
-    then call the record pool's kernels too."""
+    the connection ending at once, then compact the record pool."""
     from ..decode.store import Codes
     from ..schema import PACKET_COLUMNS
     from ..tcp import Engine
-    from ..tcp.sequence import compact_records, records_to_keep
 
     n = 3
     values = {c.name: np.full(n, -1 if c.dtype.startswith("int") else 0, dtype=c.dtype) for c in PACKET_COLUMNS
@@ -95,13 +94,9 @@ def _compile_engine() -> None:
         def packet_column(self, name):
             return values[name]
 
-    engine = Engine()
+    engine = Engine(close_delay=0, idle_timeout=-1e-9)  # the connection ends at once: those kernels run too
     engine.feed(Columns())
-    st = engine._state
-    records_to_keep(st.conv, st.dirs, st.tuple_conv, np.arange(st.conversations), np.empty(st.conversations, np.int64))
-    m = int(st.count["records"])
-    compact_records(st.conv, st.conversations, st.dirs, st.tuple_conv, st.records, st.counter, st.evicted,
-                    np.empty(m, np.bool_), np.empty(m, np.int64))
+    engine._compact()
     engine.finish()
 
 

@@ -12,7 +12,11 @@ frame. The merge gives the tables one process gives, byte for byte, for every ta
 - Row order (``order_column``): a table with a ``frame`` column is in frame order, any other with a
   ``stream`` column in stream order. A frame or a stream belongs to one group, so ``merge`` is a stable
   sort of all groups' rows on that column, each group's rows being in that order already (checked).
-- The engine's counts (``merge_counts``) are summed.
+- The engine's counts (``merge_counts``) are summed; the label counts are put in the engine's order
+  again and the capture loss percentage is computed from the summed bytes.
+- The packet table (``packet_streams``): each group sends its rows' stream ids and sides
+  (``GroupSides``), this process knows where its rows are in the table; ids are mapped as above and
+  directions named as the engine names them.
 
     >>> firsts = [first_frames(t) for t in group_tables]       # doctest: +SKIP
     >>> parts = [renumber(t, m) for t, m in zip(group_tables, stream_maps(firsts))]  # doctest: +SKIP
@@ -21,6 +25,7 @@ frame. The merge gives the tables one process gives, byte for byte, for every ta
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -144,15 +149,69 @@ def _take(column, order: np.ndarray):
     return column[order]
 
 
+LABEL_COUNTS = ("handshakes", "events")  # engine counts {label: n}, most frequent first, ties by label
+CAPTURE_LOSS = "capture_loss"  # {..., "missed_bytes", "bytes", "percent"}: the percent is not a sum
+
+
 def merge_counts(counts: list[dict]) -> dict:
-    """The engine's counts of the whole capture from the groups': numbers summed, dicts key by key."""
+    """The engine's counts of the whole capture from the groups': numbers summed, dicts key by key; the
+    label counts (``LABEL_COUNTS``) in the engine's order (``tcp.engine._counts``) and the capture loss
+    percentage of the summed bytes (``Engine._capture_loss``): the stats one process gives, key order too."""
+    out = _summed(counts)
+    for key in LABEL_COUNTS:
+        if isinstance(out.get(key), dict):
+            out[key] = dict(sorted(out[key].items(), key=lambda item: (-item[1], item[0])))
+    loss = out.get(CAPTURE_LOSS)
+    if isinstance(loss, dict) and "missed_bytes" in loss and "bytes" in loss:
+        missed, total = loss["missed_bytes"], loss["bytes"]
+        loss["percent"] = round(100.0 * missed / total, 4) if total else 0.0
+    return out
+
+
+def _summed(counts: list[dict]) -> dict:
     out: dict = {}
     for c in counts:
         for k, v in c.items():
             if isinstance(v, dict):
-                out[k] = merge_counts([out.get(k, {}), v])
+                out[k] = _summed([out.get(k, {}), v])
             elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
                 out[k] = out.get(k, 0) + v
             else:
                 out.setdefault(k, v)
     return out
+
+
+class GroupSides(NamedTuple):
+    """A group's packet-table rows, in order: each one's stream id (the group's) and side (the engine's
+    ``BatchEvents.sides``), and each stream's client side (``TcpTables.client_side``)."""
+
+    streams: np.ndarray
+    sides: np.ndarray
+    client_side: np.ndarray
+
+    @classmethod
+    def of(cls, streams: list[np.ndarray], sides: list[np.ndarray], client_side: np.ndarray) -> "GroupSides":
+        """From the ``streams`` and ``sides`` of each batch fed."""
+        cat = lambda parts, dtype: np.concatenate(parts) if parts else np.empty(0, dtype=dtype)  # noqa: E731
+        return cls(cat(streams, np.int64), cat(sides, np.int8), np.asarray(client_side, dtype=np.int64))
+
+
+def packet_streams(rows: int, positions: list, groups: list[GroupSides],
+                   maps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The packet table's ``stream`` (ids in the whole capture) and ``direction`` columns, ``rows`` long:
+    group ``g``'s rows are at ``positions[g]`` (an array, or a list of them, in the group's row order)."""
+    from ..tcp.retransmit import directions
+
+    stream = np.full(rows, -1, dtype=np.int64)
+    side = np.zeros(rows, dtype=np.int8)
+    client = np.zeros(rows, dtype=np.int64)
+    for places, group, mapping in zip(positions, groups, maps):
+        places = np.concatenate([np.empty(0, dtype=np.int64), *places]) if isinstance(places, list) else places
+        if len(places) != len(group.streams):
+            raise MergeError(f"a group analyzed {len(group.streams)} packets, {len(places)} were its own")
+        stream[places] = mapping[group.streams]
+        side[places] = group.sides
+        client[places] = group.client_side[group.streams]
+    if np.any(stream < 0):
+        raise MergeError("some packets were analyzed by no group")
+    return stream, directions(side, client)

@@ -10,7 +10,10 @@ the columns the engine reads are gathered), and say when the batch may be reused
 builds its tables and sends them back; their streams get their ids in the whole capture
 (``merge.stream_maps``, from every worker's first frames; ``merge.renumber``) and ``merge.merge`` puts
 the rows in the single-process order. Reading, decoding, the merge and writing stay in this process; the
-engine's pass and the table building (most of the work) are split.
+engine's pass and the table building (most of the work) are split. A merged trace (``merge=True``) and a
+pipe are read here like a file. With the packet table, each worker also sends the stream id (its own) and
+side of each of its rows; this process knows where those rows are in the table (the groups' row lists of
+each batch) and puts there their ids in the whole capture and their direction.
 
 Several captures (``each_in_processes``): each in a process of its own, at most N at once.
 
@@ -32,8 +35,9 @@ import numpy as np
 from ..decode import ANALYZE_BATCH, ColumnStore, FrameSelection, PacketReader, StoreRows, rows_by_group
 from ..decode.store import shared_array
 from ..errors import AnalyzerError
-from .merge import first_frames, merge, merge_counts, renumber, stream_maps
-from .pipeline import file_size, packet_table
+from .merge import GroupSides, first_frames, merge_counts, packet_streams, renumber, stream_maps
+from .merge import merge as merge_tables
+from .pipeline import packet_table, with_captures
 from .report import Report
 
 T = TypeVar("T")
@@ -136,19 +140,21 @@ def _child(conn: Connection, work: Callable[[Connection], None], parent_ends: li
 
 
 # -- one capture, its connections over N processes ------------------------------------------------
-def analyze_split(path: str, jobs: int, *, packets: bool = False, select: FrameSelection | None = None,
-                  progress: Callable[[int, int], None] | None = None, batch_size: int = ANALYZE_BATCH) -> Report:
-    """Analyze one capture with ``jobs`` engine processes; the same ``Report`` as one process gives."""
-    reader = PacketReader(path, batch_size, select=select)  # a capture that cannot be read fails here, as alone
+def analyze_split(path, jobs: int, *, packets: bool = False, select: FrameSelection | None = None,
+                  progress: Callable[[int, int], None] | None = None, batch_size: int = ANALYZE_BATCH,
+                  merge: bool = False) -> Report:
+    """Analyze one capture (with ``merge``, the captures ``path`` names as one trace) with ``jobs`` engine
+    processes; the same ``Report`` as one process gives."""
+    reader = PacketReader(path, batch_size, select=select, merge=merge)  # a capture that cannot be read fails here
     slots = [(ColumnStore.shared(batch_size), shared_array((jobs, batch_size), np.int64))
              for _ in range(jobs + SLOTS_AHEAD)]
     workers: list[_Worker] = []
     parts: list = []
     try:
         for k in range(jobs):
-            workers.append(_Worker(f"{path}: worker {k + 1} of {jobs}",
-                                   lambda conn, g=k: _group_engine(conn, slots, g), [w.conn for w in workers]))
-        kept = _feed(reader, workers, slots, packets, progress)
+            workers.append(_Worker(f"{reader.name}: worker {k + 1} of {jobs}",
+                                   lambda conn, g=k: _group_engine(conn, slots, g, packets), [w.conn for w in workers]))
+        kept, positions = _feed(reader, workers, slots, packets, progress)
         for w in workers:
             w.send(("end",))
         import pyarrow.csv  # noqa: F401  (for write(); imported while the workers build their tables)
@@ -157,21 +163,26 @@ def analyze_split(path: str, jobs: int, *, packets: bool = False, select: FrameS
     finally:
         for w in workers:
             w.stop(done=len(parts) == jobs)
+    maps = stream_maps([first_frames(t) for t, _, _ in parts])
+    tables = merge_tables([renumber(t, mapping) for (t, _, _), mapping in zip(parts, maps)])
     stats = reader.stats
     stats["engine"] = "native"
-    stats.update(merge_counts([counts for _, counts in parts]))
-    maps = stream_maps([first_frames(t) for t, _ in parts])
-    tables = merge([renumber(t, mapping) for (t, _), mapping in zip(parts, maps)])
-    return Report(path, stats=stats, packets=packet_table(kept) if packets else None, **tables)
+    stats.update(merge_counts([counts for _, counts, _ in parts]))
+    captures = reader.captures
+    table = None
+    if packets:
+        rows = sum(len(piece) for piece in kept)
+        table = packet_table(kept, *packet_streams(rows, positions, [sides for _, _, sides in parts], maps), captures)
+    if captures is not None:
+        tables = with_captures(tables, reader.frame_map, captures)
+    return Report(reader.name, stats=stats, packets=table, captures=captures, **tables)
 
 
 def _feed(reader: PacketReader, workers: list[_Worker], slots: list[tuple[ColumnStore, np.ndarray]], packets: bool,
-          progress: Callable[[int, int], None] | None) -> list:
+          progress: Callable[[int, int], None] | None) -> tuple[list, list[list[np.ndarray]]]:
     """Decode the capture into the shared stores, list each group's rows and announce the batch to every
-    worker; a store is reused once every worker is done with it. Returns the packet-table pieces when
-    ``packets``."""
-    from ..decode import to_frame
-
+    worker; a store is reused once every worker is done with it. Returns, when ``packets``, the packet-table
+    pieces and, per group, its rows' places in the whole table (one array a batch)."""
     free = deque(range(len(slots)))
     readers = [0] * len(slots)  # workers yet to be done with each store
     where = {id(store): k for k, (store, _) in enumerate(slots)}
@@ -188,25 +199,30 @@ def _feed(reader: PacketReader, workers: list[_Worker], slots: list[tuple[Column
         slots[k][0].n = 0
         return slots[k][0]
 
-    size = file_size(reader.path)
-    sent, kept = 0, []
+    size = reader.size
+    sent, kept, placed = 0, [], 0
+    positions: list[list[np.ndarray]] = [[] for _ in workers]
     for store in reader.stores(new_store=empty_store):
         k = where[id(store)]
         if store.mats is not matrices[k]:
-            raise WorkerError(f"{reader.path}: a batch outgrew its shared store")
+            raise WorkerError(f"{reader.name}: a batch outgrew its shared store")
         if packets:
-            kept.append(to_frame(store.copy()))
+            kept.append(reader.frame(store.copy()))
         if store.n:
-            counts = [len(rows) for rows in rows_by_group(store, len(workers), slots[k][1])]
+            groups = rows_by_group(store, len(workers), slots[k][1])
             tail, sent = store.addresses[sent:store.address_count], store.address_count
-            for w, count in zip(workers, counts):
-                w.send(("batch", k, store.n, count, tail))
+            for w, rows in zip(workers, groups):
+                w.send(("batch", k, store.n, len(rows), tail))
+            if packets:
+                for places, rows in zip(positions, groups):
+                    places.append(rows + placed)
+                placed += store.n
             readers[k] = len(workers)
         else:
             free.append(k)
         if progress:
-            progress(reader._source.bytes_read, size)
-    return kept
+            progress(reader.bytes_read, size)
+    return kept, positions
 
 
 def _after_frees(worker: _Worker) -> tuple:
@@ -221,13 +237,16 @@ def _ready(workers: list[_Worker]) -> list[_Worker]:
     return [by_conn[c] for c in wait(list(by_conn))]
 
 
-def _group_engine(conn: Connection, slots: list[tuple[ColumnStore, np.ndarray]], group: int) -> None:
-    """A worker: the engine over its connection group's rows of each announced batch, then its tables."""
+def _group_engine(conn: Connection, slots: list[tuple[ColumnStore, np.ndarray]], group: int, packets: bool) -> None:
+    """A worker: the engine over its connection group's rows of each announced batch, then its tables (and,
+    with ``packets``, ``merge.GroupSides``: each of its rows' stream and side)."""
     from ..tcp import Engine
 
     os.nice(WORKER_NICENESS)
     engine, addresses = Engine(), []  # one growing address list: the engine's fast path
     scratch = ColumnStore(slots[0][0].capacity)  # the engine keeps nothing of a batch once fed: reused
+    streams: list[np.ndarray] = []
+    sides: list[np.ndarray] = []
     while True:
         kind, *body = conn.recv()
         if kind == "end":
@@ -236,10 +255,14 @@ def _group_engine(conn: Connection, slots: list[tuple[ColumnStore, np.ndarray]],
         addresses.extend(tail)
         store, rows = slots[k]
         store.n = n
-        engine.feed(StoreRows(store, rows[group, :count], addresses, scratch))
+        got = engine.feed(StoreRows(store, rows[group, :count], addresses, scratch))
         conn.send(("free", k))
+        if packets:
+            streams.append(got.streams.copy())
+            sides.append(got.sides)
     tables = engine.finish()
-    conn.send(("tables", tables.raw, tables.stats))
+    rows = GroupSides.of(streams, sides, tables.client_side) if packets else None
+    conn.send(("tables", tables.raw, tables.stats, rows))
 
 
 # -- several captures at once ----------------------------------------------------------------------

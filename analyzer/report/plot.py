@@ -1,13 +1,17 @@
-"""Plots: the time-sequence (Stevens / tcptrace) graph of one connection, and the handshake RTT distribution.
+"""Plots: the time-sequence (Stevens / tcptrace) graph of one connection, its data RTT samples over time,
+and the handshake RTT distribution.
 
 The time-sequence graph shows one direction's data segments as vertical bars from seq to seq+len
 (relative sequence numbers, as Wireshark shows them) against time since the connection's first
-packet, the other direction's ACK line and ACK + receive window, its SACK blocks, and every segment of
-the ``retransmissions`` table in the colour of its kind. Figures are built without pyplot (Agg canvas),
-so they work headless and never touch global state.
+packet, the other direction's ACK line and ACK + receive window, its SACK blocks, every segment of
+the ``retransmissions`` table in the colour of its kind, and the health findings of the ``events`` table:
+the receiver's zero-window periods shaded, its duplicate ACKs and the ACKs of bytes the capture never saw
+(capture gaps) marked on the ACK line, and the sender's segments after a gap ("previous segment not
+captured"). Figures are built without pyplot (Agg canvas), so they work headless and never touch global
+state.
 
-Every marked segment is its own artist with ``gid = "<kind>:<frame>"`` (written as the element id in
-SVG output), so the frames drawn in each colour can be read back from the figure or the file:
+Every marked segment or finding is its own artist with ``gid = "<kind>:<frame>"`` (written as the element id
+in SVG output), so the frames drawn in each colour can be read back from the figure or the file:
 
 >>> from analyzer.plot import plot_stream, marked_frames
 >>> fig = plot_stream("trace.pcap", stream=0, out="stream0.svg")       # doctest: +SKIP
@@ -43,10 +47,18 @@ COLOURS = {
     "syn_retransmission": "tab:brown",
     "out_of_order": "tab:green",
     "duplicate": "tab:pink",
+    "zero_window": "tab:gray",
+    "duplicate_ack": "crimson",
+    "capture_gap": "magenta",
+    "lost_segment": "goldenrod",
+    "rtt_sample": "tab:blue",
+    "rtt_sample_resent": "tab:red",
 }
-"""One colour per drawn element; kinds are those of ``schema.RETRANSMISSION_KINDS``."""
+"""One colour per drawn element; kinds are those of ``schema.RETRANSMISSION_KINDS`` and ``schema.EVENT_KINDS``."""
 LEGEND_ORDER = ("data segment", "retransmission", "fast retransmission", "spurious retransmission",
-                "syn retransmission", "out of order", "duplicate", "ACK", "ACK + window", "SACK block")
+                "syn retransmission", "out of order", "duplicate", "ACK", "ACK + window", "SACK block",
+                "zero window", "duplicate ACK", "capture gap", "after a gap")
+OTHER = {"client->server": "server->client", "server->client": "client->server"}
 
 
 class StreamNotFound(LookupError):
@@ -106,8 +118,8 @@ def _load(source, packets: pd.DataFrame | None):
         streams = engine.feed(packets).streams
         tables = engine.finish()
         report = Report(capture=path, connections=tables.connections, handshakes=tables.handshakes,
-                        retransmissions=tables.retransmissions, stats=dict(packets.attrs.get("stats", {})),
-                        packets=packets)
+                        retransmissions=tables.retransmissions, events=tables.events,
+                        stats=dict(packets.attrs.get("stats", {})), packets=packets)
         return report, packets, streams
     if packets is None:
         packets = source.packets if source.packets is not None else read_packets(source.capture)
@@ -157,6 +169,7 @@ def plot_stream(source, stream: int, out: str | os.PathLike | None = None, *,
     seq_rel, span = _draw_data(ax, sender, t0, report.retransmissions, stream, direction)
     scale = _receiver_wscale(report.handshakes, stream, direction)
     ack_lo_hi = _draw_acks(ax, receiver, t0, scale)
+    _draw_findings(ax, report.events, stream, direction, sender, receiver, t0)
     _focus(ax, seq_rel, span, ack_lo_hi)
     src = f"{conn['client']}:{conn['client_port']}"
     dst = f"{conn['server']}:{conn['server_port']}"
@@ -278,16 +291,116 @@ def _draw_acks(ax, acks: pd.DataFrame, t0: float, wscale: int) -> tuple[int, int
     return lo_hi
 
 
-def marked_frames(fig: Figure) -> dict[str, list[int]]:
-    """The frames drawn as marked segments, by kind, read back from the figure's artists (their gid)."""
+def _draw_findings(ax, events: pd.DataFrame, stream: int, direction: str, sender: pd.DataFrame,
+                   receiver: pd.DataFrame, t0: float) -> None:
+    """The ``events`` findings of this graph: the receiver's zero-window periods (shaded up to its next
+    packet with an open window), duplicate ACKs and capture gaps on its ACK line, and the sender's segments
+    after a gap."""
+    ev = events[events["stream"] == stream]
+    mine = ev[ev["direction"] == direction]
+    theirs = ev[ev["direction"] == OTHER[direction]]
+    ack_at = dict(zip(receiver["frame"].astype(np.int64), receiver["ack_rel"]))
+    seq_at = dict(zip(sender["frame"].astype(np.int64), sender["seq_rel"]))
+    t_rx = receiver["ts"].to_numpy(float) - t0
+    open_at = t_rx[receiver["window"].to_numpy(np.int64) > 0]
+    first = True
+    for frame, ts in zip(theirs["frame"][theirs["event"] == "zero_window"].astype(np.int64),
+                         theirs["ts"][theirs["event"] == "zero_window"].astype(float)):
+        t = ts - t0
+        later = open_at[open_at > t]
+        ax.axvspan(t, later[0] if len(later) else t, color=COLOURS["zero_window"], alpha=0.25, linewidth=0,
+                   gid=f"zero_window:{frame}", label="zero window" if first else "_nolegend_")
+        first = False
+    for kind, rows, at, marker, label in (("duplicate_ack", theirs, ack_at, "x", "duplicate ACK"),
+                                          ("capture_gap", theirs, ack_at, "D", "capture gap"),
+                                          ("lost_segment", mine, seq_at, "v", "after a gap")):
+        sel = rows[rows["event"] == kind]
+        first = True
+        for frame, ts in zip(sel["frame"].astype(np.int64), sel["ts"].astype(float)):
+            if frame not in at:
+                continue
+            ax.plot([ts - t0], [at[frame]], linestyle="none", marker=marker, markersize=5, color=COLOURS[kind],
+                    gid=f"{kind}:{frame}", label=label if first else "_nolegend_")
+            first = False
+
+
+SEGMENT_MARKS = ("retransmission", "fast_retransmission", "spurious_retransmission", "syn_retransmission",
+                 "out_of_order", "duplicate")
+FINDING_MARKS = ("zero_window", "duplicate_ack", "capture_gap", "lost_segment")
+
+
+def _marks(fig: Figure, kinds: tuple[str, ...]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for ax in fig.axes:
-        for line in ax.get_lines():
-            gid = line.get_gid() or ""
-            kind, _, frame = gid.partition(":")
-            if kind in COLOURS and frame.isdigit():
+        for artist in (*ax.get_lines(), *ax.patches, *ax.collections):
+            kind, _, frame = (artist.get_gid() or "").partition(":")
+            if kind in kinds and frame.isdigit():
                 out.setdefault(kind, []).append(int(frame))
     return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def marked_frames(fig: Figure) -> dict[str, list[int]]:
+    """The frames drawn as marked segments (the retransmissions table's kinds), read back from the figure's
+    artists (their gid)."""
+    return _marks(fig, SEGMENT_MARKS)
+
+
+def finding_marks(fig: Figure) -> dict[str, list[int]]:
+    """The frames of the events-table findings drawn on a time-sequence graph, by kind."""
+    return _marks(fig, FINDING_MARKS)
+
+
+# ---- data RTT samples --------------------------------------------------------------------------------
+def plot_rtt_samples(source, stream: int, out: str | os.PathLike | None = None, *,
+                     packets: pd.DataFrame | None = None, size: tuple[float, float] = (10, 4.5)) -> Figure:
+    """The data RTT samples of connection ``stream`` over time, one series per direction of the data:
+    Wireshark's ``tcp.analysis.ack_rtt`` (a segment to the first ACK exactly covering it); samples of
+    segments sent more than once (Karn's rule: ambiguous) in their own colour. ``source`` is a capture path
+    or a ``Report``. Each series is one artist, gid ``rtt_samples:<direction>:<sent once|resent>``, whose
+    ``frames`` attribute lists the ACK frame of each sample.
+
+    >>> fig = plot_rtt_samples("trace.pcap", 3, "rtt3.png")                         # doctest: +SKIP
+    """
+    from ..decode import read_packets
+    from ..tcp import Engine
+
+    _check_suffix(out)
+    path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else source.capture
+    if packets is None:
+        packets = source.packets if not isinstance(source, (str, os.PathLike)) and source.packets is not None \
+            else read_packets(path)
+    engine = Engine(rtt_samples=True)
+    engine.feed(packets)
+    tables = engine.finish()
+    conns = tables.connections
+    if not (conns["stream"] == stream).any():
+        raise StreamNotFound(f"{path}: no stream {stream} (streams 0-{len(conns) - 1})")
+    conn = conns[conns["stream"] == stream].iloc[0]
+    samples = tables.rtt_samples[tables.rtt_samples["stream"] == stream]
+    t0 = float(conn["first_ts"])
+    fig = _new_figure(size)
+    ax = fig.add_subplot()
+    for direction, marker in zip(DIRECTIONS, ("o", "s")):
+        for karn, colour, what in ((True, "rtt_sample", "sent once"), (False, "rtt_sample_resent", "resent")):
+            sel = samples[(samples["direction"] == direction) & (samples["karn"] == karn)]
+            if not len(sel):
+                continue
+            (line,) = ax.plot(sel["ts"].to_numpy(float) - t0, sel["rtt"].to_numpy(float) * 1e3, linestyle="none",
+                              marker=marker, markersize=3.5, color=COLOURS[colour], alpha=0.8 if karn else 1.0,
+                              gid=f"rtt_samples:{direction}:{what}", label=f"{direction} data, {what} (n={len(sel)})")
+            line.frames = sel["frame"].to_numpy(np.int64)  # the ACK of each sample, in drawing order
+    if not len(samples):
+        ax.text(0.5, 0.5, "no RTT samples: no ACK covers a data segment exactly", transform=ax.transAxes,
+                ha="center")
+    else:
+        ax.legend(fontsize="small")
+    ax.set_title(f"stream {stream}: {conn['client']}:{conn['client_port']} \u2194 {conn['server']}:"
+                 f"{conn['server_port']}, data RTT samples, {Path(path).name}")
+    ax.set_xlabel("time since the connection's first packet (s)")
+    ax.set_ylabel("RTT (ms): segment to its ACK")
+    ax.grid(True, alpha=0.3)
+    _save(fig, out)
+    return fig
 
 
 # ---- handshake RTT distribution ----------------------------------------------------------------------

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     AnyTable = Union[pd.DataFrame, Table]
 
-TABLES = ("connections", "handshakes", "retransmissions")
+TABLES = ("connections", "handshakes", "retransmissions", "events")
 
 
 class Report:
@@ -32,14 +32,22 @@ class Report:
     ``connections``, ``handshakes``, ``retransmissions`` and ``packets`` are always DataFrames (made on
     first access). The three report tables show a UTC datetime column beside each float-seconds one
     (``time`` beside ``ts``, ``syn_time`` beside ``syn_ts``...: ``table.with_times``); the files do not
-    have them. ``write(format="csv")`` and ``summary()`` work on the raw form, without pandas."""
+    have them. ``write(format="csv")`` and ``summary()`` work on the raw form, without pandas.
+
+    A merged trace's report has ``captures`` (the files, in the order given) and every table the capture
+    columns (``schema.CAPTURE_COLUMNS``); ``captures`` is None otherwise."""
 
     def __init__(self, capture: str, connections: AnyTable, handshakes: AnyTable, retransmissions: AnyTable,
-                 stats: dict | None = None, packets: AnyTable | None = None):
+                 stats: dict | None = None, packets: AnyTable | None = None, events: AnyTable | None = None,
+                 captures: list[str] | None = None):
         self.capture = capture
+        self.captures = captures
         self.stats = {} if stats is None else stats
         self._tables: dict = {"connections": connections, "handshakes": handshakes,
-                              "retransmissions": retransmissions}
+                              "retransmissions": retransmissions,
+                              "events": events if events is not None else Table.empty(
+                                  schema.EVENT_COLUMNS if captures is None else
+                                  schema.with_capture_columns(schema.EVENT_COLUMNS))}
         if packets is not None:
             self._tables["packets"] = packets
 
@@ -58,6 +66,7 @@ class Report:
                           lambda self, df: self._tables.__setitem__("handshakes", df))
     retransmissions = property(lambda self: self._frame("retransmissions"),
                                lambda self, df: self._tables.__setitem__("retransmissions", df))
+    events = property(lambda self: self._frame("events"), lambda self, df: self._tables.__setitem__("events", df))
 
     @property
     def packets(self) -> pd.DataFrame | None:
@@ -106,7 +115,7 @@ class Report:
         t = self._tables[name]
         if isinstance(t, Table) and format != "parquet":
             return t
-        return schema.conform(self._frame(name), table_columns(name))
+        return schema.conform(self._frame(name), table_columns(name, merged=self.captures is not None))
 
     def summary(self) -> dict:
         """A machine-readable summary (what ``analyze --json`` prints)."""
@@ -157,6 +166,7 @@ def summarise(report: Report, top: int = 5) -> dict:
     clean = path_rtt(outcome, col("handshakes", "syn_retries"), col("handshakes", "synack_retries"))
     return {
         "capture": report.capture,
+        **({"captures": list(report.captures)} if report.captures is not None else {}),
         "frames": int(report.stats.get("frames", 0)),
         "filtered_out_frames": int(report.stats.get("filtered_out", 0)),
         "tcp_segments": int(report.stats.get("tcp_segments", 0)),
@@ -164,6 +174,8 @@ def summarise(report: Report, top: int = 5) -> dict:
         "handshakes": _label_counts(outcome),
         "handshake_rtt_seconds": _percentiles(col("handshakes", "handshake_rtt")[clean]) if clean.any() else {},
         "retransmissions": _label_counts(col("retransmissions", "kind")),
+        "events": _label_counts(col("events", "event")),
+        "capture_loss": dict(report.stats.get("capture_loss", {})),
         "top_retransmitting_connections": worst,
         "skipped_frames": dict(report.stats.get("skipped", {})),
         "problems": list(report.stats.get("problems", [])),

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 FORMATS = ("csv", "parquet", "json")
 SUFFIXES = {"csv": "csv", "parquet": "parquet", "json": "jsonl"}  # file suffix of each format
-TABLE_NAMES = ("connections", "handshakes", "retransmissions", "packets")
+TABLE_NAMES = ("connections", "handshakes", "retransmissions", "events", "packets")
 PARTITION_KEY = "capture"  # several captures in Parquet: out/<table>/capture=<name>/part-0.parquet
 PART_FILE = "part-0.parquet"
 
@@ -40,9 +40,12 @@ class OutputError(AnalyzerError):
     """The tables could not be written (folder not writable, disk full)."""
 
 
-def table_columns(name: str) -> tuple[schema.Column, ...]:
-    return {"connections": schema.CONNECTION_COLUMNS, "handshakes": schema.HANDSHAKE_COLUMNS,
-            "retransmissions": schema.RETRANSMISSION_COLUMNS, "packets": schema.PACKET_COLUMNS}[name]
+def table_columns(name: str, merged: bool = False) -> tuple[schema.Column, ...]:
+    """The declared columns of a table; ``merged``: with ``schema.CAPTURE_COLUMNS`` after them."""
+    columns = {"connections": schema.CONNECTION_COLUMNS, "handshakes": schema.HANDSHAKE_COLUMNS,
+               "retransmissions": schema.RETRANSMISSION_COLUMNS, "events": schema.EVENT_COLUMNS,
+               "packets": schema.PACKET_TABLE_COLUMNS}[name]
+    return schema.with_capture_columns(columns) if merged else columns
 
 
 def _in_threads(calls: list[Callable[[], None]]) -> None:
@@ -248,11 +251,12 @@ def _values_and_missing(column) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_table(path: str | os.PathLike, name: str) -> pd.DataFrame:
-    """Read a written table back with its declared dtypes (tests and notebooks use this)."""
+    """Read a written table back with its declared dtypes (tests and notebooks use this); a merged trace's
+    table has its capture columns."""
     import pandas as pd
 
     path = Path(path)
-    cols = table_columns(name)
+    cols = table_columns(name, merged=True)
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
     elif path.suffix == ".jsonl":
@@ -261,4 +265,5 @@ def read_table(path: str | os.PathLike, name: str) -> pd.DataFrame:
         df = pd.read_csv(path, dtype={c.name: object for c in cols if c.dtype in ("str", "string", "category")},
                          keep_default_na=False, na_values={c.name: [""] for c in cols
                                                           if c.dtype not in ("str", "string", "category")})
+    cols = table_columns(name, merged=schema.CAPTURE_COLUMNS[0].name in df.columns)
     return schema.conform(df, cols) if len(df.columns) else schema.empty_frame(cols)

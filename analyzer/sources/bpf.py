@@ -107,18 +107,20 @@ class BpfFilter:
             prog = self._programs[linktype, big_endian] = compile_bpf(self.expr, linktype, big_endian)
         return prog
 
-    def match(self, batch, big_endian: bool = False) -> np.ndarray:
-        """Which frames of ``batch`` (a ``FrameBatch`` of a file in this byte order) the filter keeps."""
+    def match(self, batch, big_endian: bool | np.ndarray = False) -> np.ndarray:
+        """Which frames of ``batch`` (a ``FrameBatch`` of a file in this byte order; per frame for a merge of
+        files in both orders) the filter keeps."""
         keep = np.zeros(len(batch), dtype=bool)
         if not len(batch):
             return keep
-        lts = batch.linktypes
-        kinds = [int(lts[0])] if lts[0] == lts[-1] and (lts == lts[0]).all() else np.unique(lts).tolist()
-        for lt in kinds:
-            frames = np.arange(len(batch)) if len(kinds) == 1 else np.flatnonzero(lts == lt)
+        kind = batch.linktypes.astype(np.int64) * 2 + np.asarray(big_endian, dtype=np.int64)  # (link type, order)
+        kinds = [int(kind[0])] if kind[0] == kind[-1] and (kind == kind[0]).all() else np.unique(kind).tolist()
+        for k in kinds:
+            frames = np.arange(len(batch)) if len(kinds) == 1 else np.flatnonzero(kind == k)
+            lt, big = k >> 1, bool(k & 1)
             if lt < 0:  # a frame of an undescribed pcapng interface: nothing to compile for, never kept
                 continue
-            run_bpf(self.program(lt, big_endian), batch.data, batch.offsets, batch.caplens, batch.wirelens, frames,
+            run_bpf(self.program(lt, big), batch.data, batch.offsets, batch.caplens, batch.wirelens, frames,
                     np.empty(BPF_MEMWORDS, dtype=np.int64), keep)
         return keep
 

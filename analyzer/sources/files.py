@@ -1,7 +1,9 @@
 """Capture files to frame batches: format by magic number, gzip, chunked reads, damage handling.
 
 ``FrameSource(path).batches(batch_size)`` yields ``FrameBatch`` objects. Memory stays flat: the file
-is read in chunks and each batch references only its own chunk. Damage (a truncated file, an
+is read in chunks and each batch references only its own chunk. Reading only goes forward (no seek), so
+a pipe works as well as a file: the path ``-`` is standard input (``tcpdump -w - | ...``, ``zcat x.gz |``),
+gzip included. Damage (a truncated file, an
 impossible length, a cut or corrupt gzip stream, a read error) ends the reading with one line in
 ``problems``; every frame before it is kept.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
@@ -23,6 +26,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 GZIP_WBITS = 31  # zlib: a gzip stream (RFC 1952), its CRC-32 and length checked at the end
 GZIP_STEP = 1 << 16  # compressed bytes inflated per call
 CHUNK_BYTES = 2 << 20  # read granularity: small enough that a piece is decoded while cached
+STDIN = "-"  # the path that means standard input (as tcpdump -r -)
+STDIN_NAME = "stdin"  # how standard input is named in messages, summaries and output folders
+CAPTURE_MAGICS = {m.to_bytes(4, order) for m in (pcap.PCAP_MAGIC_US, pcap.PCAP_MAGIC_NS)
+                  for order in ("little", "big")} | {pcapng.PCAPNG_SHB.to_bytes(4, "big")}
 
 
 class Gunzip(io.RawIOBase):
@@ -106,18 +113,28 @@ def _inflate_until_error(z, data: bytes) -> tuple[bytes, int]:
     return b"".join(out), len(data)
 
 
+def capture_name(path_or_file) -> str:
+    """How a capture is named in messages: its path as given, ``stdin`` for ``-``, a file object's name."""
+    if hasattr(path_or_file, "read"):
+        return str(getattr(path_or_file, "name", "<stream>"))
+    path = os.fspath(path_or_file)
+    return STDIN_NAME if path == STDIN else path
+
+
 def _open(path_or_file) -> tuple[BinaryIO, BinaryIO, bytes, str, bool]:
-    """Open a path or take a file object; gunzip when it starts with gzip's magic.
+    """Open a path (``-``: standard input) or take a file object; gunzip when it starts with gzip's magic.
 
     Returns (reader, file, head, name, owned): the capture is ``head`` (its first bytes, read already)
     then what ``reader`` gives (the file itself, or a ``Gunzip`` of it). A path is read unbuffered, one
     system call per read, so that the bytes read before a read error are kept. A file that cannot be
     opened or read: ``CaptureError``.
     """
+    name = capture_name(path_or_file)
     if hasattr(path_or_file, "read"):
-        f, name, owned = path_or_file, str(getattr(path_or_file, "name", "<stream>")), False
+        f, owned = path_or_file, False
+    elif os.fspath(path_or_file) == STDIN:
+        f, owned = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False), True  # fd 0 stays open
     else:
-        name = os.fspath(path_or_file)
         try:
             f = open(name, "rb", buffering=0)
         except OSError as exc:
@@ -134,6 +151,20 @@ def _open(path_or_file) -> tuple[BinaryIO, BinaryIO, bytes, str, bool]:
     return f, f, head, name, owned
 
 
+def sniff_capture(path: str) -> bool:
+    """Whether the file at ``path`` starts as a pcap or pcapng file does (through gzip too); reads a few bytes."""
+    try:
+        reader, f, head, _, _ = _open(path)
+    except CaptureError:
+        return False
+    try:
+        return head + _read_exactly(reader, 4 - len(head)) in CAPTURE_MAGICS
+    except OSError:
+        return False
+    finally:
+        f.close()
+
+
 def _read_exactly(f: BinaryIO, n: int) -> bytes:
     """Up to ``n`` bytes (fewer only at the end of the file): pipes and raw files may return less per read."""
     data = b""
@@ -146,9 +177,11 @@ def _read_exactly(f: BinaryIO, n: int) -> bytes:
 
 
 class FrameSource:
-    """Reads a pcap or pcapng file (optionally gzip-compressed) as frame batches."""
+    """Reads a pcap or pcapng file (optionally gzip-compressed) as frame batches; ``chunk_bytes``: how much
+    is read at a time (less to look at a file's first frames only)."""
 
-    def __init__(self, path_or_file):
+    def __init__(self, path_or_file, chunk_bytes: int = CHUNK_BYTES):
+        self._chunk = chunk_bytes
         self.file, self._raw, head, self.name, self._owned = _open(path_or_file)
         self.problems: list[str] = []
         self.frames = 0  # frames read so far (= last frame number)
@@ -185,6 +218,11 @@ class FrameSource:
         else:
             raise CaptureError(self.name, 0, f"not a pcap or pcapng file (magic {head[:4].hex()})")
 
+    @property
+    def big_endian(self) -> bool:
+        """The byte order of the file (pcapng: of the section being read), which a BSD loopback header follows."""
+        return self.pcap_header.big_endian if self.format == "pcap" else self.big
+
     def file_size(self) -> int | None:
         """Size of a plain file being read (None for gzip and streams)."""
         if isinstance(self.file, Gunzip):
@@ -207,7 +245,7 @@ class FrameSource:
         have = self._hi - self._lo
         if have >= want or self._eof:
             return
-        need = max(want, have + CHUNK_BYTES)
+        need = max(want, have + self._chunk)
         if len(self._arr) < need:
             arr = np.empty(need, dtype=np.uint8)
             arr[:have] = self._arr[self._lo:self._hi]

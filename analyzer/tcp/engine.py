@@ -2,17 +2,20 @@
 
 Per batch: 4-tuple ids come from a compiled hash-table pass (``flows.py``), then one compiled pass in frame
 order (``sequence.analyze_batch``) updates the carried per-flow state and writes event rows (which carry
-the packet fields the tables need, so no packet column is kept). Tables are built from that state at
-``finish()``, vectorized, so a batched run gives the same rows as a whole-file run.
+the packet fields the tables need, so no packet column is kept). A connection's connections and
+handshakes rows are built, vectorized, when it ends (``sequence.ended``: over and silent for the close
+delay, or silent for the idle timeout; the rest at ``finish()``), and its state is freed; the rows are the
+same whatever the batch sizes.
 
 Cost: every compiled function is cached on disk (``cache=True``; no numba typed containers, whose types
 would be compiled again on each run) and releases the GIL (``nogil=True``), so reading the next batch
 can overlap the analysis of this one in another thread. Columns are passed in the packet table's own
 dtypes (no per-batch conversion copies).
 
-Memory: state is kept per connection, not per packet; connections that are over are moved out to a
-temporary file between batches and brought back if a packet of theirs comes (``spill.py``), so memory
-follows the connections open at once, not all the connections of the capture.
+Memory: state is kept per connection, not per packet, and only until the connection ends: the pages of
+ended connections are handed back, and what their later rows need (4-tuple, sides) stays in three small
+arrays. Memory follows the connections open at once; the rows of ended ones go to a ``RowSink`` (in memory
+by default, on disk for the command line: ``analyzer.report.rows``).
 
     >>> engine = Engine()                                       # doctest: +SKIP
     >>> for batch in analyzer.iter_packets("capture.pcap"):     # doctest: +SKIP
@@ -21,20 +24,22 @@ follows the connections open at once, not all the connections of the capture.
 """
 from __future__ import annotations
 
+import mmap
 from functools import cached_property
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from ..schema import CONNECTION_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS, TH_ACK, TH_FIN, TH_SYN
+from ..schema import (CONNECTION_COLUMNS, EVENT_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS,
+                      TH_ACK, TH_FIN, TH_SYN)
 from ..table import Masked, Table, seconds
 from .connections import completeness, conn_states, histories
 from .flows import TupleTable, column_getter, readonly
 from .handshake import handshake_columns, outcomes
-from .retransmit import KIND_NAMES, event_rows
-from .sequence import analyze_batch, compact_records, records_to_keep
-from .spill import Spill
-from .state import EVENT, NONE, RECORD_WALK, FlowState, grow, room
+from .health import FINDINGS_PER_PACKET, finding_rows, health_columns
+from .retransmit import KIND_NAMES, directions, event_rows
+from .sequence import analyze_batch, compact_records, ended, release
+from .state import EVENT, FINDING, Finding, FlowState, mapping_of, grow, room
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,23 +49,33 @@ if TYPE_CHECKING:
 # the pool then stays proportional to the connections still open (plus a few records per finished one),
 # not to the frames, with at most half again as much room for new records.
 COMPACT_RECORDS_AT = 65_536
-# Connections that are over and had no packet in a batch are moved out of memory (``spill.py``) once
-# there are this many of them: memory then follows the connections still open, not all connections.
-EVICT_AT = 1024
+PAGE = mmap.PAGESIZE
+# When a connection ends (Zeek's defaults): silent this long once over (both FINs acknowledged, or reset),
+# or this long in any case. A later packet on its 4-tuple is a new connection if it is a SYN; any other is
+# counted under the old stream and not analyzed (``stats["late_packets"]``).
+CLOSE_DELAY = 5.0  # seconds (Zeek's tcp_close_delay)
+IDLE_TIMEOUT = 300.0  # seconds (Zeek's tcp_inactivity_timeout)
 
 # the packet-table columns the compiled pass reads, in the schema's dtypes (one compiled signature)
 _DTYPES = {c.name: np.dtype(c.dtype) for c in PACKET_COLUMNS if c.dtype not in ("category", "str", "string")}
 
 
 class TcpTables:
-    """The engine's result: three report tables and summary counts.
+    """The engine's result: four report tables and summary counts.
 
-    ``raw`` holds the tables as built (``table.Table``, numpy columns); ``connections``, ``handshakes`` and
-    ``retransmissions`` are their DataFrames, made on first access."""
+    ``raw`` holds the tables as built (``table.Table``, numpy columns); ``connections``, ``handshakes``,
+    ``retransmissions`` and ``events`` are their DataFrames, made on first access."""
 
-    def __init__(self, raw: dict[str, Table], stats: dict):
+    def __init__(self, raw: dict[str, Table], stats: dict, client_side: np.ndarray | None = None):
         self.raw = raw
         self.stats = stats
+        # per stream: 0 when the client sent the connection's first packet, else 1 (``BatchEvents.sides``)
+        self.client_side = np.empty(0, dtype=np.int64) if client_side is None else client_side
+        self.rtt_samples: pd.DataFrame | None = None  # with Engine(rtt_samples=True): every data RTT sample
+
+    def directions(self, streams: np.ndarray, sides: np.ndarray) -> np.ndarray:
+        """'client->server' or 'server->client' for packets given by stream and side (``BatchEvents``)."""
+        return directions(sides, self.client_side[streams])
 
     @cached_property
     def connections(self) -> pd.DataFrame:
@@ -74,6 +89,10 @@ class TcpTables:
     def retransmissions(self) -> pd.DataFrame:
         return self.raw["retransmissions"].to_pandas()
 
+    @cached_property
+    def events(self) -> pd.DataFrame:
+        return self.raw["events"].to_pandas()
+
 
 class BatchEvents:
     """What one ``Engine.feed`` call decided, for live display: ``handshakes`` that reached an outcome
@@ -86,43 +105,73 @@ class BatchEvents:
     shows it was unnecessary. Rows read here keep the label known then; ``Engine.finish()`` has the final
     one, the same whatever the batch sizes."""
 
-    def __init__(self, engine: "Engine", batch: int, chunk: np.ndarray | None, streams: np.ndarray):
+    def __init__(self, engine: "Engine", batch: int, chunk: np.ndarray | None, streams: np.ndarray,
+                 sides: np.ndarray):
         self._engine, self._batch, self._chunk = engine, batch, chunk
         self.streams = streams
+        self.sides = sides  # per packet: 0 when sent by its connection's first packet's sender, else 1
 
     @cached_property
     def handshakes(self) -> pd.DataFrame:
-        st = self._engine._state
-        decided = np.flatnonzero((st.conv["hs_decided"][: st.conversations] == self._batch)
-                                 & (st.evicted[: st.conversations] == 0))
-        return self._engine._handshakes(decided).to_pandas()
+        engine = self._engine
+        live = engine._live
+        decided = live[engine._state.conv["hs_decided"][live] == self._batch]
+        return engine._handshakes(decided).to_pandas()
 
     @cached_property
     def retransmissions(self) -> pd.DataFrame:
         return self._engine._retransmissions([self._chunk]).to_pandas()
 
 
-class Engine:
-    """Feed packet-table batches in capture order; call ``finish()`` for the tables."""
+class RowSink:
+    """Where the engine puts the connections and handshakes rows of connections that have ended: kept in
+    memory here; ``analyzer.report.rows`` has one on disk. ``add`` gets each group of rows as built (a
+    stream appears once), ``tables`` gives them in stream order at the end."""
 
     def __init__(self) -> None:
+        self._parts: list[tuple[Table, Table]] = []
+
+    def add(self, connections: Table, handshakes: Table) -> None:
+        self._parts.append((connections, handshakes))
+
+    def tables(self) -> tuple[Table, Table]:
+        return tuple(_in_stream_order([part[k] for part in self._parts], cols)
+                     for k, cols in enumerate((CONNECTION_COLUMNS, HANDSHAKE_COLUMNS)))
+
+
+class Engine:
+    """Feed packet-table batches in capture order; call ``finish()`` for the tables. With ``rtt_samples``,
+    every data RTT sample is kept too (``TcpTables.rtt_samples``, for plots: one row per ACK that has one).
+    ``close_delay`` and ``idle_timeout`` (seconds) say when a connection ends (CLOSE_DELAY, IDLE_TIMEOUT);
+    ``sink`` receives the rows of ended connections (a ``RowSink``, in memory, by default)."""
+
+    def __init__(self, rtt_samples: bool = False, close_delay: float = CLOSE_DELAY,
+                 idle_timeout: float = IDLE_TIMEOUT, sink: RowSink | None = None) -> None:
+        self._rtt_samples = rtt_samples
+        self._close_delay = round(close_delay * 1e9)
+        self._idle_timeout = round(idle_timeout * 1e9)
+        self._sink = RowSink() if sink is None else sink
         self._tuples = TupleTable()
         self._state = FlowState()
         # every event row so far (row = global event index), with its packet's fields; the compiled pass
         # writes a batch's rows straight after the earlier ones. Grown by doubling, in pages of its own.
         self._events = np.empty(0, dtype=EVENT)
+        self._findings = np.empty(0, dtype=FINDING)  # every events-table row so far, the same way
         self._packets = 0
         self._records_kept = 0  # records left by the last compaction of the sent-segment pool
-        self._spill = Spill()  # finished connections' state, out of memory until needed
+        self._live = np.empty(0, dtype=np.int64)  # the connections that have not ended, in stream order
+        # per stream, what the rows of an ended connection still need: its 4-tuple id and sides
+        self._meta = np.empty(0, dtype=[("tuple", "i8"), ("first_lo", "i1"), ("client_dir", "i1")])
+        self._ended_conns = 0
 
     def feed(self, packets) -> BatchEvents:
         """Analyze one batch (rows in frame order): a ``ColumnStore`` from the reader, or a packet-table
-        DataFrame. Per-flow state carries over to the next batch."""
+        DataFrame. Per-flow state carries over to the next batch; connections that ended are written out."""
         st = self._state
         count = st.count
         n = len(packets)
         if n == 0:
-            return BatchEvents(self, -1, None, np.empty(0, dtype=np.int64))
+            return BatchEvents(self, -1, None, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int8))
         get = column_getter(packets)
         col = lambda name: readonly(get(name), _DTYPES[name])  # noqa: E731  (the schema's dtype: one signature)
         flags = col("flags")
@@ -130,63 +179,94 @@ class Engine:
         n_seqsp = int(np.count_nonzero((plen > 0) | ((flags & (TH_SYN | TH_FIN)) != 0)))
         tuples_before = len(self._tuples)
         tid, is_lo = self._tuples.assign(get("src"), get("sport"), get("dst"), get("dport"))
-        new_conversations = (len(self._tuples) - tuples_before
-                             + int(np.count_nonzero((flags & (TH_SYN | TH_ACK)) == TH_SYN)))
-        if st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=n_seqsp):
-            self._spill.release(st)  # larger copies: hand the evicted connections' pages back again
+        new_conversations = len(self._tuples) - tuples_before + int(np.count_nonzero(plen >= 0))
+        known = st.conversations
+        st.reserve(conversations=new_conversations, tuples=len(self._tuples), records=n_seqsp)
         stream = np.empty(n, dtype=np.int64)
         # a packet gives at most one event row (a capture copy, a label), plus one for an earlier copy of
         # its bytes when it turns out to be their late original (segments that occupy sequence space only)
         first = int(count["events"])
-        rows = n + n_seqsp
-        self._events = room(self._events, first, first + rows)
+        self._events = room(self._events, first, first + n + n_seqsp)
+        found = int(count["findings"])
+        self._findings = room(self._findings, found, found + FINDINGS_PER_PACKET * n)
         frame = col("frame")
+        ts = col("ts_ns")
         sacks = [readonly(np.stack([col(f"sack{b}_{edge}") for b in range(1, 5)]), np.uint32) for edge in ("le", "re")]
-        args = (tid, is_lo, frame, col("ts_ns"), flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
-                col("ip_id"), col("tsval"), col("tsecr"), col("sack_count"), *sacks, col("mss"), col("wscale"),
-                col("sack_permitted"), col("tfo_cookie_len"), col("vlan"))
-        start, n_ev = 0, 0
-        while True:
-            got = analyze_batch(*args, st.conv, st.dirs, st.pend, st.tuple_conv, st.records, st.counter,
-                                st.evicted, start, stream, self._events)
-            count = st.count  # (the compiled pass updated the array)
-            n_ev += got
-            count["events"] += got
-            if count["stop"] == NONE:
-                break
-            # a packet of an evicted connection: put its state back and go on from that packet
-            start = int(count["stop"])
-            self._spill.restore(st, np.array([count["restore"]], dtype=np.int64))
+        got = analyze_batch(tid, is_lo, frame, ts, flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
+                            col("ip_id"), col("tsval"), col("tsecr"), col("sack_count"), *sacks, col("mss"),
+                            col("wscale"), col("sack_permitted"), col("tfo_cookie_len"), col("vlan"), st.conv,
+                            st.dirs, st.pend, st.tuple_conv, st.records, st.counter, st.gone, stream, self._events,
+                            st.ua, self._findings, self._rtt_samples, self._close_delay, self._idle_timeout)
+        count = st.count  # (the compiled pass updated the array)
+        count["events"] += got
         batch = int(count["batch"])
         count["batch"] += 1
         self._packets += n
-        chunk = self._events[first:first + n_ev]
+        chunk = self._events[first:first + got]
+        self._live = np.concatenate([self._live, np.arange(known, st.conversations, dtype=np.int64)])
+        sides = (is_lo != (st.conv["first_lo"][stream] == 1)).astype(np.int8)
+        self._end(int(ts.max()))
         if int(count["records"]) > self._records_kept + max(COMPACT_RECORDS_AT, self._records_kept // 2):
             self._compact()
-        self._evict(int(frame[0]))
-        return BatchEvents(self, batch, chunk, stream)
+        return BatchEvents(self, batch, chunk, stream, sides)
 
-    def _evict(self, batch_first_frame: int) -> None:
-        """Move out the connections that are over and had no packet in this batch, once there are
-        EVICT_AT of them (``spill.py``)."""
+    def _end(self, now: int) -> None:
+        """Write out the connections that have ended by ``now`` (the batch's last time) and free their state."""
         st = self._state
-        live = np.flatnonzero(st.evicted[:st.conversations] == 0)
-        live = live[st.conv["last_frame"][live] < batch_first_frame]
-        if len(live) < EVICT_AT:
-            return
-        keep = np.empty(len(live), dtype=np.int64)
-        records_to_keep(st.conv, st.dirs, st.tuple_conv, live, keep)
-        over = keep < RECORD_WALK
-        if np.count_nonzero(over) >= EVICT_AT:
-            self._spill.evict(st, live[over], keep[over])
+        out = np.empty(len(self._live), dtype=np.bool_)
+        ended(st.conv, st.dirs, st.tuple_conv, st.gone, self._live, now, self._close_delay, self._idle_timeout, out)
+        if out.any():
+            self._retire(self._live[out])
+            self._live = self._live[~out]
+
+    def _retire(self, cs: np.ndarray) -> None:
+        """Rows of connections ``cs`` to the sink, what their later rows need kept, their state freed."""
+        st = self._state
+        self._sink.add(self._connections(cs), self._handshakes(cs))
+        self._keep_meta(cs)
+        release(st.dirs, st.pend, st.ua, st.counter, cs)
+        self._ended_conns += len(cs)
+        self._hand_back(cs)
+
+    def _keep_meta(self, cs: np.ndarray) -> None:
+        st = self._state
+        if len(self._meta) < st.conversations:
+            self._meta = grow(self._meta, max(st.conversations, 2 * len(self._meta)), len(self._meta))
+        conv = st.conv[cs]
+        for name in ("tuple", "first_lo", "client_dir"):
+            self._meta[name][cs] = conv[name]
+
+    def _hand_back(self, cs: np.ndarray) -> None:
+        """Give the system the pages of ``conv`` and ``dirs`` holding (a part of) connections ``cs`` that now
+        hold ended connections only: they then read as zeros, and nothing reads them again."""
+        st = self._state
+        live_before = np.concatenate([[0], np.cumsum(st.gone == 0)])  # live connections below each index
+        for arr, per in ((st.conv, 1), (st.dirs, 2)):
+            mm = mapping_of(arr)
+            if mm is None or not hasattr(mm, "madvise") or not len(cs):
+                continue
+            size = arr.strides[0] * per  # bytes of one connection
+            pages = np.unique(np.concatenate([cs * size // PAGE, ((cs + 1) * size - 1) // PAGE]))
+            pages = pages[(pages + 1) * PAGE <= len(mm)]
+            first = pages * PAGE // size  # the connections each page holds (a part of): first ... last
+            last = np.minimum(((pages + 1) * PAGE - 1) // size, len(st.gone) - 1)
+            free = pages[live_before[last + 1] - live_before[first] == 0]
+            if not len(free):
+                continue
+            edges = np.flatnonzero(np.diff(free) != 1)  # runs of consecutive pages: one call each
+            for lo, hi in zip(np.r_[free[0], free[edges + 1]].tolist(), np.r_[free[edges], free[-1]].tolist()):
+                mm.madvise(mmap.MADV_DONTNEED, lo * PAGE, (hi - lo + 1) * PAGE)
 
     def finish(self) -> TcpTables:
-        """Build the final tables from the carried state."""
-        self._spill.restore_all(self._state)
-        conns = self._connections()
-        hs = self._handshakes(np.arange(self._state.conversations))
+        """Build the final tables: the live connections' rows join those of the ended ones."""
+        if len(self._live):
+            self._sink.add(self._connections(self._live), self._handshakes(self._live))
+            self._keep_meta(self._live)
+        conns, hs = self._sink.tables()
         rx = self._retransmissions([self._events[: int(self._state.count["events"])]])
+        ev = self._events_table()
         kinds = _counts(rx.values("kind"))
+        found = _counts(ev.values("event"))
         stats = {
             "packets": self._packets,
             "connections": len(conns),
@@ -195,16 +275,49 @@ class Engine:
             "retransmitted_bytes": int(conns.values("retransmitted_bytes").sum()),
             "keep_alives": int(conns.values("keep_alives").sum()),
             "zero_window_probes": int(conns.values("zero_window_probes").sum()),
+            "events": found,
+            "capture_loss": self._capture_loss(conns, found),
+            "late_packets": int(self._state.count["late"]),
         }
-        return TcpTables({"connections": conns, "handshakes": hs, "retransmissions": rx}, stats)
+        tables = TcpTables({"connections": conns, "handshakes": hs, "retransmissions": rx, "events": ev}, stats,
+                           self._conv_meta(np.arange(self._state.conversations))["client_dir"].astype(np.int64))
+        if self._rtt_samples:
+            tables.rtt_samples = self._samples_table()
+        return tables
+
+    def _findings_of(self, sample: bool) -> np.ndarray:
+        rows = self._findings[: int(self._state.count["findings"])]
+        return rows[(rows["what"] == Finding.RTT_SAMPLE) == sample] if self._rtt_samples else rows
+
+    def _samples_table(self) -> pd.DataFrame:
+        """The RTT samples: the ACK's frame and time, the stream, the direction of the data it measures, the
+        RTT in seconds, the acknowledged frame, and whether that segment was sent once (Karn)."""
+        import pandas as pd
+
+        rows = self._findings_of(True)
+        cd = self._conv_meta(rows["conv"])["client_dir"]
+        return pd.DataFrame({"frame": rows["frame"], "ts": seconds(rows["ts"]), "stream": rows["conv"],
+                             "direction": directions(1 - rows["dir"], cd), "rtt": rows["a"] / 1e9,
+                             "acks_frame": rows["b"], "karn": rows["c"] == 1})
+
+    def _capture_loss(self, conns: Table, found: dict) -> dict:
+        """Did the capture itself drop packets? Wireshark's lost-segment and ACKed-unseen counts, and the
+        bytes the receivers acknowledged that the capture never saw over all data bytes (as Zeek's
+        capture_loss, in bytes)."""
+        missed = int(conns.values("client_missed_bytes").sum() + conns.values("server_missed_bytes").sum())
+        seen = int(conns.values("client_bytes").sum() + conns.values("server_bytes").sum())
+        return {"lost_segments": int(found.get("lost_segment", 0)),
+                "ack_lost_segments": int(found.get("ack_lost_segment", 0)),
+                "missed_bytes": missed, "bytes": seen + missed,
+                "percent": round(100.0 * missed / (seen + missed), 4) if seen + missed else 0.0}
 
     # ---- table builders ----------------------------------------------------------------------
     def _compact(self) -> None:
         """Compact the sent-segment record pool in place; give memory back if it is far larger than needed."""
         st = self._state
         n = int(st.count["records"])
-        kept = compact_records(st.conv, st.conversations, st.dirs, st.tuple_conv, st.records, st.counter,
-                               st.evicted, np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.int64))
+        kept = compact_records(st.conv, self._live, st.dirs, st.tuple_conv, st.records, st.counter,
+                               np.empty(n, dtype=np.bool_), np.empty(n, dtype=np.int64))
         self._records_kept = kept
         size = 2 * (kept + max(COMPACT_RECORDS_AT, kept // 2))
         if len(st.records) > 2 * size:
@@ -244,16 +357,37 @@ class Engine:
         ev = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
         if len(ev) > 1 and np.any(ev["frame"][1:] < ev["frame"][:-1]):  # a row written for an earlier frame
             ev = ev[np.argsort(ev["frame"], kind="stable")]
-        conv = self._state.conv[ev["conv"]]
+        conv = self._conv_meta(ev["conv"])
         lo_a, lo_p, hi_a, hi_p = self._tuples.endpoints(conv["tuple"])
         sender_lo = ev["sender_lo"] == 1
         cols = event_rows(ev, np.where(sender_lo, lo_a, hi_a), np.where(sender_lo, lo_p, hi_p),
                           np.where(sender_lo, hi_a, lo_a), np.where(sender_lo, hi_p, lo_p), conv["client_dir"])
         return _table(cols, RETRANSMISSION_COLUMNS)
 
-    def _connections(self) -> Table:
+    def _conv_meta(self, streams: np.ndarray) -> np.ndarray:
+        """4-tuple id, first_lo and client_dir of each stream: kept apart for ended connections (their
+        records are freed), from the live records otherwise."""
         st = self._state
-        idx = np.arange(st.conversations)
+        out = np.empty(len(streams), dtype=self._meta.dtype)
+        gone = st.gone[streams] != 0
+        live = st.conv[streams[~gone]]
+        for name in out.dtype.names:
+            out[name][~gone] = live[name]
+            out[name][gone] = self._meta[name][streams[gone]]
+        return out
+
+    def _events_table(self) -> Table:
+        """The events table: one row per frame per finding, in frame order."""
+        rows = self._findings_of(False)
+        if not len(rows):
+            return Table.empty(EVENT_COLUMNS)
+        client_dir = self._conv_meta(rows["conv"])["client_dir"]
+        cols = finding_rows(rows, client_dir)
+        cols["direction"] = directions(rows["dir"], client_dir)
+        return _table(cols, EVENT_COLUMNS)
+
+    def _connections(self, idx: np.ndarray) -> Table:
+        st = self._state
         if len(idx) == 0:
             return Table.empty(CONNECTION_COLUMNS)
         conv = st.conv[idx]
@@ -279,7 +413,26 @@ class Engine:
             "history": hist,
             "completeness": completeness(conv["completeness"], side["pkts"][0] + side["pkts"][1]),
             "reused_ports": conv["reused"] == 1,
+            **health_columns(self._state.dirs, idx, cd, side["bytes"], self._per_side(idx, "retx_bytes")),
         }, CONNECTION_COLUMNS)
+
+
+def _in_stream_order(parts: list[Table], columns) -> Table:
+    """The rows of ``parts`` (each with a ``stream`` column) as one table sorted by stream."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return Table.empty(columns)
+    streams = np.concatenate([p.values("stream") for p in parts])
+    order = np.argsort(streams, kind="stable")
+    return Table(columns, {c.name: _take([p.data[c.name] for p in parts], order) for c in columns})
+
+
+def _take(chunks: list, order: np.ndarray):
+    """The concatenation of column chunks (arrays or ``Masked``), in ``order``."""
+    if isinstance(chunks[0], Masked):
+        return Masked(np.concatenate([c.values for c in chunks])[order],
+                      np.concatenate([c.missing for c in chunks])[order])
+    return np.concatenate(chunks)[order]
 
 
 def _table(cols: dict, columns) -> Table:
@@ -295,13 +448,16 @@ def _counts(labels: np.ndarray) -> dict[str, int]:
     return {v: c for c, v in sorted(zip(counts.tolist(), values.tolist()), key=lambda t: (-t[0], t[1]))}
 
 
-def analyze_batches(batches: Iterable) -> TcpTables:
-    """Run the engine over packet-table batches and return the tables.
+def analyze_batches(batches: Iterable, packet_sides: list | None = None) -> TcpTables:
+    """Run the engine over packet-table batches and return the tables. With a list ``packet_sides``, append
+    each batch's (streams, sides) to it (``TcpTables.directions`` names the sides).
 
     >>> tables = analyze_batches(analyzer.iter_packets("capture.pcap"))   # doctest: +SKIP
     >>> tables.handshakes[["stream", "outcome", "handshake_rtt"]]        # doctest: +SKIP
     """
     engine = Engine()
     for batch in batches:
-        engine.feed(batch)
+        got = engine.feed(batch)
+        if packet_sides is not None:
+            packet_sides.append((got.streams.copy(), got.sides))
     return engine.finish()

@@ -55,10 +55,13 @@ from .connections import ZS, track_connection
 from .handshake import track_handshake
 from .state import (FILL_END, FILL_EV, FILL_FRAME, FILL_IPID, FILL_START, FILL_TS, FILL_TSVAL, FILLS, HOLES,
                     NEW_CONVERSATION, RECENT, NEW_DIRECTION, NEW_EVENT, NONE, NOTE_FIN_REPEATED, PEND_SLOTS,
-                    RECORD_KEEP_OVER, RECORD_WALK, Evidence, Kind)
-from .wireshark import (TCP_A_FAST_RETRANSMISSION, TCP_A_KEEP_ALIVE, TCP_A_OUT_OF_ORDER, TCP_A_RETRANSMISSION,
-                        TCP_A_SPURIOUS_RETRANSMISSION, TCP_A_ZERO_WINDOW_PROBE)
+                    RECORD_KEEP_OVER, RECORD_WALK, Evidence, Finding, Kind)
+from .wireshark import (TCP_A_ACK_LOST_PACKET, TCP_A_DUPLICATE_ACK, TCP_A_FAST_RETRANSMISSION, TCP_A_KEEP_ALIVE,
+                        TCP_A_KEEP_ALIVE_ACK, TCP_A_LOST_PACKET, TCP_A_OUT_OF_ORDER, TCP_A_RETRANSMISSION,
+                        TCP_A_SPURIOUS_RETRANSMISSION, TCP_A_WINDOW_FULL, TCP_A_WINDOW_UPDATE, TCP_A_ZERO_WINDOW,
+                        TCP_A_ZERO_WINDOW_PROBE, TCP_A_ZERO_WINDOW_PROBE_ACK)
 from .wireshark import analyze as wireshark_analyze
+from .wireshark import free_unacked
 
 DUPLICATE_GAP_NS = 5_000_000  # the same packet captured twice: at most 5 ms apart
 FAST_MIN_NS = 20_000_000  # a fast retransmission follows the loss signal within 2 RTT, and at least this
@@ -72,6 +75,8 @@ IPID_COUNTED = 16  # steps of one needed before a skipped IP ID is taken as a mi
 # probe wait at least 200 ms and 10 ms)
 DUP_NO_ID_NS = 1_000_000
 DUP_RECORDS = 8  # records searched for a copy that is not the direction's previous packet
+GAP_MAX = 1 << 30  # an ACK this far beyond the last one accounted is no evidence of missed bytes (RFC 7323's
+# largest window); past that it is garbage
 
 # how the receiver signalled a loss (``DIRECTION.signal_how`` bits)
 SIG_DUPACKS, SIG_SACK, SIG_PARTIAL = 1, 2, 4
@@ -496,6 +501,7 @@ def _restart(d, r):
     d.recovery = NONE
     d.rto_recovery = NONE
     d.wait_head = NONE  # its waiting resends belong to the old sequence space
+    d.h_gap_to = NONE
     r.acked = NONE
     r.dupacks = 0
     r.signal_ts = NONE
@@ -714,6 +720,113 @@ def _trigger(cv, d, r, s, end, now):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _finding(findings, ct, frame, ts, c, di, what, x, y):
+    """One events-table row (global index ``ct.findings``; the engine keeps room for FINDINGS_PER_PACKET a packet)."""
+    k = ct.findings
+    ct.findings = k + 1
+    f = findings[k]
+    f.frame = frame
+    f.ts = ts
+    f.conv = c
+    f.dir = di
+    f.what = what
+    f.a = x
+    f.b = y
+    f.c = 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _findings(d, findings, ct, frame, ts, c, di, a, lost, ack_lost, window):
+    """The events-table rows of Wireshark's flags ``a`` on a packet of direction ``d``, counted per direction."""
+    if a & TCP_A_DUPLICATE_ACK:
+        d.h_dupacks += 1
+        _finding(findings, ct, frame, ts, c, di, Finding.DUPLICATE_ACK, d.ws_dupacknum, d.ws_dupack_frame)
+    if a & TCP_A_ZERO_WINDOW:
+        d.h_zero_windows += 1
+        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW, 0, 0)
+    if a & TCP_A_ZERO_WINDOW_PROBE:
+        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW_PROBE, 0, 0)
+    if a & TCP_A_ZERO_WINDOW_PROBE_ACK:
+        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW_PROBE_ACK, 0, 0)
+    if a & TCP_A_WINDOW_FULL:
+        d.h_window_full += 1
+        _finding(findings, ct, frame, ts, c, di, Finding.WINDOW_FULL, 0, 0)
+    if a & TCP_A_WINDOW_UPDATE:
+        _finding(findings, ct, frame, ts, c, di, Finding.WINDOW_UPDATE, window, 0)
+    if a & TCP_A_KEEP_ALIVE:
+        _finding(findings, ct, frame, ts, c, di, Finding.KEEP_ALIVE, 0, 0)
+    if a & TCP_A_KEEP_ALIVE_ACK:
+        _finding(findings, ct, frame, ts, c, di, Finding.KEEP_ALIVE_ACK, 0, 0)
+    if a & TCP_A_LOST_PACKET:
+        d.h_lost += 1
+        _finding(findings, ct, frame, ts, c, di, Finding.LOST_SEGMENT, lost, 0)
+    if a & TCP_A_ACK_LOST_PACKET:
+        d.h_ack_lost += 1
+        _finding(findings, ct, frame, ts, c, di, Finding.ACK_LOST_SEGMENT, ack_lost, 0)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _p2(q, qn, n, x):
+    """Add sample ``x`` (the ``n``-th, 1-based) to a P-square median estimator (Jain and Chlamtac, CACM
+    1985): five marker heights ``q`` and positions ``qn``; the first five samples are kept sorted."""
+    if n <= 5:
+        k = n - 1
+        while k > 0 and q[k - 1] > x:
+            q[k] = q[k - 1]
+            k -= 1
+        q[k] = x
+        if n == 5:
+            for j in range(5):
+                qn[j] = j + 1.0
+        return
+    if x < q[0]:
+        q[0] = x
+        k = 0
+    elif x >= q[4]:
+        q[4] = max(q[4], x)
+        k = 3
+    else:
+        k = 0
+        while k < 3 and x >= q[k + 1]:
+            k += 1
+    for j in range(k + 1, 5):
+        qn[j] += 1.0
+    for j in range(1, 4):  # desired positions of the quartile markers for the median: 1, (n+1)/4 ... n
+        want = 1.0 + (n - 1) * (0.25 * j)
+        dd = want - qn[j]
+        if (dd >= 1.0 and qn[j + 1] - qn[j] > 1.0) or (dd <= -1.0 and qn[j - 1] - qn[j] < -1.0):
+            s = 1.0 if dd > 0 else -1.0
+            hp = q[j] + s / (qn[j + 1] - qn[j - 1]) * ((qn[j] - qn[j - 1] + s) * (q[j + 1] - q[j]) / (qn[j + 1] - qn[j])
+                                                        + (qn[j + 1] - qn[j] - s) * (q[j] - q[j - 1]) / (qn[j] - qn[j - 1]))
+            if not (q[j - 1] < hp < q[j + 1]):  # the parabola overshoots: linear instead
+                k2 = j + 1 if s > 0 else j - 1
+                hp = q[j] + s * (q[k2] - q[j]) / (qn[k2] - qn[j])
+            q[j] = hp
+            qn[j] += s
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _rtt_sample(d, rtt, karn):
+    """An RTT sample (Wireshark's ack_rtt) of direction ``d``'s data. The Karn estimator is kept apart only
+    from the first sample of a resent segment on (until then it would be the same as the other)."""
+    if karn == 0 and d.karn_apart == 0:
+        d.karn_apart = 1
+        for j in range(5):
+            d.karn_q[j] = d.rtt_q[j]
+            d.karn_qn[j] = d.rtt_qn[j]
+    d.rtt_n += 1
+    if d.rtt_min == NONE or rtt < d.rtt_min:
+        d.rtt_min = rtt
+    if d.rtt_max == NONE or rtt > d.rtt_max:
+        d.rtt_max = rtt
+    _p2(d.rtt_q, d.rtt_qn, d.rtt_n, float(rtt))
+    if karn == 1:
+        d.karn_n += 1
+        if d.karn_apart == 1:
+            _p2(d.karn_q, d.karn_qn, d.karn_n, float(rtt))
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end, seglen, f, ip_id, tv, top_before,
            seen_before, probe, ipid_ok, before_frame, before_ts, before_acked, why):
     """The cause of a segment of direction ``d`` (module docstring, 1-3): (kind, EV_* bits, original
@@ -878,22 +991,25 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
 
 @njit(cache=True, nogil=True, _nrt=False)
 def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, tsecr, sack_n, sack_le, sack_re,
-                  mss, wscale, sackp, tfo, vlan, conv, dirs, pend, tuple_conv, records, counter, evicted, start,
-                  stream_out, events):
+                  mss, wscale, sackp, tfo, vlan, conv, dirs, pend, tuple_conv, records, counter, gone, stream_out,
+                  events, ua, findings, rtt_samples, close_delay, idle_timeout):
     """Analyze packets ``start:`` of a batch in frame order; returns the number of event rows written to
     ``events`` from global index ``counter[0].events`` on (``events`` holds every row so far: later evidence
     that an earlier row's retransmission was not needed is written to it). ``sack_le``/``sack_re`` are the
     packets' four SACK blocks (4 x n, raw).
 
-    A packet of a connection whose state was moved out (``evicted``) stops the pass before that packet:
-    ``counter[0].stop`` is its index and ``counter[0].restore`` the connection; the caller puts the
-    state back and calls again from there (``start``)."""
+    A connection ends (``_ended``) when a packet on its 4-tuple comes more than ``close_delay`` ns after its
+    last one once it is over (both FINs acknowledged, reset, or replaced on its 4-tuple: ``gone[c]`` 1), or
+    more than ``idle_timeout`` ns after it in any case (``gone[c]`` 2): Zeek's tcp_close_delay and
+    tcp_inactivity_timeout. The engine writes its rows and frees its state, also between batches. A later
+    packet on its 4-tuple opens a new connection if it is a SYN, or if the old one was only idle (a new
+    connection seen from its middle, as Zeek starts one); a straggler of a connection that was over is
+    counted (``counter[0].late``) under the old stream and not analyzed."""
     ct = counter[0]
     batch = ct.batch
     ev_base = ct.events
-    ct.stop = NONE
     n_ev = 0
-    for i in range(start, len(tid)):
+    for i in range(len(tid)):
         f = np.int64(flags[i])
         fr = frame[i]
         sq = np.int64(seq[i])
@@ -915,11 +1031,16 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         # ---- connection (reference B.1): a SYN without ACK with a new ISN on a known 4-tuple starts a new
         # one (Wireshark's conversation_new); a SYN-ACK with a new ISN keeps the stream (wireshark.py)
         c = tuple_conv[t]
-        if c >= 0 and evicted[c] != 0:
-            ct.stop = i
-            ct.restore = c
-            return n_ev
-        if c >= 0:
+        if c >= 0 and gone[c] == 0:
+            gone[c] = _ended(conv, dirs, tuple_conv, c, now, close_delay, idle_timeout)
+        if c >= 0 and gone[c] != 0:  # ---- the 4-tuple's connection has ended
+            if gone[c] == 1 and not (syn and not ackf):
+                ct.late += 1
+                stream_out[i] = c
+                continue
+            c = _new_conversation(conv, dirs, counter, t, lo, fr, now, np.int64(vlan[i]), 0)
+            tuple_conv[t] = c
+        elif c >= 0:
             d = dirs[2 * c + (0 if lo == conv[c].first_lo else 1)]
             if syn and not ackf and d.ws_base_set == 1 and sq != d.ws_base:
                 c = _new_conversation(conv, dirs, counter, t, lo, fr, now, np.int64(vlan[i]), 1)
@@ -941,8 +1062,23 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                                                    hh)
         dup = dup_frame != NONE
         # ---- Wireshark's analysis, on every packet (duplicates too: Wireshark sees them)
-        aflags = wireshark_analyze(cv, d, r, fr, now, sq, ak, seglen, f, wn, ws)
+        aflags, rtt, acked_frame, bif, lost, ack_lost, karn = wireshark_analyze(
+            cv, d, r, fr, now, sq, ak, seglen, f, wn, ws, ua, ct, dup, nsack, sack_le, sack_re, i)
         ws_kind = _ws_kind(aflags)
+        # ---- health (issue 13): Wireshark's expert findings on this packet, its data's RTT and bytes in flight
+        if aflags != 0:
+            _findings(d, findings, ct, fr, now, c, 0 if lo == cv.first_lo else 1, aflags, lost, ack_lost, wn)
+        if acked_frame != NONE and rtt != 0:  # (Wireshark shows no ack_rtt of 0)
+            _rtt_sample(r, rtt, karn)
+            if rtt_samples:
+                _finding(findings, ct, fr, now, c, 0 if lo == cv.first_lo else 1, Finding.RTT_SAMPLE, rtt, acked_frame)
+                findings[ct.findings - 1].c = karn
+        if bif != NONE and bif > d.bif_max:
+            d.bif_max = bif
+        if seglen > 0 and not dup:
+            if d.data_first_ts == NONE:
+                d.data_first_ts = now
+            d.data_last_ts = now
         if dup:  # ---- the same packet captured twice: a row of its own, no effect on our state
             d.dups += 1
             d.dup_copies += 1
@@ -1015,6 +1151,14 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         # ---- this packet as the receiver's word about the other direction's data
         if ackf:
             a = _unwrap(r, ak)
+            if r.seen == 1 and not rst:  # ---- bytes the receiver acknowledges that the capture never saw
+                since = r.lo if r.h_gap_to == NONE else max(r.h_gap_to, r.lo)
+                if since < a <= since + GAP_MAX:
+                    missed = (a - since) - _seen_bytes(r, since, a)
+                    if missed > 0:
+                        r.h_missed += missed
+                        _finding(findings, ct, fr, now, c, di, Finding.CAPTURE_GAP, missed, a)
+                    r.h_gap_to = a
             if r.pend_live > 0:  # does it show that a retransmission of the other side was unnecessary?
                 _check_pending(r, pend, events, ct, fr, a, nsack, np.int64(sack_le[0, i]),
                                np.int64(sack_re[0, i]), np.int64(sack_le[1, i]), np.int64(sack_re[1, i]))
@@ -1132,29 +1276,65 @@ def _fin_acked(d, other):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _over(conv, dirs, tuple_conv, c):
+    """Connection ``c`` is over: both FINs acknowledged, reset, or replaced by a new connection on its 4-tuple."""
+    if tuple_conv[conv[c].tuple] != c:
+        return True
+    a = dirs[2 * c]
+    b = dirs[2 * c + 1]
+    return a.zstate == ZS.RESET or b.zstate == ZS.RESET or (_fin_acked(a, b) and _fin_acked(b, a))
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _ended(conv, dirs, tuple_conv, c, now, close_delay, idle_timeout):
+    """At time ``now``, has connection ``c`` ended? 1: over, and silent for ``close_delay``; 2: silent for
+    ``idle_timeout`` while open; 0: no."""
+    idle = now - conv[c].last_ts
+    if idle > close_delay and _over(conv, dirs, tuple_conv, c):
+        return 1
+    return 2 if idle > idle_timeout else 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def ended(conv, dirs, tuple_conv, gone, cs, now, close_delay, idle_timeout, out):
+    """Which connections of ``cs`` (live) have ended at time ``now`` (``_ended``): marked in ``gone`` and ``out``."""
+    for i in range(len(cs)):
+        c = cs[i]
+        if gone[c] == 0:
+            gone[c] = _ended(conv, dirs, tuple_conv, c, now, close_delay, idle_timeout)
+        out[i] = gone[c] != 0
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def release(dirs, pend, ua, counter, cs):
+    """Give the pool entries of ended connections ``cs`` back: their unacknowledged-segment lists and lent
+    ``pend`` rows (their sent-segment records go at the next compaction)."""
+    ct = counter[0]
+    for i in range(len(cs)):
+        for row in (2 * cs[i], 2 * cs[i] + 1):
+            d = dirs[row]
+            free_unacked(d, ua, ct)
+            if d.pend_row != NONE:
+                ct.pending -= d.pend_live
+                pend[d.pend_row, 0].start = ct.pend_free
+                ct.pend_free = d.pend_row
+                d.pend_row = NONE
+                d.pend_live = 0
+            d.rec_head = NONE
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _records_to_keep(conv, dirs, tuple_conv, c):
     """How many sent-segment records per direction connection ``c`` needs: none once a new connection took
     its 4-tuple (no packet reaches it again), RECORD_KEEP_OVER once it is over (reset, or both FINs
     acknowledged), else the RECORD_WALK that ``_copies`` may search."""
     if tuple_conv[conv[c].tuple] != c:
         return 0
-    a = dirs[2 * c]
-    b = dirs[2 * c + 1]
-    if a.zstate == ZS.RESET or b.zstate == ZS.RESET or (_fin_acked(a, b) and _fin_acked(b, a)):
-        return RECORD_KEEP_OVER
-    return RECORD_WALK
+    return RECORD_KEEP_OVER if _over(conv, dirs, tuple_conv, c) else RECORD_WALK
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def records_to_keep(conv, dirs, tuple_conv, cs, out):
-    """``_records_to_keep`` of each connection of ``cs``, into ``out``. The engine moves a connection out
-    of memory only when this is below RECORD_WALK (it is over), with that many records (``spill.py``)."""
-    for i in range(len(cs)):
-        out[i] = _records_to_keep(conv, dirs, tuple_conv, cs[i])
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def compact_records(conv, n_conv, dirs, tuple_conv, records, counter, evicted, keep, moved):
+def compact_records(conv, live, dirs, tuple_conv, records, counter, keep, moved):
     """Drop the sent-segment records no later packet can reach, in place; return how many were kept.
 
     ``_copies`` only walks the last RECORD_WALK records of a direction, so that many are kept while a
@@ -1162,14 +1342,13 @@ def compact_records(conv, n_conv, dirs, tuple_conv, records, counter, evicted, k
     over (both FINs acknowledged, or reset) keeps RECORD_KEEP_OVER per direction, enough to find the
     original of a late repeat of its last segments; one replaced by a new connection on the same 4-tuple
     (port reuse) gets no packet again and keeps none. Kept records stay in their order, so each moves to
-    a lower or equal index and the pool is rewritten in one forward pass. ``keep`` and ``moved`` are work
-    arrays of at least ``counter[0].records`` elements (bool and int64)."""
+    a lower or equal index and the pool is rewritten in one forward pass. Only the connections ``live``
+    (not ended) keep records. ``keep`` and ``moved`` are work arrays of at least ``counter[0].records``
+    elements (bool and int64)."""
     ct = counter[0]
     n = ct.records
     keep[:n] = False
-    for c in range(n_conv):
-        if evicted[c] != 0:  # its records are in the spill file; its records may be unmapped pages
-            continue
+    for c in live:
         walk = _records_to_keep(conv, dirs, tuple_conv, c)
         for row in (2 * c, 2 * c + 1):
             d = dirs[row]
@@ -1190,11 +1369,10 @@ def compact_records(conv, n_conv, dirs, tuple_conv, records, counter, evicted, k
             records[m] = records[i]
             records[m].prev = moved[p] if p >= 0 and keep[p] else NONE
             m += 1
-    for row in range(2 * n_conv):
-        if evicted[row >> 1] != 0:
-            continue
-        d = dirs[row]
-        if d.rec_head >= 0:
-            d.rec_head = moved[d.rec_head]  # a head is always kept unless its chain was dropped above
+    for c in live:
+        for row in (2 * c, 2 * c + 1):
+            d = dirs[row]
+            if d.rec_head >= 0:
+                d.rec_head = moved[d.rec_head]  # a head is always kept unless its chain was dropped above
     ct.records = m
     return m

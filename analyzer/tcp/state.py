@@ -17,16 +17,17 @@ comment per field, in the manner of Wireshark's ``tcp_flow_t``/``struct tcp_anal
 - events ``EVENT``: one row per labelled segment, kept by the engine (not per flow) until the tables are
   built, in one array that the compiled pass writes to (later evidence that an earlier row's
   retransmission was not needed goes straight to that row's ``spur`` fields).
-- ``tuple_conv``: the current connection of each 4-tuple (port reuse), ``evicted``: 1 for a connection
-  whose state was moved out to the engine's spill file (``spill.py``; its records' pages may have been
-  handed back, and read as zeros until it is put back).
+- ``tuple_conv``: the current connection of each 4-tuple (port reuse), ``gone``: 1 for a connection that
+  has ended (``sequence.ended``): its rows are written and its records' pages handed back (they read as
+  zeros; ``engine.Engine`` keeps what its later rows need in small arrays of its own).
 
 Adding a field: add one line to its record below (name, initial value, comment). Everything that
-copies records (creation, growth, the spill file) copies whole records, so nothing else changes.
+copies records (creation, growth) copies whole records, so nothing else changes.
 """
 from __future__ import annotations
 
 import mmap
+import sys
 from enum import IntEnum, auto
 
 import numpy as np
@@ -138,6 +139,17 @@ DIRECTION, NEW_DIRECTION = record(
     ("ws_win_scale", NONE, "window scale shift; -1 unknown, -2 scaling off"),
     ("ws_lastsegflags", 0, "analysis flags of the last packet (wireshark.TCP_A_*)"),
     ("ws_is_first_ack", 0, "1 from a SYN until the first ACK without SYN"),
+    # Wireshark's list of its unacknowledged segments (``segments``), in the ``ua`` pool, kept as two lists:
+    # those in sequence order (each starting at or above the previous one's end), oldest first, and the
+    # others (resends, copies, late segments), so that walks of the first can stop early
+    ("ws_ua_head", NONE, "oldest of its unacknowledged segments in sequence order"),
+    ("ws_ua_tail", NONE, "newest of them"),
+    ("ws_ua_side", NONE, "the others, newest first"),
+    ("ws_ua_count", 0, "how many in both (Wireshark's ``segment_count``, at most TCP_MAX_UNACKED_SEGMENTS)"),
+    ("ws_valid_bif", 1, "0 after a lost segment until an ACK comes from the other side (``valid_bif``)"),
+    ("ws_sack_n", 0, "SACK blocks of its last packet that Wireshark keeps for bytes in flight (at most 3)"),
+    ("ws_sack", ("i8", (3, 2)), 0, "their raw edges (``sack_left_edge``/``sack_right_edge``)"),
+    ("ws_dupack_frame", NONE, "the frame its last duplicate ACK duplicates (``lastnondupack`` then)"),
     # our own sequence space: relative, unwrapped to 64 bits
     ("base", NONE, "ISN (raw): the SYN's seq, else first seq - 1, or the peer's first ACK - 1"),
     ("base_set", 0, "1 once ``base`` is known"),
@@ -214,6 +226,27 @@ DIRECTION, NEW_DIRECTION = record(
     ("z_rxmit", 0, "Zeek's retransmission count (for the log-scaled T letter)"),
     ("z_zwin", 0, "zero windows advertised (for the log-scaled W letter)"),
     # retransmissions waiting for D-SACK / Eifel evidence (the ``pend`` pool)
+    # health figures (issue 13): counts of Wireshark's flags on the packets it sent, and its data's RTT,
+    # throughput and bytes in flight
+    ("h_dupacks", 0, "its packets Wireshark flags duplicate ACK"),
+    ("h_zero_windows", 0, "... zero window"),
+    ("h_window_full", 0, "... window full"),
+    ("h_lost", 0, "... previous segment not captured"),
+    ("h_ack_lost", 0, "... ACKed segment that wasn't captured"),
+    ("h_missed", 0, "bytes of its data the receiver acknowledged or that were skipped, never captured"),
+    ("h_gap_to", NONE, "its data up to here (unwrapped) is accounted for in ``h_missed``"),
+    ("rtt_n", 0, "RTT samples of its data (Wireshark's ack_rtt, on the peer's ACKs)"),
+    ("rtt_min", NONE, "their minimum, ns"),
+    ("rtt_max", NONE, "their maximum, ns"),
+    ("rtt_q", ("f8", (5,)), 0.0, "P-square median estimator of them: marker heights"),
+    ("rtt_qn", ("f8", (5,)), 0.0, "... marker positions"),
+    ("karn_n", 0, "of them, samples of segments sent once (Karn: no resend, no copy)"),
+    ("karn_apart", 0, "1 once a sample was not (until then ``karn_q`` is ``rtt_q``)"),
+    ("karn_q", ("f8", (5,)), 0.0, "P-square median of those: heights"),
+    ("karn_qn", ("f8", (5,)), 0.0, "... positions"),
+    ("data_first_ts", NONE, "time of its first segment with payload"),
+    ("data_last_ts", NONE, "time of its last one"),
+    ("bif_max", NONE, "its largest bytes in flight (Wireshark's bytes_in_flight)"),
     ("pend_live", 0, "live slots in its ``pend`` row"),
     ("pend_row", NONE, "the ``pend`` row lent to this direction (NONE while it has no waiting retransmission)"),
     # retransmissions (with timestamps) not yet covered by an ACK, however many: each ACK that moves the
@@ -241,6 +274,16 @@ PENDING, _ = record(
     ("end", NONE, "end of that range"),
 )
 
+# --- one unacknowledged segment in Wireshark's per-direction list (``tcp_unacked_t``) ------------------
+UNACKED, _ = record(
+    ("seq", 0, "raw seq (trimmed to the ACK that covered part of it)"),
+    ("nextseq", 0, "raw seq after it (SYN/FIN count 1)"),
+    ("frame", NONE, "its frame"),
+    ("ts", NONE, "its time, ns"),
+    ("next", NONE, "the next segment of its list; in the free list, the next free entry"),
+    ("karn", 1, "1 while a sample of it says one transmission's RTT (no other copy of its range listed)"),
+)
+
 # --- engine-wide counts ---------------------------------------------------------------------------
 COUNTERS, NEW_COUNTERS = record(
     ("conversations", 0, "connections so far"),
@@ -250,8 +293,10 @@ COUNTERS, NEW_COUNTERS = record(
     ("pending", 0, "live ``pend`` slots over all directions"),
     ("pend_rows", 0, "``pend`` pool rows handed out so far"),
     ("pend_free", NONE, "first free ``pend`` row (a free row's slot 0 ``start`` links to the next)"),
-    ("stop", NONE, "set when ``analyze_batch`` stops early: the packet it stopped at ..."),
-    ("restore", NONE, "... and the evicted connection it needs back"),
+    ("ua_used", 0, "``ua`` pool entries handed out so far"),
+    ("ua_free", NONE, "first free ``ua`` entry (linked through ``next``)"),
+    ("findings", 0, "finding rows so far (the next one's global index)"),
+    ("late", 0, "packets of connections that had ended (not analyzed; counted under their old stream)"),
 )
 
 
@@ -315,6 +360,35 @@ EVENT, NEW_EVENT = record(
     ("spur_c", 0, "Eifel: the TSval of the copy before it (-1 unknown)"),
 )
 
+# --- the findings: one row per frame per expert finding (the events table, issue 13) ---------------------
+class Finding(IntEnum):
+    """Events-table findings (``analyzer.schema.EVENT_KINDS``), Wireshark's expert names where it has one."""
+
+    DUPLICATE_ACK = 1
+    ZERO_WINDOW = auto()
+    ZERO_WINDOW_PROBE = auto()
+    ZERO_WINDOW_PROBE_ACK = auto()
+    WINDOW_FULL = auto()
+    WINDOW_UPDATE = auto()
+    KEEP_ALIVE = auto()
+    KEEP_ALIVE_ACK = auto()
+    LOST_SEGMENT = auto()
+    ACK_LOST_SEGMENT = auto()
+    CAPTURE_GAP = auto()
+    RTT_SAMPLE = auto()  # (only with Engine(rtt_samples=True); not an events-table row) an ack_rtt sample
+
+
+FINDING, NEW_FINDING = record(
+    ("frame", NONE, "its frame"),
+    ("ts", NONE, "its time, ns"),
+    ("conv", NONE, "the connection (stream id)"),
+    ("dir", NONE, "the direction of the packet"),
+    ("what", 0, "Finding"),
+    ("a", 0, "duplicate_ack: its number; lost_segment, ack_lost_segment, capture_gap: bytes; rtt_sample: ns"),
+    ("b", 0, "duplicate_ack: the frame it duplicates; capture_gap: the ACK (relative); rtt_sample: acks_frame"),
+    ("c", 0, "rtt_sample: 1 when the acknowledged segment was sent once (Karn)"),
+)
+
 
 class FlowState:
     """All arrays the sequential engine carries between batches, grown as connections appear."""
@@ -324,9 +398,10 @@ class FlowState:
         self.dirs = new_array(2 * capacity, DIRECTION)
         self.tuple_conv = np.full(1024, NONE, dtype=np.int64)
         self.pend = np.empty((64, PEND_SLOTS), dtype=PENDING)
+        self.ua = np.zeros(4096, dtype=UNACKED)
         self.records = np.zeros(records, dtype=SENT)
         self.counter = NEW_COUNTERS.copy()  # one record, an array so the compiled code can update it
-        self.evicted = np.zeros(capacity, dtype=np.uint8)  # 1: the connection's state is in the spill file
+        self.gone = np.zeros(capacity, dtype=np.uint8)  # 1: the connection has ended, its state freed
 
     @property
     def count(self):
@@ -342,10 +417,11 @@ class FlowState:
         if grown:
             cap = max(need, 2 * len(self.conv))
             used = self.conversations
-            self.conv = grow(self.conv, cap, used)
-            self.dirs = grow(self.dirs, 2 * cap, 2 * used)
-            self.evicted = grow(self.evicted, cap, used)
-            self.evicted[used:] = 0
+            live = np.flatnonzero(self.gone[:used] == 0)  # ended ones read as zeros: not copied, not touched
+            self.conv = grow(self.conv, cap, used, live)
+            self.dirs = grow(self.dirs, 2 * cap, 2 * used, np.stack([2 * live, 2 * live + 1], axis=1).ravel())
+            self.gone = grow(self.gone, cap, used)
+            self.gone[used:] = 0
         if tuples > len(self.tuple_conv):
             old = len(self.tuple_conv)
             self.tuple_conv = grow(self.tuple_conv, max(tuples, 2 * old), old)
@@ -354,6 +430,8 @@ class FlowState:
         self.records = room(self.records, used, used + records)
         rows = int(self.count["pend_rows"])
         self.pend = room(self.pend, rows, rows + min(records, 2 * need))
+        used = int(self.count["ua_used"])  # a segment adds at most one unacknowledged entry
+        self.ua = room(self.ua, used, used + records)
         return grown
 
     @property
@@ -362,6 +440,14 @@ class FlowState:
 
 
 _MAPPED_FROM = 1 << 20  # arrays of this many bytes or more get pages of their own (``new_array``)
+
+
+def mapping_of(a: np.ndarray):
+    """The anonymous mapping under ``a`` (``new_array``), or None when ``a`` came from malloc."""
+    base = a
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
+    return base
 
 
 def new_array(shape, dtype=np.int64) -> np.ndarray:
@@ -374,14 +460,22 @@ def new_array(shape, dtype=np.int64) -> np.ndarray:
     nbytes = int(np.prod(shape)) * dtype.itemsize
     if nbytes < _MAPPED_FROM or not hasattr(mmap, "MAP_PRIVATE"):  # (no MAP_PRIVATE on Windows)
         return np.empty(shape, dtype=dtype)
-    return np.frombuffer(mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE), dtype=dtype).reshape(shape)
+    # MAP_NORESERVE: the size is an upper bound (per-connection arrays of a long capture, mostly pages of
+    # ended connections never written or handed back), not memory to set aside: no overcommit refusal
+    flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform == "linux" else 0)
+    return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=dtype).reshape(shape)
 
 
-def grow(a: np.ndarray, rows: int, used: int) -> np.ndarray:
-    """A larger copy of ``a`` keeping its first ``used`` rows. New rows are left uninitialised: the
-    compiled code initialises a record when it creates the connection, so untouched memory stays free."""
+def grow(a: np.ndarray, rows: int, used: int, keep: np.ndarray | None = None) -> np.ndarray:
+    """A larger copy of ``a`` keeping its first ``used`` rows, or only rows ``keep`` of them (the others
+    are never read again: in a mapping of its own they stay unwritten, zeros that take no memory). New
+    rows are left uninitialised: the compiled code initialises a record when it creates the connection,
+    so untouched memory stays free."""
     out = new_array((rows,) + a.shape[1:], a.dtype)
-    out[:used] = a[:used]
+    if keep is None or mapping_of(out) is None:
+        out[:used] = a[:used]
+    else:
+        out[keep] = a[keep]
     return out
 
 
