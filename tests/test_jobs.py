@@ -1,5 +1,6 @@
 """`analyze --jobs N` and `--scheduler`: a capture's connections over processes or a Dask cluster, every
-table byte-identical to one process's; several captures at once; one Parquet dataset for several
+table byte-identical to one process's (the events table, the packet table's stream and direction, the
+stats); --merge and - with --jobs; several captures at once; one Parquet dataset for several
 captures; a damaged capture or a dying worker said in one line."""
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from analyzer.commands.cli import main
 from analyzer.decode import ConnectionGroup, PacketReader, rows_by_group, to_frame
 from analyzer.errors import CaptureError
 from analyzer.report import FORMATS
-from analyzer.report.merge import MergeError, first_frames, merge, renumber, stream_maps
+from analyzer.report.merge import (GroupSides, MergeError, first_frames, merge, merge_counts, packet_streams,
+                                   renumber, stream_maps)
 from analyzer.table import Masked, Table
 
 from .tcpbuild import Capture
@@ -107,8 +109,117 @@ def test_jobs_give_the_tables_of_one_process(reused, tmp_path, capsys, fmt):
         assert code == 0
         runs[jobs] = (_files(out), printed.replace(str(out), "OUT"), as_json.replace(str(tmp_path / "j"), "J"))
     assert set(runs[1][0]) == {f"{t}.{'jsonl' if fmt == 'json' else fmt}" for t in (*TABLES, "packets")}
-    assert json.loads(runs[1][2])[0]["connections"] > 150
+    summary = json.loads(runs[1][2])[0]
+    assert summary["connections"] > 150 and sum(summary["events"].values()) > 100
+    assert summary["capture_loss"]["bytes"] > 0
     assert runs[2] == runs[1] and runs[3] == runs[1]
+
+
+def test_jobs_events_packet_streams_and_stats(reused):
+    """The API: the events table (its Wireshark filters name the renumbered streams), the packet table's
+    stream and direction columns, and every stat (events, capture_loss, late_packets, key order too) equal
+    one process's; the streams of the packet table are those of the connections table."""
+    one = analyzer.analyze(reused, packets=True)
+    assert len(one.events) > 100 and one.events["wireshark_filter"].str.contains("tcp.stream eq").any()
+    assert one.packets["stream"].nunique() == len(one.connections)
+    for jobs in (2, 3):
+        split = analyzer.analyze(reused, packets=True, jobs=jobs)
+        for name in (*TABLES, "packets"):
+            assert getattr(split, name).equals(getattr(one, name)), name
+        assert split.stats == one.stats
+        assert json.dumps(split.stats, default=str) == json.dumps(one.stats, default=str)  # the same key order
+        assert json.dumps(split.summary()) == json.dumps(one.summary())
+
+
+def test_late_packets_are_summed(tmp_path):
+    """A straggler after the close delay (late_packets), counted in its group, adds up to one process's
+    count; the tables are one process's, whatever the number of groups."""
+    from tests.test_engine_expiry import _late_fin_capture
+
+    path = _late_fin_capture(gap=8.0).write(tmp_path / "late.pcap")
+    one = analyzer.analyze(path, packets=True)
+    assert one.stats["late_packets"] == 2
+    for jobs in (2, 3, 5):
+        split = analyzer.analyze(path, packets=True, jobs=jobs)
+        assert split.stats == one.stats
+        for name in (*TABLES, "packets"):
+            assert getattr(split, name).equals(getattr(one, name)), name
+
+
+def test_merged_counts_are_the_engines():
+    """Label counts come back in the engine's order (most frequent first, ties by label), numbers are
+    summed, the capture loss percent is recomputed from the summed bytes."""
+    a = {"packets": 10, "handshakes": {"established": 3, "midstream": 1}, "events": {"window_update": 2},
+         "capture_loss": {"lost_segments": 1, "missed_bytes": 10, "bytes": 100, "percent": 10.0},
+         "late_packets": 1}
+    b = {"packets": 5, "handshakes": {"midstream": 4}, "events": {"duplicate_ack": 2, "zero_window": 1},
+         "capture_loss": {"lost_segments": 0, "missed_bytes": 0, "bytes": 900, "percent": 0.0},
+         "late_packets": 2}
+    got = merge_counts([a, b])
+    assert got["packets"] == 15 and got["late_packets"] == 3
+    assert list(got["handshakes"].items()) == [("midstream", 5), ("established", 3)]
+    assert list(got["events"].items()) == [("duplicate_ack", 2), ("window_update", 2), ("zero_window", 1)]
+    assert got["capture_loss"] == {"lost_segments": 1, "missed_bytes": 10, "bytes": 1000, "percent": 1.0}
+
+
+def test_packet_streams_put_each_groups_rows_in_place():
+    groups = [GroupSides(np.array([0, 1, 0]), np.array([0, 0, 1], dtype=np.int8), np.array([0, 1])),
+              GroupSides(np.array([0]), np.array([1], dtype=np.int8), np.array([1]))]
+    stream, direction = packet_streams(4, [[np.array([0, 2]), np.array([3])], np.array([1])], groups,
+                                       [np.array([0, 2]), np.array([1])])
+    assert stream.tolist() == [0, 1, 2, 0]
+    assert direction.tolist() == ["client->server", "client->server", "server->client", "server->client"]
+    with pytest.raises(MergeError):
+        packet_streams(4, [[np.array([0])], np.array([1])], groups, [np.array([0, 2]), np.array([1])])
+
+
+# -- a merged trace, a pipe ---------------------------------------------------------------------------
+def test_merge_with_jobs_gives_the_tables_of_one_process(reused, tmp_path, capsys):
+    """--merge of several parts with --jobs 2: the same bytes (capture columns too) as --jobs 1."""
+    data = reused.read_bytes()
+    header, records = data[:24], data[24:]
+    # cut the capture at record boundaries into three parts (little-endian pcap: length at offset 8)
+    cuts, pos, k = [], 0, 0
+    while pos < len(records):
+        if k % 10_000 == 0:
+            cuts.append(pos)
+        pos += 16 + int.from_bytes(records[pos + 8:pos + 12], "little")
+        k += 1
+    parts = []
+    for i, (a, b) in enumerate(zip(cuts, [*cuts[1:], len(records)])):
+        part = tmp_path / f"part{i}.pcap"
+        part.write_bytes(header + records[a:b])
+        parts.append(part)
+    assert len(parts) == 3
+    runs = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"m{jobs}"
+        code, printed, err = _run(capsys, "--merge", *parts, "-o", out, "--packets", "--jobs", jobs)
+        assert code == 0 and err == ""
+        code, as_json, _ = _run(capsys, "--merge", *parts, "-o", tmp_path / "j", "--json", "--jobs", jobs)
+        runs[jobs] = (_files(out), printed.replace(str(out), "OUT"), as_json.replace(str(tmp_path / "j"), "J"))
+    assert "capture_frame" in runs[1][0]["events.csv"].split(b"\n")[0].decode()
+    assert runs[2] == runs[1]
+
+
+def test_stdin_with_jobs_gives_the_tables_of_the_file(reused, tmp_path):
+    """``analyze - --jobs 2`` on a pipe: the tables of ``analyze FILE``."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for args, out in (([str(reused)], "file"), (["-", "--jobs", "2"], "pipe")):
+        with open(reused, "rb") as stdin:
+            res = subprocess.run([sys.executable, "-m", "analyzer", "analyze", *args, "-o", str(tmp_path / out), "-q",
+                                  "--packets"], stdin=stdin, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr
+    assert _files(tmp_path / "pipe") == _files(tmp_path / "file")
+
+
+def test_merge_or_stdin_with_a_scheduler_is_a_usage_error(reused, tmp_path, capsys):
+    """A cluster's workers read files: --merge and - with --scheduler are one line, exit 2 (no connection
+    is tried)."""
+    for args in (["--merge", reused, reused], ["-"]):
+        code, out, err = _run(capsys, *args, "-o", tmp_path, "--scheduler", "tcp://127.0.0.1:1")
+        assert code == 2 and out == ""
+        assert "--merge and - (standard input) are read by this process: not with --scheduler" in err
 
 
 @pytest.mark.parametrize("name", REAL_CAPTURES)
