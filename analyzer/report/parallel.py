@@ -44,6 +44,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 SLOTS_AHEAD = 4  # shared batch stores beyond one per worker: how far decoding may run ahead of the engines
+# Rows of a shared batch: GROUP_ROWS a worker on average (the engine's cost per batch fed is paid by every
+# worker: with ANALYZE_BATCH rows split N ways, 2 workers spent a quarter more time in it than with 65,536
+# rows each), at most MAX_BATCH (a batch store is 163 bytes a row, and jobs + SLOTS_AHEAD of them are made).
+GROUP_ROWS = 65_536
+MAX_BATCH = 262_144
 STOP_GRACE_S = 5.0  # a worker asked to stop (SIGTERM) has this long before it is killed
 WORKER_NICENESS = 3  # engine workers yield the CPU to the process that decodes for them all (nice(2))
 
@@ -144,7 +149,9 @@ def analyze_split(path, jobs: int, *, packets: bool = False, select: FrameSelect
                   progress: Callable[[int, int], None] | None = None, batch_size: int = ANALYZE_BATCH,
                   merge: bool = False) -> Report:
     """Analyze one capture (with ``merge``, the captures ``path`` names as one trace) with ``jobs`` engine
-    processes; the same ``Report`` as one process gives."""
+    processes; the same ``Report`` as one process gives. Batches have ``batch_size`` rows or more (about
+    ``GROUP_ROWS`` a worker)."""
+    batch_size = max(batch_size, min(GROUP_ROWS * jobs, MAX_BATCH))
     reader = PacketReader(path, batch_size, select=select, merge=merge)  # a capture that cannot be read fails here
     slots = [(ColumnStore.shared(batch_size), shared_array((jobs, batch_size), np.int64))
              for _ in range(jobs + SLOTS_AHEAD)]
