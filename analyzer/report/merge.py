@@ -8,7 +8,8 @@ frame. The merge gives the tables one process gives, byte for byte, for every ta
 - ``stream`` (Wireshark's tcp.stream) is the rank of the connection's first frame among the first frames
   of all groups' connections (``stream_maps``, from the table that has ``first_frame``). ``renumber``
   maps each group's ``stream`` columns and the "tcp.stream eq N" its text columns hold (Wireshark
-  filters); it runs where the group's tables are, in parallel.
+  filters); on a Dask cluster it runs where the group's tables are, in parallel; with ``--jobs``, in the
+  process that merges, each worker's tables as they come (no round trip: measured no slower).
 - Row order (``order_column``): a table with a ``frame`` column is in frame order, any other with a
   ``stream`` column in stream order. A frame or a stream belongs to one group, so ``merge`` is a stable
   sort of all groups' rows on that column, each group's rows being in that order already (checked).
