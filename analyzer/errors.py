@@ -14,6 +14,9 @@ class CaptureError(AnalyzerError):
         where = f" at offset {offset}" if offset is not None else ""
         super().__init__(f"{self.path}{where}: {problem}")
 
+    def __reduce__(self):  # pickled whole (from a worker process to the one that reports it)
+        return CaptureError, (self.path, self.offset, self.problem)
+
 
 class EngineUnavailable(AnalyzerError):
     """An optional engine or tool (tshark, scapy live capture) is not usable here."""

@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
 from ..decode import TimeBound
 from ..errors import AnalyzerError, NoCaptures
 from ..report import FORMATS, analyze, summarise
-from ..report.writers import OutputError, prepare_folder, remove_tables
+from ..report.writers import (OutputError, clear_datasets, partition_folder, prepare_folder, remove_partition,
+                              remove_tables)
 from ..sources.files import STDIN, STDIN_NAME
 from ..sources.merge import capture_files
 from ..tcp.engine import CLOSE_DELAY, IDLE_TIMEOUT
@@ -92,7 +95,8 @@ CAPTURE = click.Path(readable=False)
 @cli.command("analyze")
 @click.argument("captures", nargs=-1, required=True, type=CAPTURE)
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="tcp-analysis",
-              show_default=True, help="folder for the tables (one subfolder per capture when several)")
+              show_default=True, help="folder for the tables (one subfolder per capture when several; in "
+              "Parquet, one dataset per table, partitioned by capture)")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
 @click.option("--engine", type=click.Choice(["native", "pyshark"]), default="native", show_default=True,
               help="native: our reader; pyshark: tshark's dissectors through pyshark (slow)")
@@ -114,12 +118,17 @@ CAPTURE = click.Path(readable=False)
 @click.option("--close-delay", type=click.FloatRange(min=0), default=CLOSE_DELAY, show_default=True,
               metavar="SECONDS", help="a connection that is over (FIN both ways, or RST) ends this long after its "
               "last packet (Zeek's tcp_close_delay); its rows are then written out and its memory freed")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="processes: one capture's connections split over N, or N captures at once")
+@click.option("--scheduler", metavar="tcp://HOST:PORT", help="run on this Dask distributed cluster; its workers "
+              "read the captures (give paths they can reach; not with --merge or -)")
 def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, start, end, merge, idle_timeout,
-                close_delay):
+                close_delay, jobs, scheduler):
     """Analyze captures; write connections, handshakes and retransmissions tables.
 
     A folder's tables are replaced as a whole: tables of an earlier run there (another format, a
-    packets table) are removed, and none are left for a capture that could not be read.
+    packets table) are removed, and none are left for a capture that could not be read. Several
+    captures in Parquet make one dataset per table, partitioned by capture.
     CAPTURE `-` is standard input (a pipe from tcpdump -w - or zcat).
 
     \b
@@ -127,11 +136,14 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
       tcp-analyzer analyze trace.pcap -o out/ --format parquet
       tcp-analyzer analyze a.pcap b.pcapng -o out/    # out/a.pcap/, out/b.pcapng/
       tcp-analyzer analyze x/t.pcap y/t.pcap -o out/  # out/t.pcap/, out/t.pcap-2/
+      tcp-analyzer analyze a.pcap b.pcap -o out/ --format parquet   # out/connections/capture=a.pcap/ ...
       tcp-analyzer analyze trace.pcap -f 'tcp port 443' --start +5 --end +10
       tcp-analyzer analyze --merge ring/ -o out/      # a rotated set as one trace
       tcpdump -i eth0 -w - | tcp-analyzer analyze - -o out/
+      tcp-analyzer analyze big.pcap --jobs 4          # its connections over 4 processes
+      tcp-analyzer analyze /shared/big.pcap --scheduler tcp://10.0.0.5:8786
     """
-    from .console import Progress, prepare_kernels, print_summary
+    from .console import prepare_kernels, print_summary
 
     if start is not None and end is not None and start.relative == end.relative and start.ns > end.ns:
         raise click.BadParameter("--start is after --end", param_hint="--start/--end")
@@ -141,46 +153,46 @@ def analyze_cmd(captures, out_dir, fmt, engine, packets, quiet, as_json, bpf, st
         raise click.UsageError("--merge and - (standard input) work with the native engine")
     if captures.count(STDIN) > 1:
         raise click.UsageError("- (standard input) can be read once")
+    if scheduler is not None and (merge or STDIN in captures):
+        raise click.UsageError("--merge and - (standard input) are read by this process: not with --scheduler")
     if merge:
         try:
             captures = (capture_files(list(captures)),)  # one input: the merged trace
         except NoCaptures as exc:
             raise click.UsageError(str(exc)) from None
 
-    folders = [Path(out_dir)] if merge else output_folders(Path(out_dir), captures)
+    targets = output_targets(Path(out_dir), captures, partitioned=fmt == "parquet" and len(captures) > 1)
     try:
         prepare_folder(out_dir)  # before any analysis: a folder that cannot be written fails at once
+        if targets[0].partition is not None:
+            clear_datasets(out_dir)
     except OutputError as exc:
         click.echo(f"tcp-analyzer: {exc}", err=True)
         sys.exit(EXIT_INPUT)
+    if engine == "native" and scheduler is None and any(readable(p) for p in _files(captures)):
+        prepare_kernels(quiet or as_json)  # once, before the first capture that can be read
+    options = {"engine": engine, "packets": packets, "bpf": bpf, "start": start, "end": end, "merge": merge,
+               "idle_timeout": idle_timeout, "close_delay": close_delay}
+    show = not quiet and not as_json
     summaries: list[dict] = []
     status = EXIT_OK
-    for path, dest in zip(captures, folders):
-        if engine == "native" and any(readable(p) for p in ([path] if isinstance(path, str) else path)):
-            prepare_kernels(quiet or as_json)  # once, before the first capture that can be read
-        try:
-            prepare_folder(dest)
-            with Progress(enabled=not quiet and not as_json, label="merge" if merge else label(path),
-                          summary=not quiet and not as_json) as progress:
-                report = analyze(path, engine=engine, packets=packets, progress=progress.update, bpf=bpf,
-                                 start=start, end=end, merge=merge, idle_timeout=idle_timeout,
-                                 close_delay=close_delay)
-            report.write(dest, format=fmt)
-        except AnalyzerError as exc:
-            click.echo(f"tcp-analyzer: {exc}", err=True)
-            if not isinstance(exc, OutputError):
-                _remove_tables(dest)
-            summaries.append({"capture": path if isinstance(path, str) else list(path), "error": str(exc),
+    for path, target, outcome in zip(captures, targets,
+                                     _outcomes(captures, targets, fmt, jobs, scheduler, show, options)):
+        if isinstance(outcome, AnalyzerError):
+            click.echo(f"tcp-analyzer: {outcome}", err=True)
+            if not isinstance(outcome, OutputError):
+                _remove_tables(target)
+            summaries.append({"capture": path if isinstance(path, str) else list(path), "error": str(outcome),
                               "tables": None})
             status = EXIT_INPUT
             continue
-        for problem in report.stats.get("problems", []):
+        for problem in outcome["problems"]:
             click.echo(f"tcp-analyzer: {problem}", err=True)
-        if report.stats.get("problems"):
+        if outcome["problems"]:
             status = EXIT_INPUT
-        summaries.append({**summarise(report), "tables": str(dest)})
-        if not quiet and not as_json:
-            print_summary(summaries[-1], dest)
+        summaries.append(outcome)
+        if show:
+            print_summary(outcome, target.shown)
     if as_json:
         click.echo(json.dumps(summaries, indent=2))
     global _quick_exit
@@ -198,30 +210,106 @@ def label(path: str) -> str:
     return STDIN_NAME if path == STDIN else Path(path).name
 
 
-def output_folders(out_dir: Path, captures) -> list[Path]:
-    """The folder of each capture: ``out_dir`` for one; else ``out_dir/<file name>`` (``stdin`` for ``-``),
-    with ``-2``, ``-3``... added when names repeat (``a/x.pcap b/x.pcap``), so no capture's tables overwrite
-    another's."""
+def _files(captures) -> list[str]:
+    """The files (or ``-``) of the captures, a merge's (a list) flattened."""
+    return [p for c in captures for p in ([c] if isinstance(c, str) else c)]
+
+
+class Target(NamedTuple):
+    """Where a capture's tables go: into ``folder``, or (``partition``) into partition ``capture=<partition>``
+    of the datasets in ``folder`` (``folder/<table>/capture=<partition>/``)."""
+
+    folder: Path
+    partition: str | None = None
+
+    @property
+    def shown(self) -> Path:
+        return self.folder if self.partition is None else partition_folder(self.folder, "*", self.partition)
+
+
+def output_targets(out_dir: Path, captures, partitioned: bool = False) -> list[Target]:
+    """Each capture's ``Target``: ``out_dir`` for one; else ``out_dir/<file name>`` (``stdin`` for ``-``;
+    ``partitioned``: partition ``<file name>``), with ``-2``, ``-3``... added when names repeat (``a/x.pcap
+    b/x.pcap``), so no capture's tables overwrite another's."""
     if len(captures) == 1:
-        return [out_dir]
+        return [Target(out_dir)]
     used: set[str] = set()
-    folders = []
+    targets = []
     for path in captures:
         name = label(path) or "capture"
-        folder, k = name, 2
-        while folder in used:
-            folder, k = f"{name}-{k}", k + 1
-        used.add(folder)
-        folders.append(out_dir / folder)
-    return folders
+        unique, k = name, 2
+        while unique in used:
+            unique, k = f"{name}-{k}", k + 1
+        used.add(unique)
+        targets.append(Target(out_dir, unique) if partitioned else Target(out_dir / unique))
+    return targets
 
 
-def _remove_tables(dest: Path) -> None:
+def _outcomes(captures, targets: list[Target], fmt: str, jobs: int, scheduler: str | None, show: bool,
+              options: dict) -> Iterator[dict | AnalyzerError]:
+    """Analyze each capture and write its tables: its summary, or the error it ended with, in order. With
+    ``scheduler``, on that Dask cluster; several captures with ``jobs`` > 1, that many processes at once;
+    else one after the other (one capture's connections over ``jobs`` processes)."""
+    from .console import Progress
+
+    if scheduler is not None:
+        yield from _cluster_outcomes(scheduler, captures, targets, fmt, jobs, options)
+    elif jobs > 1 and len(captures) > 1:
+        from ..report.parallel import each_in_processes
+
+        yield from each_in_processes(lambda i: _analyze_into(captures[i], targets[i], fmt, options),
+                                     list(range(len(captures))), jobs, name=lambda i: captures[i])
+    else:
+        for path, target in zip(captures, targets):
+            with Progress(enabled=show, label=label(path) if isinstance(path, str) else "merge",
+                          summary=show) as progress:
+                outcome = _attempt(lambda: _analyze_into(path, target, fmt, options, progress.update, jobs))
+            yield outcome
+
+
+def _analyze_into(path: str, target: Target, fmt: str, options: dict, progress=None, jobs: int = 1) -> dict:
+    """Analyze one capture and write its tables; its summary."""
+    if target.partition is None:
+        prepare_folder(target.folder)
+    return _written(analyze(path, progress=progress, jobs=jobs, **options), target, fmt)
+
+
+def _written(report, target: Target, fmt: str) -> dict:
+    """Write a report's tables to ``target``; its summary, naming where they are."""
+    report.write(target.folder, format=fmt, partition=target.partition)
+    return {**summarise(report), "tables": str(target.shown)}
+
+
+def _cluster_outcomes(scheduler: str, captures, targets: list[Target], fmt: str, jobs: int,
+                      options: dict) -> Iterator[dict | AnalyzerError]:
+    from ..report.cluster import analyze_each, analyze_split, connect
+
+    options = {k: v for k, v in options.items() if k != "merge"}  # (a merge is a usage error with --scheduler)
+    with connect(scheduler) as client:
+        reports = ([_attempt(lambda: analyze_split(client, captures[0], jobs if jobs > 1 else None, **options))]
+                   if len(captures) == 1 else analyze_each(client, list(captures), **options))
+        for report, target in zip(reports, targets):
+            yield report if isinstance(report, AnalyzerError) else _attempt(lambda: _written(report, target, fmt))
+
+
+def _attempt(call):
+    """``call()``, or the ``AnalyzerError`` it raised."""
+    try:
+        return call()
+    except AnalyzerError as exc:
+        return exc
+
+
+def _remove_tables(target: Target) -> None:
     """The capture failed: an earlier run's tables in its folder must not pass for this run's."""
     try:
-        remove_tables(dest)
+        if target.partition is None:
+            remove_tables(target.folder)
+        else:
+            remove_partition(target.folder, target.partition)
     except OSError as exc:
-        click.echo(f"tcp-analyzer: {dest}: cannot remove the earlier tables: {exc.strerror or exc}", err=True)
+        click.echo(f"tcp-analyzer: {target.shown}: cannot remove the earlier tables: {exc.strerror or exc}",
+                   err=True)
 
 
 def run() -> None:

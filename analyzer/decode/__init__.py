@@ -10,10 +10,10 @@ packet-table batches), ``tshark`` (the same table from tshark's dissectors, thro
 >>> for batch in analyzer.iter_packets("big.pcap", batch_size=100_000):  # doctest: +SKIP
 ...     print(len(batch))
 """
-from .decoder import Decoder, decode_batch
+from .decoder import ALL_CONNECTIONS, ConnectionGroup, Decoder, decode_batch, rows_by_group
 from .reader import (ANALYZE_BATCH, DEFAULT_BATCH, ENGINES, PREFETCH, FrameSelection, PacketReader, TimeBound,
                      frame_selection, iter_packets, prefetched, read_packets)
-from .store import Codes, ColumnStore, to_frame
+from .store import Codes, ColumnStore, StoreRows, to_frame
 
-__all__ = ["Decoder", "decode_batch", "PacketReader", "FrameSelection", "TimeBound", "frame_selection", "iter_packets", "read_packets", "prefetched", "ColumnStore",
-           "Codes", "to_frame", "ENGINES", "DEFAULT_BATCH", "ANALYZE_BATCH", "PREFETCH"]
+__all__ = ["Decoder", "ConnectionGroup", "ALL_CONNECTIONS", "rows_by_group", "decode_batch", "PacketReader", "FrameSelection", "TimeBound", "frame_selection", "iter_packets", "read_packets", "prefetched", "ColumnStore",
+           "StoreRows", "Codes", "to_frame", "ENGINES", "DEFAULT_BATCH", "ANALYZE_BATCH", "PREFETCH"]

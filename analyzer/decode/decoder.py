@@ -10,14 +10,14 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from ..jit import njit
 from ..sources.frames import LINKTYPE_NAMES, LINKTYPE_RAW, FrameBatch
 from .fragments import Defragmenter
-from .headers import KNOWN_LINKTYPES, SKIP_REASONS, ST_SHORT, ST_UNKNOWN_LINK, _decode_frames
+from .headers import KNOWN_LINKTYPES, SKIP_REASONS, ST_OTHER_GROUP, ST_UNKNOWN_LINK, _decode_frames, split_groups
 from .store import (Q_CAPLEN, Q_DST0, Q_DSTID, Q_FRAG, Q_FRAME, Q_IFACE, Q_IPID, Q_IPVER, Q_SRC0, Q_SRCID, Q_TSNS,
                     Q_VLAN, Q_VLAN2, Q_WIRELEN, ColumnStore, to_frame)
 
@@ -43,19 +43,48 @@ def _address_text(ipver: int, hi: int, lo: int) -> str:
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
+class ConnectionGroup(NamedTuple):
+    """Connection group ``index`` of ``count``: the TCP segments whose 4-tuple hashes to it
+    (``headers.connection_group``; both directions of a connection, and its port reuses, hash alike)."""
+
+    index: int
+    count: int
+
+
+ALL_CONNECTIONS = ConnectionGroup(0, 1)
+
+
+def rows_by_group(store: ColumnStore, groups: int, rows: np.ndarray | None = None) -> list[np.ndarray]:
+    """The indices of the rows of ``store`` in each of ``groups`` connection groups, in order (views of
+    ``rows``, a (groups, n or more) int64 array, when given)."""
+    rows = np.empty((groups, store.n), dtype=np.int64) if rows is None else rows
+    counts = np.empty(groups, dtype=np.int64)
+    split_groups(store.mats[2], store.mats[3], store.n, groups, rows, counts)
+    return [rows[g, :counts[g]] for g in range(groups)]
+
+
 class Decoder:
     """Decodes frame batches into a ``ColumnStore``, carrying state between batches.
 
     State carried: pending IP fragments, and the address list (``addresses``), so that the address
-    codes of every batch index one list that only grows (first appearance order).
+    codes of every batch index one list that only grows (first appearance order). With ``group``, only
+    that connection group's segments become rows; every frame is still counted (frames, skipped ones).
     """
 
-    def __init__(self):
+    def __init__(self, group: ConnectionGroup = ALL_CONNECTIONS):
+        if not 0 <= group.index < group.count:
+            raise ValueError(f"connection group {group.index} of {group.count} does not exist")
+        self.group = group
         self.defrag = Defragmenter()
         self.stats = DecodeStats()
         self.addresses: list[str] = []
         self._table = np.full(0, -1, dtype=np.int64)  # address hash table (``_code_addresses``)
         self._keys = np.empty((0, 3), dtype=np.uint64)  # (version, high, low) of each address id
+
+    @property
+    def _group_args(self) -> tuple[int, int]:
+        """The kernel's (groups, group) arguments."""
+        return self.group.count, self.group.index
 
     def decode_into(self, batch: FrameBatch, store: ColumnStore, code_addresses: bool = True) -> None:
         """Append the TCP rows of ``batch`` to ``store``.
@@ -64,13 +93,14 @@ class Decoder:
         """
         start = store.n
         store.reserve(len(batch))
-        counts = np.zeros(ST_SHORT + 1, dtype=np.int64)
+        counts = np.zeros(ST_OTHER_GROUP + 1, dtype=np.int64)
         nfmax = len(batch)
         frag_idx, frag_off = np.empty(nfmax, np.int64), np.empty(nfmax, np.int64)
         frag_ver, frag_vlan = np.empty(nfmax, np.int64), np.empty((nfmax, 2), np.int64)
         rows, nf = _decode_frames(batch.data, batch.offsets, batch.caplens, batch.wirelens,
                                   batch.linktypes, batch.ts_ns, batch.interfaces, batch.first_frame,
-                                  start, *store.mats, counts, frag_idx, frag_off, frag_ver, frag_vlan)
+                                  start, *store.mats, counts, frag_idx, frag_off, frag_ver, frag_vlan,
+                                  *self._group_args)
         store.n += rows
         self.stats.frames += len(batch)
         self._count_skips(counts, batch.linktypes)
@@ -118,11 +148,11 @@ class Decoder:
             return
         sub = FrameBatch.from_frames([w for w, _ in whole], [0] * len(whole), LINKTYPE_RAW)
         tmp = ColumnStore(len(sub))
-        counts = np.zeros(ST_SHORT + 1, dtype=np.int64)
+        counts = np.zeros(ST_OTHER_GROUP + 1, dtype=np.int64)
         scratch = [np.empty(len(sub), np.int64) for _ in range(3)]
         tmp.n, _ = _decode_frames(sub.data, sub.offsets, sub.caplens, sub.wirelens, sub.linktypes,
                                   sub.ts_ns, sub.interfaces, 0, 0, *tmp.mats, counts, *scratch,
-                                  np.empty((len(sub), 2), np.int64))
+                                  np.empty((len(sub), 2), np.int64), *self._group_args)
         for code, reason in SKIP_REASONS.items():
             if counts[code]:
                 self.stats.skipped[reason + " (reassembled datagram)"] += int(counts[code])
@@ -149,6 +179,7 @@ class Decoder:
         hash table that lives as long as the decoder; only new addresses are turned into text here.
         """
         store.addresses = self.addresses
+        store.address_count = len(self.addresses)
         n = store.n - start
         if n == 0:
             return
@@ -167,6 +198,7 @@ class Decoder:
                                 i32[Q_SRCID], i32[Q_DSTID])
         for ver, hi, lo in self._keys[known:coded].tolist():
             self.addresses.append(_address_text(int(ver), int(hi), int(lo)))
+        store.address_count = len(self.addresses)
 
 
 @njit(cache=True, nogil=True, _nrt=False)

@@ -34,7 +34,8 @@ ST_BAD_IP = 4
 ST_BAD_TCP = 5
 ST_FRAGMENT = 6
 ST_SHORT = 7
-ST_TUNNEL = 8  # internal: an IP header that carries another one
+ST_OTHER_GROUP = 8  # a TCP segment of a connection in another connection group (``groups``): no row here
+ST_TUNNEL = 9  # internal: an IP header that carries another one
 MAX_TUNNEL_DEPTH = 4
 
 SKIP_REASONS = {
@@ -94,6 +95,12 @@ TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOPT_WSCALE = 0, 1, 2, 3  # RFC 9293, RFC 
 TCPOPT_SACK_PERM, TCPOPT_SACK, TCPOPT_TIMESTAMP = 4, 5, 8  # RFC 2018, RFC 7323
 TCPOPT_TFO, TCPOPT_EXP, TFO_EXP_MAGIC = 34, 254, 0xF989  # RFC 7413 (and its experimental form)
 
+# Connection groups (``analyze --jobs``): group ``hash(endpoints) % groups`` decodes a segment, the others
+# skip it after its ports. The hash is a sum over the two endpoints (address words, port), so both
+# directions of a connection, and every connection reusing its 4-tuple, fall in the same group.
+GROUP_MUL = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio (Fibonacci hashing, Knuth 6.4)
+GROUP_MIX = np.uint64(0xBF58476D1CE4E5B9)  # splitmix64's finalizer (Steele, Lea, Flood 2014)
+
 KNOWN_LINKTYPES = np.array([LINKTYPE_NULL, LINKTYPE_ETHERNET, DLT_RAW_BSD, DLT_RAW_OPENBSD, LINKTYPE_RAW,
                             LINKTYPE_C_HDLC, LINKTYPE_IEEE802_11, LINKTYPE_LOOP, LINKTYPE_LINUX_SLL,
                             LINKTYPE_IEEE802_11_RADIOTAP, LINKTYPE_ARCNET_LINUX, LINKTYPE_IPV4, LINKTYPE_IPV6,
@@ -120,8 +127,39 @@ def _be32(d, p):
     return (np.int64(d[p]) << 24) | (np.int64(d[p + 1]) << 16) | (np.int64(d[p + 2]) << 8) | np.int64(d[p + 3])
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def _endpoint_hash(u32, w, j, port):
+    """Hash of one endpoint of row ``j``: the address words from matrix row ``w`` on, and the port."""
+    h = np.uint64(port)
+    for k in range(4):
+        h = (h ^ np.uint64(u32[w + k, j])) * GROUP_MUL
+        h ^= h >> np.uint64(32)
+    return h
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def connection_group(u32, j, sport, dport, groups):
+    """The connection group (0 .. ``groups`` - 1) of row ``j``, whose addresses are written, and its ports."""
+    h = _endpoint_hash(u32, Q_SRC0, j, sport) + _endpoint_hash(u32, Q_DST0, j, dport)
+    h = (h ^ (h >> np.uint64(30))) * GROUP_MIX
+    h ^= h >> np.uint64(31)
+    return np.int64(h % np.uint64(groups))
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def split_groups(u32, u16, n, groups, rows, counts):
+    """Rows ``0 .. n-1`` of a store (its uint32 and uint16 matrices) by connection group: the indices of
+    group ``g``'s rows, in order, in ``rows[g, :counts[g]]``."""
+    for g in range(groups):
+        counts[g] = 0
+    for j in range(n):
+        g = connection_group(u32, j, u16[Q_SPORT, j], u16[Q_DPORT, j], groups)
+        rows[g, counts[g]] = j
+        counts[g] += 1
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _decode_tcp(d, t, tcp_len, end, j, i64, i32, u32, u16, i16, i8, b):
+def _decode_tcp(d, t, tcp_len, end, j, i64, i32, u32, u16, i16, i8, b, groups, group):
     if tcp_len < 20:
         return ST_BAD_TCP
     if t + 20 > end:
@@ -129,6 +167,8 @@ def _decode_tcp(d, t, tcp_len, end, j, i64, i32, u32, u16, i16, i8, b):
     hlen = (np.int64(d[t + 12]) >> 4) * 4
     if hlen < 20 or hlen > tcp_len:
         return ST_BAD_TCP
+    if groups > 1 and connection_group(u32, j, _be16(d, t), _be16(d, t + 2), groups) != group:
+        return ST_OTHER_GROUP
     u16[Q_SPORT, j] = _be16(d, t)
     u16[Q_DPORT, j] = _be16(d, t + 2)
     u32[Q_SEQ, j] = _be32(d, t + 4)
@@ -215,21 +255,23 @@ def _udp_tunnel(d, u, end, wend, j, i32):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
+def _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b, groups, group):
     """Decode the IP layer at ``p`` into row ``j``; returns a status (ST_FRAGMENT: Python's turn).
 
     Tunnels (IP in IP, IPv6 in IPv4 and back, GRE version 0, VXLAN) are followed to the innermost IP
-    header, whose addresses the row reports, as tshark's fields do.
+    header, whose addresses the row reports, as tshark's fields do. A segment of another connection group
+    (``groups`` > 1, this one ``group``) is ST_OTHER_GROUP, its row not written.
     """
     for _depth in range(MAX_TUNNEL_DEPTH):
-        st, p, ipver, wend = _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
+        st, p, ipver, wend = _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b, groups,
+                                               group)
         if st != ST_TUNNEL:
             return st
     return ST_NOT_TCP
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b):
+def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b, groups, group):
     """One IP header; returns (status, next offset, next version, next wire end) for tunnels."""
     i8[Q_IPVER, j] = ipver
     i32[Q_IPID, j] = -1
@@ -260,7 +302,8 @@ def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
         if p + ihl > end:
             return ST_SHORT, p, 0, wend
         if proto == IPPROTO_TCP:
-            return _decode_tcp(d, p + ihl, total - ihl, end, j, i64, i32, u32, u16, i16, i8, b), p, 0, wend
+            return (_decode_tcp(d, p + ihl, total - ihl, end, j, i64, i32, u32, u16, i16, i8, b, groups, group),
+                    p, 0, wend)
         if proto == IPPROTO_IPIP:
             return ST_TUNNEL, p + ihl, 4, p + total
         if proto == IPPROTO_IPV6:
@@ -312,7 +355,7 @@ def _decode_ip_header(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
         if remaining < 0:
             return ST_BAD_IP, p, 0, wend
         if nh == IPPROTO_TCP:
-            return _decode_tcp(d, q, remaining, end, j, i64, i32, u32, u16, i16, i8, b), p, 0, wend
+            return _decode_tcp(d, q, remaining, end, j, i64, i32, u32, u16, i16, i8, b, groups, group), p, 0, wend
         if nh == IPPROTO_IPIP:
             return ST_TUNNEL, q, 4, q + remaining
         if nh == IPPROTO_IPV6:
@@ -545,8 +588,9 @@ def _arcnet(d, p, end, wend):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _decode_frames(d, offsets, caplens, wirelens, linktypes, ts_ns, ifaces, first_frame, start,
-                   i64, i32, u32, u16, i16, i8, b, counts, frag_idx, frag_off, frag_ver, frag_vlan):
-    """Decode every frame; TCP rows are written compactly from row ``start``.
+                   i64, i32, u32, u16, i16, i8, b, counts, frag_idx, frag_off, frag_ver, frag_vlan, groups, group):
+    """Decode every frame; TCP rows are written compactly from row ``start``. With ``groups`` > 1, only
+    the segments of connection group ``group`` get a row (``connection_group``).
 
     Returns (rows written, fragments found). ``counts[status]`` counts frames by status.
     """
@@ -557,7 +601,7 @@ def _decode_frames(d, offsets, caplens, wirelens, linktypes, ts_ns, ifaces, firs
         end = p + caplens[i]
         p, ipver, st, wend = _link_layer(d, p, end, p + max(wirelens[i], caplens[i]), linktypes[i], j, i32)
         if st == ST_TCP:
-            st = _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b)
+            st = _decode_ip(d, p, end, wend, ipver, j, i64, i32, u32, u16, i16, i8, b, groups, group)
         counts[st] += 1
         if st == ST_FRAGMENT:
             frag_idx[nf] = i

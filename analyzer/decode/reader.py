@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import TYPE_CHECKING
@@ -26,6 +26,7 @@ import numpy as np
 from .. import schema
 from ..errors import AnalyzerError
 from ..sources.frames import FrameBatch
+from .decoder import ALL_CONNECTIONS, ConnectionGroup
 from .store import Q_FRAME, ColumnStore
 
 if TYPE_CHECKING:
@@ -119,13 +120,16 @@ class PacketReader:
     After iteration, ``stats`` holds frames read, TCP segments, skipped frames by reason and the
     one-line ``problems`` met (damage that stopped the reading early). With ``select`` (a
     ``FrameSelection``), only the frames it keeps are decoded; ``stats["filtered_out"]`` counts the others.
-    With ``nullable``, the DataFrames are in the form for people (``store.nullable_packets``).
+    With ``nullable``, the DataFrames are in the form for people (``store.nullable_packets``). With
+    ``group``, only that connection group's segments are decoded into rows (``analyze --scheduler``: each
+    worker reads every frame and keeps its own connections); the stats still count every frame.
     With ``merge``, ``path`` is a list of captures or folders, read as one trace (module doc); ``captures``
     then names the files and ``frame_map`` places each merged frame in one of them.
     """
 
     def __init__(self, path, batch_size: int = DEFAULT_BATCH, prefetch: bool = False,
-                 select: FrameSelection | None = None, nullable: bool = False, merge: bool = False):
+                 select: FrameSelection | None = None, nullable: bool = False, merge: bool = False,
+                 group: ConnectionGroup = ALL_CONNECTIONS):
         from ..sources.files import FrameSource, capture_name
         from ..sources.merge import MergedSource, capture_files
         from .decoder import Decoder
@@ -146,7 +150,7 @@ class PacketReader:
         else:
             self._source = FrameSource(path)  # raises CaptureError at once for a non-capture
             self.captures, self.frame_map, self.name = None, None, capture_name(path)
-        self._decoder = Decoder()
+        self._decoder = Decoder(group)
         self.format = self._source.format
 
     @property
@@ -179,7 +183,7 @@ class PacketReader:
                 return
         self._decoder.decode_into(batch, store, code_addresses=False)
 
-    def stores(self, recycle: int = 0) -> Iterator:
+    def stores(self, recycle: int = 0, new_store: Callable[[], ColumnStore] | None = None) -> Iterator:
         """Yield one ``ColumnStore`` per batch of ``batch_size`` frames (the internal form).
 
         The file is read in small pieces (about 2 MB), each decoded while its bytes are still in
@@ -189,10 +193,14 @@ class PacketReader:
         With ``recycle=k``, the store yielded ``k`` batches earlier is filled again instead of a new one
         (the caller holds no reference to it by then): the same few stores' memory is used over and
         over, which saves a page fault per 4 KiB of rows (a third of ``analyze``'s time on some VMs).
+        With ``new_store``, each batch goes into the empty store it returns, with room for ``batch_size``
+        rows (the caller recycles them: ``report.parallel`` hands out stores in shared memory).
         """
         ring: list[ColumnStore] = []
 
-        def new_store() -> ColumnStore:
+        def next_store() -> ColumnStore:
+            if new_store is not None:
+                return new_store()
             if recycle and len(ring) == recycle:
                 store = ring.pop(0)
                 store.n = 0
@@ -202,14 +210,14 @@ class PacketReader:
                 ring.append(store)
             return store
 
-        store, frames = new_store(), 0
+        store, frames = next_store(), 0
         for batch in self._source.batches(lambda: self.batch_size - frames):
             self._decode(batch, store)
             frames += len(batch)
             if frames >= self.batch_size:
                 self._decoder.code_addresses(store)
                 yield store
-                store, frames = new_store(), 0
+                store, frames = next_store(), 0
         self._decoder.finish()
         if frames or store.n:
             self._decoder.code_addresses(store)

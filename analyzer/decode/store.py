@@ -31,6 +31,8 @@ B_COLS = ("fragmented", "truncated", "sack_permitted")  # stored as uint8, shown
 GROUPS = (("int64", I64_COLS), ("int32", I32_COLS), ("uint32", U32_COLS), ("uint16", U16_COLS),
           ("int16", I16_COLS), ("int8", I8_COLS), ("uint8", B_COLS))
 
+_PLACE = {name: (g, i) for g, (_, names) in enumerate(GROUPS) for i, name in enumerate(names)}  # (matrix, row)
+
 # matrix row of each column (numba folds these module constants into the kernel)
 Q_FRAME, Q_TSNS, Q_TSVAL, Q_TSECR = range(4)
 Q_VLAN, Q_VLAN2, Q_IPID, Q_PLEN, Q_CAPLEN, Q_WIRELEN, Q_MSS, Q_SRCID, Q_DSTID = range(9)
@@ -58,14 +60,34 @@ class ColumnStore:
     """Typed matrices with room for ``capacity`` rows; ``n`` rows are filled.
 
     ``addresses`` is the decoder's address list the ``src_id``/``dst_id`` codes index (set by
-    ``Decoder.code_addresses``); ``packet_column`` gives the packet table's columns over these rows."""
+    ``Decoder.code_addresses``; it goes on growing with later batches), ``address_count`` how many of
+    them were known once these rows were coded; ``packet_column`` gives the packet table's columns over
+    these rows."""
 
     def __init__(self, capacity: int):
         self.capacity = max(int(capacity), 1)
         self.n = 0
         self.addresses: list[str] = []
+        self.address_count = 0
         # np.empty does not touch memory: an over-estimated capacity costs address space, not RSS.
         self.mats = tuple(np.empty((len(names), self.capacity), dtype=dt) for dt, names in GROUPS)
+
+    @classmethod
+    def shared(cls, capacity: int) -> "ColumnStore":
+        """A store whose matrices are in anonymous shared memory (``shared_array``): processes forked after
+        it is made read the rows this one writes (``report.parallel``). It must not grow."""
+        out = cls.__new__(cls)
+        out.capacity, out.n, out.addresses, out.address_count = max(int(capacity), 1), 0, [], 0
+        out.mats = tuple(shared_array((len(names), out.capacity), dt) for dt, names in GROUPS)
+        return out
+
+    def copy(self) -> "ColumnStore":
+        """A private copy of the filled rows (this store is about to be filled again)."""
+        out = ColumnStore.__new__(ColumnStore)
+        out.n = out.capacity = self.n
+        out.addresses, out.address_count = self.addresses, self.address_count
+        out.mats = tuple(m[:, :self.n].copy() for m in self.mats)
+        return out
 
     def reserve(self, more: int) -> None:
         if self.n + more <= self.capacity:
@@ -77,22 +99,16 @@ class ColumnStore:
         self.mats, self.capacity = mats, cap
 
     def column(self, name: str) -> np.ndarray:
-        for (dt, names), m in zip(GROUPS, self.mats):
-            if name in names:
-                col = m[names.index(name), :self.n]
-                return col.view(bool) if dt == "uint8" else col
-        raise KeyError(name)
+        g, i = _PLACE[name]
+        col = self.mats[g][i, :self.n]
+        return col.view(bool) if GROUPS[g][0] == "uint8" else col
 
     def __len__(self) -> int:
         return self.n
 
     def packet_column(self, name: str):
         """The packet-table column ``name`` over the filled rows: ``Codes`` for ``src``/``dst``, seconds for ``ts``."""
-        if name in ("src", "dst"):
-            return Codes(self.column(name + "_id"), self.addresses)
-        if name == "ts":
-            return seconds(self.column("ts_ns"))
-        return self.column(name)
+        return _packet_column(self.column, self.addresses, name)
 
     def words(self, prefix: str) -> np.ndarray:
         """(n, 4) uint32 address words of ``src`` or ``dst``."""
@@ -114,6 +130,7 @@ class ColumnStore:
         out = cls.__new__(cls)
         out.n = out.capacity = sum(s.n for s in stores)
         out.addresses = stores[0].addresses if stores else []
+        out.address_count = max((s.address_count for s in stores), default=0)
         out.mats = tuple(np.concatenate([s.mats[g][:, :s.n] for s in stores], axis=1)
                          if stores else np.empty((len(names), 0), dtype=dt)
                          for g, (dt, names) in enumerate(GROUPS))
@@ -123,6 +140,54 @@ class ColumnStore:
         """Reorder rows ``start:`` by ``order`` (indices relative to ``start``)."""
         for m in self.mats:
             m[:, start:self.n] = m[:, start:self.n][:, order]
+
+
+class StoreRows:
+    """Some rows of a ``ColumnStore`` (``rows``: indices, in order), read as the engine reads a batch
+    (``packet_column``): each column is gathered when asked for, so columns nobody reads are not copied.
+    ``addresses``: the address list the codes index (default the store's). ``scratch``: a store with room
+    for the rows to gather them into (reused batch after batch: its pages are touched once, where fresh
+    arrays would cost a page fault per 4 KiB each time); a column read is valid until it is reused."""
+
+    def __init__(self, store: ColumnStore, rows: np.ndarray, addresses: list[str] | None = None,
+                 scratch: ColumnStore | None = None):
+        self.store, self.row_index, self.scratch = store, rows, scratch
+        self.addresses = store.addresses if addresses is None else addresses
+
+    def __len__(self) -> int:
+        return len(self.row_index)
+
+    def packet_column(self, name: str):
+        return _packet_column(self._gathered, self.addresses, name)
+
+    def _gathered(self, name: str) -> np.ndarray:
+        values = self.store.column(name)
+        if self.scratch is None:
+            return values[self.row_index]
+        g, i = _PLACE[name]
+        out = self.scratch.mats[g][i, :len(self.row_index)]
+        np.take(values.view(out.dtype), self.row_index, out=out)
+        return out.view(values.dtype)
+
+
+def _packet_column(column, addresses: list[str], name: str):
+    """The packet-table column ``name`` from store columns (``column(name)``): ``Codes`` for ``src``/``dst``,
+    seconds for ``ts``."""
+    if name in ("src", "dst"):
+        return Codes(column(name + "_id"), addresses)
+    if name == "ts":
+        return seconds(column("ts_ns"))
+    return column(name)
+
+
+def shared_array(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A zeroed array in anonymous shared memory (``mmap``, no file, no name): processes forked after it is
+    made see what this one writes, and no other user can plant or read it."""
+    import mmap
+
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
 def nullable_packets(df: pd.DataFrame) -> pd.DataFrame:
@@ -138,10 +203,12 @@ def nullable_packets(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_frame(store: ColumnStore) -> pd.DataFrame:
-    """The packet table over ``store``'s rows, columns in the declared order and dtypes (no copy)."""
+    """The packet table over ``store``'s rows, columns in the declared order and dtypes (no copy). The
+    address categories are those known once the rows were coded, whenever this is called (a reader
+    thread may have coded later batches by then)."""
     import pandas as pd
 
-    cats = pd.CategoricalDtype(pd.Index(store.addresses, dtype=object))
+    cats = pd.CategoricalDtype(pd.Index(store.addresses[:store.address_count], dtype=object))
     data = {}
     for c in PACKET_COLUMNS:
         if c.name == "ts":

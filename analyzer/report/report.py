@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import schema
 from ..table import Table, with_times
-from .writers import FORMATS, replace_tables, table_columns
+from .writers import FORMATS, replace_tables, table_columns, write_partition
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,13 +93,23 @@ class Report:
             return s.to_numpy(dtype=object)
         return s.to_numpy(dtype=float, na_value=np.nan) if s.hasnans else s.to_numpy()
 
-    def write(self, out_dir: str | os.PathLike, format: str = "csv") -> list[Path]:
+    def write(self, out_dir: str | os.PathLike, format: str = "csv", partition: str | None = None) -> list[Path]:
         """Write each table as ``<table>.csv`` / ``.parquet`` / ``.jsonl`` into ``out_dir``, replacing the
         tables of an earlier run there as a whole (``writers.replace_tables``); ``OutputError`` when they
-        cannot be written."""
+        cannot be written. With ``partition`` (Parquet only), each table goes to partition
+        ``capture=<partition>`` of its dataset instead, ``out_dir/<table>/capture=<partition>/``."""
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-        return replace_tables(out_dir, {name: self._written(name, format) for name in self._tables}, format)
+        tables = {name: self._written(name, format) for name in self._tables}
+        if partition is None:
+            return replace_tables(out_dir, tables, format)
+        if format != "parquet":
+            raise ValueError("partitions are written in Parquet only")
+        return write_partition(out_dir, partition, tables)
+
+    def raw_tables(self) -> dict[str, AnyTable]:
+        """Every table in the form it is held (the engine's ``Table``, or a DataFrame), without conversion."""
+        return dict(self._tables)
 
     def _written(self, name: str, format: str) -> AnyTable:
         """A table as written: the raw form where there is one (CSV, JSON), else its declared columns."""

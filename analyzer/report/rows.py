@@ -144,6 +144,10 @@ class SpilledTable:
         """All rows as one in-memory ``Table``."""
         return concat_tables(self.columns, list(self.chunks()))
 
+    def __reduce__(self):  # sent to another process (--jobs, a cluster): as the table it stands for
+        table = self.to_table()
+        return Table, (table.columns, table.data)
+
     def to_pandas(self) -> pd.DataFrame:
         return self.to_table().to_pandas()
 

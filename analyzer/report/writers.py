@@ -3,16 +3,20 @@
 A run's tables replace the earlier run's in their folder as a whole (``replace_tables``): each is written
 under a temporary name beside its final one and renamed when all are complete, so a full disk or an
 interrupted run never leaves a half-written table under a table's name, nor a stale table of an earlier
-run (another format, a ``packets`` table) beside the new ones.
+run (another format, a ``packets`` table) beside the new ones. Several captures in Parquet make one
+dataset per table, partitioned by capture (``write_partition``: ``out/connections/capture=a.pcap/``),
+which pyarrow, Dask or DuckDB read as one table with a ``capture`` column.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
+from urllib.parse import quote
 
 import numpy as np
 
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
 FORMATS = ("csv", "parquet", "json")
 SUFFIXES = {"csv": "csv", "parquet": "parquet", "json": "jsonl"}  # file suffix of each format
 TABLE_NAMES = ("connections", "handshakes", "retransmissions", "events", "packets")
+PARTITION_KEY = "capture"  # several captures in Parquet: out/<table>/capture=<name>/part-0.parquet
+PART_FILE = "part-0.parquet"
 
 
 class OutputError(AnalyzerError):
@@ -95,27 +101,74 @@ def replace_tables(out_dir: str | os.PathLike, tables: dict[str, AnyTable], form
     On error (disk full, folder gone) the partial files are removed, and so are the earlier tables
     (they are not this run's); the error is raised as one ``OutputError`` line."""
     out = prepare_folder(out_dir)
+    return _replace(out, {table_path(out, name, format): t for name, t in tables.items()}, format,
+                    lambda: remove_tables(out))
+
+
+def partition_folder(out_dir: str | os.PathLike, table: str, name: str) -> Path:
+    """The folder of partition ``capture=name`` of the dataset of ``table`` (hive style; the name
+    URL-quoted as pyarrow's ``segment_encoding="uri"`` reads it back)."""
+    return Path(out_dir) / table / f"{PARTITION_KEY}={quote(name, safe='')}"
+
+
+def write_partition(out_dir: str | os.PathLike, name: str, tables: dict[str, AnyTable]) -> list[Path]:
+    """Write ``tables`` as partition ``capture=name`` of one Parquet dataset per table, ``out_dir/<table>/``,
+    replacing that partition's earlier files as a whole (as ``replace_tables``)."""
+    folders = {t: prepare_folder(partition_folder(out_dir, t, name)) for t in tables}
+    return _replace(Path(out_dir), {folders[t] / PART_FILE: table for t, table in tables.items()}, "parquet",
+                    lambda: remove_partition(out_dir, name))
+
+
+def remove_partition(out_dir: str | os.PathLike, name: str) -> None:
+    """Delete partition ``capture=name`` of every table's dataset in ``out_dir`` (our part files only)."""
+    for table in TABLE_NAMES:
+        _remove_part(partition_folder(out_dir, table, name))
+
+
+def clear_datasets(out_dir: str | os.PathLike) -> None:
+    """Delete every partition an earlier run left in the datasets of ``out_dir`` (our part files only);
+    ``OutputError`` when they cannot be deleted."""
+    try:
+        for table in TABLE_NAMES:
+            folder = Path(out_dir) / table
+            if folder.is_dir() and not folder.is_symlink():
+                for part in folder.glob(f"{PARTITION_KEY}=*"):
+                    _remove_part(part)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot remove the earlier tables: {exc.strerror or exc}") from None
+
+
+def _remove_part(folder: Path) -> None:
+    if folder.is_dir() and not folder.is_symlink():
+        (folder / PART_FILE).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: someone else's files are there too
+            folder.rmdir()
+
+
+def _replace(where: Path, finals: dict[Path, AnyTable], format: str, remove_earlier: Callable[[], None]
+             ) -> list[Path]:
+    """Write each table to a temporary name beside its final path; when all are written, remove the
+    earlier tables and rename them into place. On error, remove the partial and the earlier files."""
     token = os.urandom(4).hex()  # a name nobody can guess and plant first
-    parts = {name: out / f".{name}.{token}.part" for name in tables}
-    calls = [lambda t=t, p=parts[name]: write_table(t, p, format) for name, t in tables.items()]
+    parts = {final: final.parent / f".{final.stem}.{token}.part" for final in finals}
+    calls = [lambda t=t, p=parts[final]: write_table(t, p, format) for final, t in finals.items()]
     try:
         if format == "csv" and len(calls) > 1:
             _in_threads(calls)
         else:
             for call in calls:
                 call()
-        remove_tables(out)
-        finals = [table_path(out, name, format) for name in tables]
-        for name, final in zip(tables, finals):
-            os.replace(parts[name], final)
+        remove_earlier()
+        for final, part in parts.items():
+            os.replace(part, final)
     except BaseException as exc:
         for part in parts.values():
             part.unlink(missing_ok=True)
-        remove_tables(out)
+        remove_earlier()
         if isinstance(exc, OSError):
-            raise OutputError(f"{out}: cannot write the tables: {exc.strerror or exc}") from None
+            raise OutputError(f"{where}: cannot write the tables: {exc.strerror or exc}") from None
         raise
-    return finals
+    return list(finals)
 
 
 def write_table(table: AnyTable, path: Path, format: str) -> None:
