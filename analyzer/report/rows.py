@@ -108,6 +108,21 @@ class SpilledTable:
         for pieces in self._buckets():
             yield pa.Table.from_arrays([self._column(pieces, f.name) for f in schema], schema=schema)
 
+    def arrows(self) -> Iterator[pa.Table]:
+        """The rows as Arrow tables in stream order, one bucket at a time: what was written, sorted, without a
+        round trip through Python objects (the CSV writer's input); with ``extra``, through ``chunks``."""
+        import pyarrow as pa
+
+        if self._extra is not None:
+            yield from (chunk.to_arrow() for chunk in self.chunks())
+            return
+        for table in self.arrow_chunks():
+            streams = _numpy(_one(table.column("stream")), np.int64)[0]
+            if np.any(streams[1:] < streams[:-1]):
+                order = np.argsort(streams, kind="stable").astype(np.int64)
+                table = table.take(pa.Array.from_buffers(pa.int64(), len(order), [None, pa.py_buffer(order)]))
+            yield table
+
     def chunks(self) -> Iterator[Table]:
         """The rows as ``Table``s in stream order, one bucket at a time (with ``extra``'s columns)."""
         for arrow in self.arrow_chunks():

@@ -229,7 +229,9 @@ def _write_csv(table: AnyTable, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    if hasattr(table, "chunks") or isinstance(table, Table):
+    if hasattr(table, "arrows"):  # (on disk: as written there)
+        arrows, names = table.arrows(), [c.name for c in table.columns]
+    elif hasattr(table, "chunks") or isinstance(table, Table):
         arrows, names = (c.to_arrow() for c in _chunks(table)), [c.name for c in table.columns]
     else:
         arrow = pa.Table.from_pandas(table, preserve_index=False)
