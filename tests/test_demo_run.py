@@ -194,6 +194,7 @@ def test_every_command_help_has_an_example(name):
     cmd = cli.get_command(None, name)
     res = CliRunner().invoke(cmd, ["--help"])
     assert res.exit_code == 0 and "Example" in res.output and "tcp-analyzer " in res.output
+    assert "%%" not in res.output  # (click does not %-format help: "PCT%%" would be shown as is)
 
 
 def test_certs_command(tmp_path):

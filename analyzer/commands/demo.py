@@ -134,7 +134,7 @@ def tls_client_cmd(host, port, certs_dir, nbytes, server_name):
 @click.command("demo")
 @click.option("--clients", type=click.IntRange(1, 500), default=3, show_default=True)
 @click.option("--loss", type=click.FloatRange(0, 100, min_open=True, max_open=True), default=None,
-              help="drop PCT%% of the demo port's packets on lo with nftables (root)")
+              help="drop PCT% of the demo port's packets on lo with nftables (root)")
 @click.option("--bytes", "nbytes", type=click.IntRange(0, MAX_BYTES), default=DEFAULT_BYTES, show_default=True,
               help="bytes each client fetches")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)

@@ -186,8 +186,8 @@ def write_table(table: AnyTable, path: Path, format: str) -> None:
 
 
 def _write_parquet(table, path: Path) -> None:
-    """A raw or spilled table as Parquet, through the DataFrame in the declared dtypes (the pandas metadata
-    lets ``pandas.read_parquet`` give them back); a spilled table a row group per chunk."""
+    """A raw, lazily built or on-disk table as Parquet, through the DataFrame in the declared dtypes (the
+    pandas metadata lets ``pandas.read_parquet`` give them back); one row group per chunk."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -5,8 +5,8 @@
     >>> tables.retransmissions[["frame", "kind", "reason"]]              # doctest: +SKIP
 
 Modules, in pipeline order: ``flows`` (4-tuple ids), ``state`` (carried per-flow arrays),
-``sequence`` (the compiled per-packet pass), ``handshake``, ``connections``, ``retransmit`` (tables),
-``spill`` (finished connections moved out of memory), ``engine`` (the ``Engine`` that ties them together).
+``sequence`` (the compiled per-packet pass), ``handshake``, ``connections``, ``retransmit``, ``health``
+(tables), ``engine`` (the ``Engine`` that ties them together: connections end, their rows go to a sink).
 """
 from __future__ import annotations
 
