@@ -16,7 +16,6 @@ figure.
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 

@@ -92,8 +92,7 @@ def test_an_idle_connection_ends_and_its_next_packet_starts_a_new_one(tmp_path):
 @pytest.mark.parametrize("batch_size", [1, 7])
 def test_every_scenario_equals_the_whole_run(tmp_path, batch_size):
     df = all_scenarios().packets(tmp_path)
-    engine, whole = _run(df, len(df))
-    ended = engine._ended_conns
+    _, whole = _run(df, len(df))
     got_engine, got = _run(df, batch_size)
     tables_equal(got, whole)
     assert got_engine._ended_conns > 10 and len(got_engine._live) < len(got.connections)

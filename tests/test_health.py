@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import analyzer
-from analyzer.tcp import Engine, analyze_batches
+from analyzer.tcp import analyze_batches
 from analyzer.tcp.sequence import _p2
 from tests.tcpbuild import MS, Capture
 from tests.test_benchmark_generator import gen

@@ -4,8 +4,6 @@ stats); --merge and - with --jobs; several captures at once; one Parquet dataset
 captures; a damaged capture or a dying worker said in one line."""
 from __future__ import annotations
 
-import filecmp
-import importlib.util
 import json
 import os
 import pickle
@@ -28,7 +26,7 @@ from analyzer.report.merge import (GroupSides, MergeError, first_frames, merge, 
                                    renumber, stream_maps)
 from analyzer.table import Masked, Table
 
-from .tcpbuild import Capture
+from .test_benchmark_generator import _load_gen
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT.parent / "shared" / "captures" / "real"
@@ -40,12 +38,6 @@ DEADLINE_S = 60  # for the test cluster to come up; each Dask test also has a py
 TABLES = ("connections", "handshakes", "retransmissions", "events")
 
 
-def _load_gen():
-    spec = importlib.util.spec_from_file_location("bench_gen", ROOT / "benchmarks" / "gen.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ captures on a 2-core machine (tshark's start-up, ~0.2 s a file, is most of it).
 from __future__ import annotations
 
 import ipaddress
-import os
 from decimal import Decimal
 from pathlib import Path
 

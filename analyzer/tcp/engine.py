@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 
 from ..schema import (CONNECTION_COLUMNS, EVENT_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS,
-                      TH_ACK, TH_FIN, TH_SYN)
+                      TH_FIN, TH_SYN)
 from ..table import LazyRows, Masked, Table, seconds
 from .connections import completeness, conn_states, histories
 from .flows import TupleTable, column_getter, readonly
