@@ -149,11 +149,15 @@ def path_rtt(outcome, syn_retries, synack_retries) -> np.ndarray:
 def summarise(report: Report, top: int = 5) -> dict:
     """Counts a person wants first: outcomes, RTT percentiles, retransmissions by kind, worst flows."""
     col = report.column
+    # (a table may have millions of rows: a column is read whole, and let go before the next one)
     worst = []
     rbytes = np.nan_to_num(col("connections", "retransmitted_bytes").astype(float))
-    hit = np.flatnonzero(rbytes > 0)  # (columns read whole once each: a table may have millions of rows)
+    connections = len(rbytes)
+    hit = np.flatnonzero(rbytes > 0)
+    hit_bytes = rbytes[hit]
+    del rbytes
     if len(hit):
-        order = hit[np.lexsort((col("connections", "stream")[hit], -rbytes[hit]))][:top]
+        order = hit[np.lexsort((col("connections", "stream")[hit], -hit_bytes))][:top]
         c = {name: col("connections", name)[order].tolist() for name in
              ("stream", "client", "client_port", "server", "server_port", "retransmissions", "retransmitted_bytes")}
         for i in range(len(order)):
@@ -163,15 +167,17 @@ def summarise(report: Report, top: int = 5) -> dict:
                           "retransmitted_bytes": int(c["retransmitted_bytes"][i])})
     outcome = col("handshakes", "outcome")
     outcomes = _label_counts(outcome)
-    clean = path_rtt(outcome, col("handshakes", "syn_retries"), col("handshakes", "synack_retries"))
+    clean = np.asarray(outcome, dtype=object) == "established"  # as ``path_rtt``, a column at a time
     del outcome
+    for retries in ("syn_retries", "synack_retries"):
+        clean &= np.asarray(col("handshakes", retries), dtype=float) == 0
     return {
         "capture": report.capture,
         **({"captures": list(report.captures)} if report.captures is not None else {}),
         "frames": int(report.stats.get("frames", 0)),
         "filtered_out_frames": int(report.stats.get("filtered_out", 0)),
         "tcp_segments": int(report.stats.get("tcp_segments", 0)),
-        "connections": int(len(rbytes)),
+        "connections": int(connections),
         "handshakes": outcomes,
         "handshake_rtt_seconds": _percentiles(col("handshakes", "handshake_rtt")[clean]) if clean.any() else {},
         "retransmissions": _label_counts(col("retransmissions", "kind")),

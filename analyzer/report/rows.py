@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-BUCKET = 1 << 14  # streams per bucket: a bucket's rows are what a writer holds at once (~10 MB of connections)
+BUCKET = 1 << 13  # streams per bucket: a bucket's rows are what a writer holds at once (~6 MB of connections)
 FLUSH_ROWS = 1 << 12  # a bucket's rows are written once it has this many waiting
 HELD_ROWS = 1 << 14  # ... and all buckets' when they have this many together
 
@@ -141,7 +141,7 @@ class SpilledTable:
             return np.concatenate([c.values(name) for c in self.chunks()]) if self._n else \
                 Table.empty(self.columns).values(name)
         column = next(c for c in self._base if c.name == name)
-        parts = []
+        out, at = None, 0  # (filled bucket by bucket: no list of parts beside the whole)
         for pieces in self._buckets():
             arrow = _one(self._column(pieces, name))
             if column.dtype in TEXT:  # each distinct text one object (millions of equal labels: one each)
@@ -152,8 +152,16 @@ class SpilledTable:
             else:
                 part = from_arrow((column,), pa.Table.from_arrays([arrow], names=[name])).values(name)
             streams = _numpy(_one(self._column(pieces, "stream")), np.int64)[0]
-            parts.append(part[np.argsort(streams, kind="stable")] if np.any(streams[1:] < streams[:-1]) else part)
-        return np.concatenate(parts) if parts else Table.empty(self._base).values(name)
+            if np.any(streams[1:] < streams[:-1]):
+                part = part[np.argsort(streams, kind="stable")]
+            dtype = part.dtype if out is None else np.result_type(out, part)  # (ints, then a NaN: floats)
+            if out is None:
+                out = np.empty(self._n, dtype=dtype)
+            elif out.dtype != dtype:
+                out = out.astype(dtype)
+            out[at:at + len(part)] = part
+            at += len(part)
+        return out if out is not None else Table.empty(self._base).values(name)
 
     def to_table(self) -> Table:
         """All rows as one in-memory ``Table``."""

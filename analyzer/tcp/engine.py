@@ -40,7 +40,7 @@ from .handshake import handshake_columns, outcomes
 from .health import EVENT_NAMES, FINDINGS_PER_PACKET, finding_rows, health_columns
 from .retransmit import KIND_NAMES, directions, event_rows, kinds
 from .sequence import analyze_batch, compact_records, ended, release
-from .state import EVENT, FINDING, NONE, Finding, FlowState, Gathered, grow, mapping_of, room
+from .state import EVENT, FINDING, NONE, Finding, FlowState, Gathered, give_back_heap, grow, mapping_of, room
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,6 +56,7 @@ PAGE = mmap.PAGESIZE  # (as state.PAGE)
 # counted under the old stream and not analyzed (``stats["late_packets"]``).
 CLOSE_DELAY = 5.0  # seconds (Zeek's tcp_close_delay)
 IDLE_TIMEOUT = 300.0  # seconds (Zeek's tcp_inactivity_timeout)
+TRIM_EVERY = 8  # batches between two ``state.give_back_heap`` calls
 TIME_WAIT = 60.0  # seconds a 4-tuple is kept after its connection ended over (2 MSL: Linux's TCP_TIMEWAIT_LEN)
 
 # the packet-table columns the compiled pass reads, in the schema's dtypes (one compiled signature)
@@ -219,6 +220,8 @@ class Engine:
         self._small["rows"][chunk["conv"]] = 1
         self._small["rows"][self._findings["conv"][found:int(count["findings"])]] = 1
         self._end(int(ts.max()))
+        if batch % TRIM_EVERY == TRIM_EVERY - 1:
+            give_back_heap()
         sides = (is_lo != (self._conv_meta(stream, ("first_lo",))["first_lo"] == 1)).astype(np.int8)
         if int(count["records"]) > self._records_kept + max(COMPACT_RECORDS_AT, self._records_kept // 2):
             self._compact()
@@ -324,6 +327,7 @@ class Engine:
                            self._client_dirs())
         if self._rtt_samples:
             tables.rtt_samples = self._samples_table()
+        give_back_heap()
         return tables
 
     def _client_dirs(self) -> np.ndarray:
