@@ -123,6 +123,25 @@ def test_no_path_for_the_rows_file(tmp_path):
     assert "(deleted)" in target or not Path(target).exists()
 
 
+def test_no_room_for_the_rows_is_one_line(tmp_path, monkeypatch, capsys):
+    """A temporary folder that is full or cannot be written: one line naming it, exit 1, no traceback."""
+    import errno
+    import tempfile
+    from types import SimpleNamespace
+
+    from analyzer.commands.cli import main
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rows_module, "tempfile", SimpleNamespace(TemporaryFile=full, gettempdir=tempfile.gettempdir))
+    code = main(["analyze", str(ROOT / "captures" / "demo.pcap"), "-o", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and "temporary file" in err and "No space left on device" in err
+    assert "Traceback" not in err
+
+
 # ---- the 4-tuple table ---------------------------------------------------------------------------------
 def test_forgotten_tuples_leave_the_table_and_their_ids_are_reused():
     """Random adds and forgets against a dict: ids stay those of the pairs held, a forgotten pair that

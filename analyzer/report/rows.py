@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from ..errors import AnalyzerError
 from ..table import NULLABLE, TEXT, Masked, Table, concat_tables
 from ..tcp.engine import RowSink
 
@@ -35,14 +36,20 @@ class _Spill:
     reads one back."""
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="tcp-analyzer-rows-")
+        try:
+            self._file = tempfile.TemporaryFile(prefix="tcp-analyzer-rows-")
+        except OSError as exc:
+            raise _failed(exc) from None
         self._end = 0
 
     def add(self, column: pa.Array, name: str) -> tuple[int, int]:
         import pyarrow as pa
 
         data = pa.RecordBatch.from_arrays([column], names=[name]).serialize()
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:  # a full disk
+            raise _failed(exc) from None
         at, self._end = self._end, self._end + data.size
         return at, data.size
 
@@ -55,6 +62,11 @@ class _Spill:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _failed(exc: OSError) -> AnalyzerError:
+    return AnalyzerError(f"cannot keep the rows of ended connections in a temporary file in "
+                         f"{tempfile.gettempdir()} (TMPDIR): {exc.strerror or exc}")
 
 
 class _Piece(NamedTuple):
