@@ -134,6 +134,11 @@ class Table:
     def __len__(self) -> int:
         return self._n
 
+    def take(self, rows) -> "Table":
+        """The rows ``rows`` (indices or a slice), in that order."""
+        return Table(self.columns, {name: Masked(v.values[rows], v.missing[rows]) if isinstance(v, Masked) else v[rows]
+                                    for name, v in self.data.items()})
+
     def values(self, name: str) -> np.ndarray:
         """A column as one numpy array: missing numbers become NaN (as float), missing text None."""
         v = self.data[name]

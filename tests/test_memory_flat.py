@@ -109,9 +109,7 @@ def test_spilled_table_reads_in_stream_order(tmp_path, tiny_buckets):
 
 
 def _rows(table, idx):
-    from analyzer.report.rows import _take
-
-    return analyzer.table.Table(table.columns, {c.name: _take(table.data[c.name], idx) for c in table.columns})
+    return table.take(idx)
 
 
 def test_no_path_for_the_rows_file(tmp_path):

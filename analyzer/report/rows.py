@@ -60,8 +60,6 @@ class _Spill:
         data = os.pread(self._file.fileno(), size, at)
         return pa.ipc.read_record_batch(pa.py_buffer(data), pa.schema([field])).column(0)
 
-    def close(self) -> None:
-        self._file.close()
 
 
 def _failed(exc: OSError) -> AnalyzerError:
@@ -142,7 +140,7 @@ class SpilledTable:
             streams = chunk.values("stream")
             if np.any(streams[1:] < streams[:-1]):
                 order = np.argsort(streams, kind="stable")
-                chunk = Table(chunk.columns, {c.name: _take(chunk.data[c.name], order) for c in chunk.columns})
+                chunk = chunk.take(order)
             yield chunk if self._extra is None else self._extra[1](chunk)
 
     def values(self, name: str) -> np.ndarray:
@@ -210,14 +208,13 @@ class DiskSink(RowSink):
             streams = table.values("stream")
             if np.any(streams[1:] < streams[:-1]):  # (the engine gives them in stream order)
                 order = np.argsort(streams, kind="stable")
-                table = Table(table.columns, {c.name: _take(table.data[c.name], order) for c in table.columns})
+                table = table.take(order)
                 streams = streams[order]
             buckets = streams // BUCKET
             cuts = np.flatnonzero(np.diff(buckets)) + 1
             for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(streams)].tolist()):
                 bucket = int(buckets[lo])
-                part = table if hi - lo == len(table) else \
-                    Table(table.columns, {c.name: _slice(table.data[c.name], lo, hi) for c in table.columns})
+                part = table if hi - lo == len(table) else table.take(slice(lo, hi))
                 self._held[k].setdefault(bucket, []).append(part)
                 self._held_rows[k] += hi - lo
                 if sum(map(len, self._held[k][bucket])) >= FLUSH_ROWS:
@@ -229,8 +226,7 @@ class DiskSink(RowSink):
 
     def _flush(self, k: int, bucket: int) -> None:
         parts = self._held[k].pop(bucket)
-        table = parts[0] if len(parts) == 1 else \
-            Table(parts[0].columns, {c.name: _concat([p.data[c.name] for p in parts]) for c in parts[0].columns})
+        table = concat_tables(parts[0].columns, parts)
         self._held_rows[k] -= len(table)
         arrow = table.to_arrow()
         where = {name: self._spill.add(arrow.column(name).combine_chunks(), name) for name in arrow.column_names}
@@ -296,17 +292,3 @@ def _schema(columns: tuple) -> pa.Schema:
     if key not in _SCHEMAS:
         _SCHEMAS[key] = Table.empty(columns).to_arrow().schema
     return _SCHEMAS[key]
-
-
-def _take(column, order: np.ndarray):
-    return Masked(column.values[order], column.missing[order]) if isinstance(column, Masked) else column[order]
-
-
-def _slice(column, lo: int, hi: int):
-    return Masked(column.values[lo:hi], column.missing[lo:hi]) if isinstance(column, Masked) else column[lo:hi]
-
-
-def _concat(chunks: list):
-    if isinstance(chunks[0], Masked):
-        return Masked(np.concatenate([c.values for c in chunks]), np.concatenate([c.missing for c in chunks]))
-    return np.concatenate(chunks)

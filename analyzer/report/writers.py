@@ -216,9 +216,7 @@ def _chunks(table) -> Iterable[Table]:
         return table.chunks()
     if len(table) <= WRITE_ROWS:
         return [table]
-    return (Table(table.columns, {name: Masked(v.values[lo:lo + WRITE_ROWS], v.missing[lo:lo + WRITE_ROWS])
-                                  if isinstance(v, Masked) else v[lo:lo + WRITE_ROWS] for name, v in table.data.items()})
-            for lo in range(0, len(table), WRITE_ROWS))
+    return (table.take(slice(lo, lo + WRITE_ROWS)) for lo in range(0, len(table), WRITE_ROWS))
 
 
 def _write_csv(table: AnyTable, path: Path) -> None:

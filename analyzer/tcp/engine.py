@@ -33,14 +33,15 @@ import numpy as np
 
 from ..schema import (CONNECTION_COLUMNS, EVENT_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS,
                       TH_FIN, TH_SYN)
-from ..table import LazyRows, Masked, Table, seconds
+from ..table import LazyRows, Masked, Table, concat_tables, seconds
 from .connections import completeness, conn_states, histories
 from .flows import TupleTable, column_getter, readonly
 from .handshake import handshake_columns, outcomes
 from .health import EVENT_NAMES, FINDINGS_PER_PACKET, finding_rows, health_columns
 from .retransmit import KIND_NAMES, directions, event_rows, kinds
 from .sequence import analyze_batch, compact_records, ended, release
-from .state import EVENT, FINDING, NONE, Finding, FlowState, Gathered, give_back_heap, grow, mapping_of, room
+from .state import (EVENT, FINDING, NONE, PAGE, Finding, FlowState, Gathered, give_back_heap, grow, mapping_of,
+                    room)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 # the pool then stays proportional to the connections still open (plus a few records per finished one),
 # not to the frames, with at most half again as much room for new records.
 COMPACT_RECORDS_AT = 65_536
-PAGE = mmap.PAGESIZE  # (as state.PAGE)
 # When a connection ends (Zeek's defaults): silent this long once over (both FINs acknowledged, or reset),
 # or this long in any case. A later packet on its 4-tuple is a new connection if it is a SYN; any other is
 # counted under the old stream and not analyzed (``stats["late_packets"]``).
@@ -169,7 +169,8 @@ class Engine:
         # per stream, what is still needed once a connection has ended (its records are freed): its sides,
         # and whether it has event or findings rows; the 4-tuple's endpoints only for those that have
         self._small = np.zeros(0, dtype=[("first_lo", "i1"), ("client_dir", "i1"), ("rows", "u1")])
-        self._kept = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+        self._kept_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (streams, lo, hi) as they end
+        self._kept_sorted = (np.empty(0, dtype=np.int64),) * 3  # the same, joined and sorted when read
         self._ending = np.empty(0, dtype=np.int64)  # 4-tuples of ended connections, not forgotten yet
         self._ended_conns = 0
 
@@ -273,11 +274,17 @@ class Engine:
             self._small[name][cs] = conv[name]
         with_rows = self._small["rows"][cs] == 1
         if with_rows.any():
-            lo, hi = self._tuples.keys(conv["tuple"][with_rows])
-            streams = np.concatenate([self._kept[0], cs[with_rows]])
+            self._kept_parts.append((cs[with_rows], *self._tuples.keys(conv["tuple"][with_rows])))
+
+    def _kept(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(streams, lo, hi) of ended connections with rows, sorted by stream (joined once per read, not
+        once per batch)."""
+        if self._kept_parts:
+            streams, lo, hi = (np.concatenate([p[k] for p in (self._kept_sorted, *self._kept_parts)]) for k in range(3))
             order = np.argsort(streams, kind="stable")
-            self._kept = (streams[order], np.concatenate([self._kept[1], lo])[order],
-                          np.concatenate([self._kept[2], hi])[order])
+            self._kept_sorted = (streams[order], lo[order], hi[order])
+            self._kept_parts = []
+        return self._kept_sorted
 
     def _hand_back(self, cs: np.ndarray) -> None:
         """Give the system the pages of ``conv`` and ``dirs`` holding (a part of) connections ``cs`` that now
@@ -429,8 +436,8 @@ class Engine:
             if name in ("lo", "hi"):
                 values = np.empty(len(streams), dtype=np.int64)
                 values[~gone] = self._tuples.keys(live["tuple"])[0 if name == "lo" else 1]
-                at = np.searchsorted(self._kept[0], ended)
-                values[gone] = self._kept[1 if name == "lo" else 2][at] if len(ended) else 0
+                kept = self._kept()
+                values[gone] = kept[1 if name == "lo" else 2][np.searchsorted(kept[0], ended)] if len(ended) else 0
             else:
                 values = np.empty(len(streams), dtype=np.int8)
                 values[~gone] = live[name]
@@ -491,20 +498,8 @@ class Engine:
 
 def _in_stream_order(parts: list[Table], columns) -> Table:
     """The rows of ``parts`` (each with a ``stream`` column) as one table sorted by stream."""
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return Table.empty(columns)
-    streams = np.concatenate([p.values("stream") for p in parts])
-    order = np.argsort(streams, kind="stable")
-    return Table(columns, {c.name: _take([p.data[c.name] for p in parts], order) for c in columns})
-
-
-def _take(chunks: list, order: np.ndarray):
-    """The concatenation of column chunks (arrays or ``Masked``), in ``order``."""
-    if isinstance(chunks[0], Masked):
-        return Masked(np.concatenate([c.values for c in chunks])[order],
-                      np.concatenate([c.missing for c in chunks])[order])
-    return np.concatenate(chunks)[order]
+    table = concat_tables(columns, [p for p in parts if len(p)])
+    return table.take(np.argsort(table.values("stream"), kind="stable")) if len(table) else table
 
 
 def _table(cols: dict, columns) -> Table:
