@@ -404,6 +404,22 @@ def s39_ip_id_gap_of_a_per_host_counter():
     return cap
 
 
+def s40_ip_ids_of_a_segmentation_offload_packet():
+    """Captured on the sending host: a TSO/GSO packet carries two segments' bytes and takes two IP IDs (one
+    per segment cut on the wire); the next segment follows 0.1 ms later, after the server acknowledged
+    everything. The skipped ID is no lost packet: no stack resends unasked that soon."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    for _ in range(16):
+        f.c("PA", 100, dt=MS); f.s("A", dt=MS)                      # 4-35: IP IDs step by one
+    f.c("PA", 2920, dt=MS)                                          # 36: two segments in one, IP ID 118 ...
+    f.ends["c"][4] += 1                                             # ... and 119
+    f.s("A", dt=0.05 * MS)                                          # 37: ACK of everything
+    f.c("PA", 1000, dt=0.05 * MS)                                   # 38: IP ID 120, new data in order
+    f.s("A", dt=MS)
+    return cap
+
+
 def s34_loss_recovery_after_timeout():
     """After a timeout resend, the SACK that follows asks for the next hole: still the timeout's loss
     recovery (Linux's Loss state, RFC 5681 5.1), not a fast retransmission."""
@@ -776,6 +792,13 @@ def test_an_ip_id_gap_is_no_evidence_when_an_ack_was_owed(tmp_path):
 def test_an_ip_id_gap_of_a_per_host_counter_is_no_evidence(tmp_path):
     t = analyzed(tmp_path, "s39_ip_id_gap_of_a_per_host_counter")
     assert t.retransmissions.empty
+
+
+def test_an_ip_id_gap_after_an_offload_packet_is_no_tail_loss(tmp_path):
+    t = analyzed(tmp_path, "s40_ip_ids_of_a_segmentation_offload_packet")
+    assert t.retransmissions.empty
+    # the same gap 300 ms later is a tail-loss resend (s32): only the timing tells them apart
+    assert not analyzed(tmp_path, "s32_tail_loss_by_ip_id").retransmissions.empty
 
 
 def test_resends_after_a_timeout_stay_timeout_resends(tmp_path):

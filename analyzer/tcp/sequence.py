@@ -70,10 +70,12 @@ REORDER_UNKNOWN_RTT_NS = 3_000_000  # without IP ID or TSval evidence nor an RTT
 IPID_STEP_MAX = 1024  # an IP ID this far above the highest is "the next packets" (per-host counters too)
 IPID_GAP_MAX = 8  # at most this many packets of a direction missing between two captured ones (a tail loss)
 IPID_COUNTED = 16  # steps of one needed before a skipped IP ID is taken as a missing packet of the connection
-# the same data segment captured twice, without an IP ID to compare and with a peer packet in between: at
-# most this far apart (no stack resends within 1 ms unless the receiver asked: Linux's RTO and tail-loss
-# probe wait at least 200 ms and 10 ms)
-DUP_NO_ID_NS = 1_000_000
+# no stack resends a segment within 1 ms of sending it unless the receiver asked (Linux's RTO and tail-loss
+# probe wait at least 200 ms and 2 jiffies, RFC 6298 and RFC 8985 more): so the same data segment captured
+# twice, without an IP ID to compare and with a peer packet in between, is a capture copy when at most this
+# far apart, and an in-order segment this soon after IP IDs skipped is no resend of what they carried
+UNASKED_RESEND_MIN_NS = 1_000_000
+DUP_NO_ID_NS = UNASKED_RESEND_MIN_NS
 DUP_RECORDS = 8  # records searched for a copy that is not the direction's previous packet
 GAP_MAX = 1 << 30  # an ACK this far beyond the last one accounted is no evidence of missed bytes (RFC 7323's
 # largest window); past that it is garbage
@@ -973,11 +975,14 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
         # previous captured one, which had already acknowledged all the peer's data, and the peer sent
         # nothing since that those packets could answer (no data, SYN or FIN) and had acknowledged
         # everything, the missing packets carried data, which can only be these bytes: a resend whose
-        # original was lost before the capture point (a tail loss)
+        # original was lost before the capture point (a tail loss). Unasked, such a resend comes from a
+        # timer, never within UNASKED_RESEND_MIN_NS of the original; sooner, the IDs skipped for another
+        # reason: a capture on the sending host shows segmentation-offload (TSO/GSO) packets, each
+        # counting one IP ID per segment it is cut into on the wire (Linux's ip_select_ident_segs)
         missing = ((ip_id - d.ipid_max) & 0xFFFF) - 1
         if (1 <= missing < IPID_GAP_MAX and _ipid_per_connection(d) and (r.data_frame == NONE or r.data_frame < before_frame)
                 and (r.seen == 0 or (before_acked != NONE and before_acked >= r.top))
-                and r.acked != NONE and r.acked >= s and now - before_ts >= cv.rtt):
+                and r.acked != NONE and r.acked >= s and now - before_ts >= max(cv.rtt, UNASKED_RESEND_MIN_NS)):
             kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now)
             why |= EV_IPID_GAP | tb
             captured = 0
