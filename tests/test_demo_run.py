@@ -96,12 +96,14 @@ def test_clean_demo_five_clients(tmp_path):
     assert all(isinstance(c, FetchResult) and c.nbytes == 50_000 and c.data_ok for c in result.clients)
     hs, rx = result.report.handshakes, result.report.retransmissions
     assert hs["outcome"].tolist() == ["established"] * 5
-    assert len(rx) == 0
+    # nothing is lost on loopback; a loaded machine may still fire a tail-loss probe, which the D-SACK
+    # that follows shows was not needed
+    assert set(rx["kind"]) <= {"spurious_retransmission"}
     assert result.pcap == tmp_path / "demo.pcap" and (tmp_path / "handshakes.csv").exists()
     assert result.live.kernel_drops == 0
     if HAS_TSHARK:
         assert len(tshark_frames(result.pcap, "tcp.flags.syn == 1 && tcp.flags.ack == 0")) == 5
-        assert tshark_frames(result.pcap, " || ".join(TSHARK_FLAGS)) == []
+        assert tshark_frames(result.pcap, " || ".join(TSHARK_FLAGS)) == rx["frame"].tolist()
 
 
 @needs_nft

@@ -14,6 +14,7 @@ import pytest
 
 import analyzer
 from analyzer.tcp import Engine
+from analyzer.tcp import engine as engine_module
 from analyzer.tcp.engine import PAGE
 from analyzer.tcp.state import CONVERSATION, FlowState
 from tests.tcpbuild import MS, Capture
@@ -111,9 +112,11 @@ def test_real_captures_equal_the_whole_run():
     assert ended > 100
 
 
-def test_memory_follows_the_open_connections(tmp_path):
-    """2,000 short connections, a few open at a time: the engine's live set stays small, and the pages
-    holding ended connections only read as zeros (the system took them back); the tables are exact."""
+def test_memory_follows_the_open_connections(tmp_path, monkeypatch):
+    """2,000 short connections, a few open at a time: the engine's live set stays small, ended connections
+    wait to be freed RETIRE_AT (50 here) at most, and the pages holding freed connections only read as
+    zeros (the system took them back); the tables are exact."""
+    monkeypatch.setattr(engine_module, "RETIRE_AT", 50)
     cap = Capture()
     for k in range(2000):
         f = cap.flow(cport=10000 + k)
@@ -130,6 +133,7 @@ def test_memory_follows_the_open_connections(tmp_path):
     for i in range(0, len(df), 100):
         engine.feed(df.iloc[i:i + 100])
         most = max(most, len(engine._live))
+        assert engine._ended_count < 50
     assert most < 100
     state = engine._state
     per_page = PAGE // CONVERSATION.itemsize

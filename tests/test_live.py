@@ -217,11 +217,15 @@ def test_batches_reach_the_engine_with_file_frame_numbers(tmp_path):
     hs = [row for b in batches if b.handshakes is not None for row in b.handshakes.itertuples()]
     assert [h.outcome for h in hs] == ["established", "established"]
     report = cap.report
-    assert len(report.handshakes) == 2 and len(report.retransmissions) == 0
+    assert len(report.handshakes) == 2
+    # nothing is lost on loopback, but a loaded machine may fire a tail-loss probe (seen: the FIN resent
+    # after 4 ms, a D-SACK next): whatever happened, the live report says what the written file says
+    assert set(report.retransmissions["kind"]) <= {"spurious_retransmission"}
     import analyzer.report
 
     again = analyzer.report.analyze(str(tmp_path / "l.pcap"))
     assert again.handshakes["syn_frame"].tolist() == report.handshakes["syn_frame"].tolist()
+    assert again.retransmissions["frame"].tolist() == report.retransmissions["frame"].tolist()
 
 
 @needs_root

@@ -60,12 +60,14 @@ def _tiny_pcapng(pcap: bytes) -> bytes:
 
 
 def _compile_read() -> None:
-    from ..decode import read_packets
+    from ..decode import PacketReader, read_packets, rows_by_group
 
     pcap = _tiny_pcap()
     read_packets(io.BytesIO(pcap))
     read_packets(io.BytesIO(_tiny_pcapng(pcap)))
     read_packets(io.BytesIO(pcap), bpf="tcp")
+    for store in PacketReader(io.BytesIO(pcap)).stores():  # connection groups (--jobs)
+        rows_by_group(store, 2)
 
 
 def _compile_engine() -> None:
@@ -75,6 +77,7 @@ def _compile_engine() -> None:
     from ..decode.store import Codes
     from ..schema import PACKET_COLUMNS
     from ..tcp import Engine
+    from ..tcp.flows import TupleTable
 
     n = 3
     values = {c.name: np.full(n, -1 if c.dtype.startswith("int") else 0, dtype=c.dtype) for c in PACKET_COLUMNS
@@ -98,6 +101,13 @@ def _compile_engine() -> None:
     engine.feed(Columns())
     engine._compact()
     engine.finish()
+    # the 4-tuple table's growth and forgetting (a busy capture's, not three packets')
+    tuples = TupleTable()
+    ports = np.arange(1024, 1024 + 1024, dtype=np.uint16)
+    src = Codes(np.zeros(len(ports), np.int32), addresses[:1])
+    dst = Codes(np.zeros(len(ports), np.int32), addresses[1:])
+    ids, _ = tuples.assign(src, ports, dst, np.full(len(ports), 80, np.uint16))
+    tuples.forget(ids[:10])
 
 
 COMPILE = {"read": _compile_read, "engine": _compile_engine}

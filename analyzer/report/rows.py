@@ -41,6 +41,7 @@ class _Spill:
         except OSError as exc:
             raise _failed(exc) from None
         self._end = 0
+        self._dirty = False  # written since the last flush
 
     def add(self, column: pa.Array, name: str) -> tuple[int, int]:
         import pyarrow as pa
@@ -50,15 +51,23 @@ class _Spill:
             self._file.write(data)
         except OSError as exc:  # a full disk
             raise _failed(exc) from None
+        self._dirty = True
         at, self._end = self._end, self._end + data.size
         return at, data.size
 
-    def read(self, field: pa.Field, at: int, size: int) -> pa.Array:
+    def read(self, fields: list[pa.Field], places: list[tuple[int, int]]) -> list[pa.Array]:
+        """The columns at ``places`` ((offset, size) each, ``fields`` their types): one read of the span they
+        cover (a piece's columns lie side by side)."""
         import pyarrow as pa
 
-        self._file.flush()
-        data = os.pread(self._file.fileno(), size, at)
-        return pa.ipc.read_record_batch(pa.py_buffer(data), pa.schema([field])).column(0)
+        if self._dirty:
+            self._file.flush()
+            self._dirty = False
+        lo = min(at for at, _ in places)
+        hi = max(at + size for at, size in places)
+        data = pa.py_buffer(os.pread(self._file.fileno(), hi - lo, lo))
+        return [pa.ipc.read_record_batch(data.slice(at - lo, size), _single(field)).column(0)
+                for field, (at, size) in zip(fields, places)]
 
 
 
@@ -108,15 +117,18 @@ class SpilledTable:
         import pyarrow as pa
 
         field = _schema(self._base).field(name)
-        return pa.chunked_array([self._spill.read(field, *p.where[name]) for p in pieces], field.type)
+        return pa.chunked_array([self._spill.read([field], [p.where[name]])[0] for p in pieces], field.type)
 
     def arrow_chunks(self) -> Iterator[pa.Table]:
         """The rows as Arrow tables, one bucket at a time, in the order written (before ``extra``)."""
         import pyarrow as pa
 
         schema = _schema(self._base)
+        fields = list(schema)
         for pieces in self._buckets():
-            yield pa.Table.from_arrays([self._column(pieces, f.name) for f in schema], schema=schema)
+            parts = [self._spill.read(fields, [p.where[f.name] for f in fields]) for p in pieces]
+            yield pa.Table.from_arrays([pa.chunked_array([part[k] for part in parts], f.type)
+                                        for k, f in enumerate(fields)], schema=schema)
 
     def arrows(self) -> Iterator[pa.Table]:
         """The rows as Arrow tables in stream order, one bucket at a time: what was written, sorted, without a
@@ -284,6 +296,16 @@ def _numpy(array: pa.Array, dtype) -> tuple[np.ndarray, np.ndarray]:
 
 
 _SCHEMAS: dict = {}
+_SINGLE: dict = {}
+
+
+def _single(field: pa.Field) -> pa.Schema:
+    """The schema of a one-column record batch of ``field`` (made once)."""
+    if field not in _SINGLE:
+        import pyarrow as pa
+
+        _SINGLE[field] = pa.schema([field])
+    return _SINGLE[field]
 
 
 def _schema(columns: tuple) -> pa.Schema:

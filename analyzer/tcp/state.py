@@ -18,8 +18,10 @@ comment per field, in the manner of Wireshark's ``tcp_flow_t``/``struct tcp_anal
   built, in one array that the compiled pass writes to (later evidence that an earlier row's
   retransmission was not needed goes straight to that row's ``spur`` fields).
 - ``tuple_conv``: the current connection of each 4-tuple (port reuse), ``tuple_last``: the time of its last
-  analyzed packet (stragglers), ``gone``: 1 or 2 for a connection that has ended (``sequence.ended``): its rows are written and its records' pages handed back (they read as
-  zeros; ``engine.Engine`` keeps what its later rows need in small arrays of its own).
+  analyzed packet (stragglers), ``gone``: 1 or 2 for a connection that has ended (``sequence.ended``),
+  ``freed``: 1 once its rows are written and its records' pages handed back (they read as zeros;
+  ``engine.Engine`` keeps what its later rows need in small arrays of its own). The engine frees ended
+  connections a few thousand at a time, so between the two a connection is gone but its records intact.
 
 Adding a field: add one line to its record below (name, initial value, comment). Everything that
 copies records (creation, growth) copies whole records, so nothing else changes.
@@ -402,7 +404,8 @@ class FlowState:
         self.ua = np.zeros(4096, dtype=UNACKED)
         self.records = np.zeros(records, dtype=SENT)
         self.counter = NEW_COUNTERS.copy()  # one record, an array so the compiled code can update it
-        self.gone = np.zeros(capacity, dtype=np.uint8)  # 1: the connection has ended, its state freed
+        self.gone = np.zeros(capacity, dtype=np.uint8)  # 1 or 2: the connection has ended
+        self.freed = np.zeros(capacity, dtype=np.uint8)  # 1: ... and its rows are written, its state freed
 
     @property
     def count(self):
@@ -418,11 +421,13 @@ class FlowState:
         if grown:
             cap = max(need, 2 * len(self.conv))
             used = self.conversations
-            live = np.flatnonzero(self.gone[:used] == 0)  # ended ones read as zeros: not copied, not touched
+            live = np.flatnonzero(self.freed[:used] == 0)  # freed ones read as zeros: not copied, not touched
             self.conv = grow(self.conv, cap, used, live)
             self.dirs = grow(self.dirs, 2 * cap, 2 * used, np.stack([2 * live, 2 * live + 1], axis=1).ravel())
             self.gone = grow(self.gone, cap, used)
             self.gone[used:] = 0
+            self.freed = grow(self.freed, cap, used)
+            self.freed[used:] = 0
         if tuples > len(self.tuple_conv):
             old = len(self.tuple_conv)
             self.tuple_conv = grow(self.tuple_conv, max(tuples, 2 * old), old)
