@@ -28,23 +28,29 @@ _FIXED = {
 }
 
 
-def _details(rows: np.ndarray) -> list[str]:
-    """The ``detail`` text of each finding row."""
-    what, a, b = rows["what"].tolist(), rows["a"].tolist(), rows["b"].tolist()
-    out = []
-    for w, x, y in zip(what, a, b):
-        if w == Finding.DUPLICATE_ACK:
-            out.append(f"#{x}, repeating frame {y}")
-        elif w == Finding.WINDOW_UPDATE:
-            out.append(f"window {x} (unscaled)")
-        elif w == Finding.LOST_SEGMENT:
-            out.append(f"{x} bytes before it not captured")
-        elif w == Finding.ACK_LOST_SEGMENT:
-            out.append(f"acknowledges {x} bytes never captured")
-        elif w == Finding.CAPTURE_GAP:
-            out.append(f"{x} bytes below ACK {y} (relative) acknowledged but never captured: the capture dropped them")
+# the detail of the findings that have one: its format, filled with the row's (a, b)
+_WORDED = {
+    Finding.DUPLICATE_ACK: "#%d, repeating frame %d",
+    Finding.WINDOW_UPDATE: "window %d (unscaled)",
+    Finding.LOST_SEGMENT: "%d bytes before it not captured",
+    Finding.ACK_LOST_SEGMENT: "acknowledges %d bytes never captured",
+    Finding.CAPTURE_GAP: "%d bytes below ACK %d (relative) acknowledged but never captured: the capture dropped them",
+}
+
+
+def _details(rows: np.ndarray) -> np.ndarray:
+    """The ``detail`` text of each finding row (an object array), one kind of finding at a time."""
+    what = rows["what"]
+    out = np.full(len(rows), "", dtype=object)
+    for w in np.unique(what).tolist():
+        sel = np.flatnonzero(what == w)
+        fmt = _WORDED.get(w)
+        if fmt is None:
+            out[sel] = _FIXED.get(w, "")
+        elif fmt.count("%d") == 1:
+            out[sel] = [fmt % x for x in rows["a"][sel].tolist()]
         else:
-            out.append(_FIXED.get(w, ""))
+            out[sel] = [fmt % t for t in zip(rows["a"][sel].tolist(), rows["b"][sel].tolist())]
     return out
 
 
@@ -56,7 +62,7 @@ def finding_rows(rows: np.ndarray, client_dir: np.ndarray) -> dict:
         "ts": seconds(rows["ts"]),
         "stream": stream,
         "event": EVENT_NAMES[rows["what"]],
-        "detail": np.asarray(_details(rows), dtype=object),
+        "detail": _details(rows),
         "wireshark_filter": np.asarray([f"tcp.stream eq {s} && frame.number == {f}"
                                         for s, f in zip(stream.tolist(), frame.tolist())], dtype=object),
     }

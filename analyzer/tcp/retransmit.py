@@ -71,93 +71,174 @@ def _trigger_text(kind: int, why: int, count: int, ref: int, gap: str, limit: st
     return "no duplicate ACK or SACK asked for it: a timeout (or a tail-loss probe)"
 
 
+# fields a reason shows (``_Row`` attributes); the others only choose its wording
+SHOWN = ("orig", "since", "ipid", "ref_ipid", "tsv", "ref_tsv", "overlap", "len", "count", "spur_frame", "spur_a",
+         "spur_b", "ref", "gap", "limit")
+
+
 def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarray:
-    """The evidence that decided each row, in words a user can check in Wireshark (an object array; one
-    formatting step per row)."""
+    """The evidence that decided each row, in words a user can check in Wireshark (an object array).
+
+    Rows whose wording takes the same branches (the same kind, evidence bits, and the few value tests
+    the text makes) share one template, made once by ``_text`` with placeholders for the values shown
+    (``_Shown``) and filled for each row with ``%``."""
     n = len(ev)
-    out = [""] * n
-    K, W, WHY, CAP, CNT, REF, LEN, OVL, ORIG, IPID, RIPID, TSV, RTSV, NOTE, SPUR, SFR, SA, SB, SC = (
-        ev[name].tolist() for name in ("kind", "ws_kind", "why", "captured", "count", "ref_frame", "len", "overlap",
-                                       "orig_frame", "ipid", "ref_ipid", "tsv", "ref_tsv", "note", "spur",
-                                       "spur_frame", "spur_a", "spur_b", "spur_c"))
-    gaps, limits, sinces, sa = durations(ev["gap"]), durations(ev["limit"]), durations(since), syn_ack.tolist()
-    for i in range(n):
-        kind, why, ref, gap, limit = K[i], WHY[i], REF[i], gaps[i], limits[i]
-        first = f"frame {ORIG[i]}, {sinces[i]} earlier" if ORIG[i] != NONE else ""
-        if kind == Kind.DUPLICATE:
-            text = ("same " + (f"IP ID {IPID[i]}" if IPID[i] > 0 else "TSval") + f", seq, ack, length and flags as "
-                    f"frame {ref}, {gap} later"
-                    + ("" if IPID[i] > 0 else
-                       ", no loss signal from the receiver in between (no TCP resends data that soon unasked)"
-                       if why & EV_TIMING else ", nothing from the peer in between")
-                    + ": the same packet captured twice")
-        elif kind == Kind.SYN_RETRANSMISSION:
-            text = ("SYN-ACK" if sa[i] else "SYN") + " repeated with the same ISN" + (f", first sent in {first}"
-                                                                                     if first else "")
-        elif kind == 0:
-            text = ("a SYN-ACK of a simultaneous open repeats its own SYN's ISN (RFC 9293 3.5): not a retransmission"
-                    if why & EV_SIMOPEN else
-                    "no byte of it was sent before: it does not start below the highest byte sent in its direction")
-            text += f"; Wireshark calls it {KIND_NAMES[Kind(W[i])]}"
-        elif kind == Kind.OUT_OF_ORDER:
-            if why & EV_COPY_GONE:
-                text = ("its bytes were captured before, in a copy no longer kept; "
-                        + _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "the highest sent")
-                        + f" (frame {ref}): the original, delayed in the network past its resend")
-            elif why & EV_SEEN:
-                text = (f"the original of frame {ref}, which was its retransmission, captured {gap} earlier: "
-                        + _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "that copy")
-                        + "; sent once, delayed in the network")
-            elif why & EV_TIMING:
-                text = (f"none of its bytes captured before; it came {gap} after the highest segment (frame {ref}), "
-                        f"under {limit} (the RTT): reordering assumed (ambiguous: no IP ID or timestamps to order them)")
-            else:
-                text = ("none of its bytes captured before; "
-                        + _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "the highest sent")
-                        + f", yet it came {gap} after the highest segment (frame {ref}): reordered before the "
-                        "capture point")
+    out = np.empty(n, dtype=object)
+    if not n:
+        return out
+    values = {name: np.asarray(ev[field].tolist() if field else [], dtype=object) for name, field in (
+        ("orig", "orig_frame"), ("ipid", "ipid"), ("ref_ipid", "ref_ipid"), ("tsv", "tsv"), ("ref_tsv", "ref_tsv"),
+        ("overlap", "overlap"), ("len", "len"), ("count", "count"), ("spur_frame", "spur_frame"),
+        ("spur_a", "spur_a"), ("spur_b", "spur_b"), ("ref", "ref_frame"))}
+    times = {"since": since, "gap": ev["gap"], "limit": ev["limit"]}  # (worded only where a template shows them)
+    # everything a row's wording depends on: the rows of one shape take the same branches in ``_text``
+    shapes, inverse = np.unique(_shape_keys([
+        ev["kind"], ev["ws_kind"], ev["why"], ev["captured"], ev["note"], ev["spur"], syn_ack, ev["ipid"] > 0,
+        ev["orig_frame"] != NONE, ev["overlap"] > 0, np.clip(ev["count"], -1, 3), ev["spur_a"] > 0]),
+        axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(shapes) + 1))
+    for k in range(len(shapes)):
+        rows = order[bounds[k]:bounds[k + 1]]
+        template, shown = _template(ev[rows[0]], values, int(rows[0]), bool(syn_ack[rows[0]]))
+        if not shown:
+            out[rows] = template
+            continue
+        columns = [durations(times[name][rows]) if name in times else values[name][rows].tolist() for name in shown]
+        out[rows] = [template % t for t in zip(*columns)]
+    return out
+
+
+def _shape_keys(parts: list[np.ndarray]) -> np.ndarray:
+    """One int64 per row telling apart every combination of ``parts`` (small integers: mixed radix), or the
+    rows of ``parts`` side by side when their ranges together do not fit."""
+    key = np.zeros(len(parts[0]), dtype=np.int64)
+    room = 1
+    for part in parts:
+        part = part.astype(np.int64)
+        lo, hi = int(part.min()), int(part.max())
+        room *= hi - lo + 1
+        if room >= 1 << 62:
+            return np.stack([p.astype(np.int64) for p in parts], axis=1)
+        key = key * (hi - lo + 1) + (part - lo)
+    return key
+
+
+class _Shown:
+    """A value a reason shows, as a placeholder: formats as its marker, compares as the row's value."""
+
+    def __init__(self, name: str, value):
+        self.name, self.value = name, value
+
+    def __format__(self, spec: str) -> str:
+        return f"\x00{self.name}\x00"
+
+    __str__ = lambda self: self.__format__("")  # noqa: E731
+    __gt__ = lambda self, other: self.value > other  # noqa: E731
+    __ne__ = lambda self, other: self.value != other  # noqa: E731
+    __eq__ = lambda self, other: self.value == other  # noqa: E731
+    __hash__ = None
+
+
+class _Row:
+    """One row's fields for ``_text``: the wording ones as they are, the shown ones as ``_Shown``."""
+
+    def __init__(self, rec, values: dict, i: int, syn_ack: bool):
+        for name in ("kind", "why", "captured", "note", "spur", "ws_kind"):
+            setattr(self, name, int(rec[name]))
+        self.syn_ack = syn_ack
+        for name in SHOWN:
+            setattr(self, name, _Shown(name, values[name][i] if name in values else None))
+
+
+def _template(rec, values: dict, i: int, syn_ack: bool) -> tuple[str, list[str]]:
+    """The ``%`` template of the reasons of rows shaped like row ``i`` (``rec``), and the shown fields it
+    takes, in order."""
+    text = _text(_Row(rec, values, i, syn_ack))
+    parts = text.split("\x00")
+    template = "".join(p.replace("%", "%%") if k % 2 == 0 else "%s" for k, p in enumerate(parts))
+    return template, parts[1::2]
+
+
+def _text(v: _Row) -> str:
+    """The reason of one row (``v``: its fields)."""
+    kind, why, ref, gap, limit = v.kind, v.why, v.ref, v.gap, v.limit
+    first = f"frame {v.orig}, {v.since} earlier" if v.orig != NONE else ""
+    if kind == Kind.DUPLICATE:
+        text = ("same " + (f"IP ID {v.ipid}" if v.ipid > 0 else "TSval") + f", seq, ack, length and flags as "
+                f"frame {ref}, {gap} later"
+                + ("" if v.ipid > 0 else
+                   ", no loss signal from the receiver in between (no TCP resends data that soon unasked)"
+                   if why & EV_TIMING else ", nothing from the peer in between")
+                + ": the same packet captured twice")
+    elif kind == Kind.SYN_RETRANSMISSION:
+        text = ("SYN-ACK" if v.syn_ack else "SYN") + " repeated with the same ISN" + (f", first sent in {first}"
+                                                                                   if first else "")
+    elif kind == 0:
+        text = ("a SYN-ACK of a simultaneous open repeats its own SYN's ISN (RFC 9293 3.5): not a retransmission"
+                if why & EV_SIMOPEN else
+                "no byte of it was sent before: it does not start below the highest byte sent in its direction")
+        text += f"; Wireshark calls it {KIND_NAMES[Kind(v.ws_kind)]}"
+    elif kind == Kind.OUT_OF_ORDER:
+        if why & EV_COPY_GONE:
+            text = ("its bytes were captured before, in a copy no longer kept; "
+                    + _order_text(why, v.ipid, v.ref_ipid, v.tsv, v.ref_tsv, "the highest sent")
+                    + f" (frame {ref}): the original, delayed in the network past its resend")
+        elif why & EV_SEEN:
+            text = (f"the original of frame {ref}, which was its retransmission, captured {gap} earlier: "
+                    + _order_text(why, v.ipid, v.ref_ipid, v.tsv, v.ref_tsv, "that copy")
+                    + "; sent once, delayed in the network")
+        elif why & EV_TIMING:
+            text = (f"none of its bytes captured before; it came {gap} after the highest segment (frame {ref}), "
+                    f"under {limit} (the RTT): reordering assumed (ambiguous: no IP ID or timestamps to order them)")
         else:
-            if CAP[i]:
-                fin = (NOTE[i] & NOTE_FIN_REPEATED) != 0
-                text = ((f"repeats {OVL[i]} of {LEN[i]} bytes" + (" and the FIN" if fin else "") + " first sent in "
-                         if OVL[i] > 0 else "FIN repeated, first sent in ") + (first or "a frame no longer kept"))
-                order = _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "that copy")
-                if order:
-                    text += "; " + order
-                elif why & EV_TIMING:
-                    text += "; no IP ID or TSval to order the copies: the one captured later taken as the resend"
-            elif why & EV_IPID_GAP:
-                missing = CNT[i]
-                text = (f"at the highest byte sent, but IP ID {IPID[i]} follows {RIPID[i]} of the sender's previous "
-                        f"packet (frame {ref}, {gap} earlier): {missing} packet{'s' if missing > 1 else ''} of it "
-                        "not captured, while the peer had acknowledged everything and sent nothing to answer: they "
-                        "carried these bytes, lost before the capture point (a tail loss)")
-            else:
-                order = _order_text(why, IPID[i], RIPID[i], TSV[i], RTSV[i], "the highest sent")
-                text = (f"its {LEN[i]} bytes lie below the highest byte sent but were never captured: the original "
-                        "was lost before the capture point" + ("; " + order if order else
-                                                                 "; no IP ID or TSval to tell it from a late original "
-                                                                 "(ambiguous)"))
-            text += "; " + _trigger_text(kind, why, CNT[i], ref, gap, limit)
-        if why & EV_CLOCK_BACK:
-            text += "; the capture's clock went backwards before this frame"
-        spur = SPUR[i]
-        if spur == Evidence.DSACK:
-            text += (f"; but the D-SACK in frame {SFR[i]} (SLE={SA[i]} SRE={SB[i]}) shows the original had arrived: "
-                     "not needed (RFC 2883)")
-        elif spur == Evidence.EIFEL:
-            text += (f"; but the ACK in frame {SFR[i]}, which covers it, echoes TSval {SA[i]}, older than this "
-                     f"one's {SB[i]}: it answered a segment sent before this one, so the receiver had these bytes "
-                     "before this copy arrived: not needed (Eifel, RFC 3522)")
-        elif spur == Evidence.DUPACK:
-            text += (f"; but in frame {SFR[i]} the receiver, which had acknowledged everything sent, repeated "
-                     "that ACK with nothing new from the sender: it had received a second copy (RFC 5681 4.2), "
-                     "the original had arrived, so this was not needed")
-        elif spur == Evidence.LATE_ORIGINAL:
-            text += (f"; but its original arrived after it (frame {SFR[i]}" + (f", IP ID {SA[i]}" if SA[i] > 0 else "")
-                     + "): the original was delayed, not lost, so this was not needed")
-        out[i] = text
-    return np.asarray(out, dtype=object)
+            text = ("none of its bytes captured before; "
+                    + _order_text(why, v.ipid, v.ref_ipid, v.tsv, v.ref_tsv, "the highest sent")
+                    + f", yet it came {gap} after the highest segment (frame {ref}): reordered before the "
+                    "capture point")
+    else:
+        if v.captured:
+            fin = (v.note & NOTE_FIN_REPEATED) != 0
+            text = ((f"repeats {v.overlap} of {v.len} bytes" + (" and the FIN" if fin else "") + " first sent in "
+                     if v.overlap > 0 else "FIN repeated, first sent in ") + (first or "a frame no longer kept"))
+            order = _order_text(why, v.ipid, v.ref_ipid, v.tsv, v.ref_tsv, "that copy")
+            if order:
+                text += "; " + order
+            elif why & EV_TIMING:
+                text += "; no IP ID or TSval to order the copies: the one captured later taken as the resend"
+        elif why & EV_IPID_GAP:
+            missing = v.count
+            text = (f"at the highest byte sent, but IP ID {v.ipid} follows {v.ref_ipid} of the sender's previous "
+                    f"packet (frame {ref}, {gap} earlier): {missing} packet{'s' if missing > 1 else ''} of it "
+                    "not captured, while the peer had acknowledged everything and sent nothing to answer: they "
+                    "carried these bytes, lost before the capture point (a tail loss)")
+        else:
+            order = _order_text(why, v.ipid, v.ref_ipid, v.tsv, v.ref_tsv, "the highest sent")
+            text = (f"its {v.len} bytes lie below the highest byte sent but were never captured: the original "
+                    "was lost before the capture point" + ("; " + order if order else
+                                                           "; no IP ID or TSval to tell it from a late original "
+                                                           "(ambiguous)"))
+        text += "; " + _trigger_text(kind, why, v.count, ref, gap, limit)
+    if why & EV_CLOCK_BACK:
+        text += "; the capture's clock went backwards before this frame"
+    spur = v.spur
+    if spur == Evidence.DSACK:
+        text += (f"; but the D-SACK in frame {v.spur_frame} (SLE={v.spur_a} SRE={v.spur_b}) shows the original had "
+                 "arrived: not needed (RFC 2883)")
+    elif spur == Evidence.EIFEL:
+        text += (f"; but the ACK in frame {v.spur_frame}, which covers it, echoes TSval {v.spur_a}, older than this "
+                 f"one's {v.spur_b}: it answered a segment sent before this one, so the receiver had these bytes "
+                 "before this copy arrived: not needed (Eifel, RFC 3522)")
+    elif spur == Evidence.DUPACK:
+        text += (f"; but in frame {v.spur_frame} the receiver, which had acknowledged everything sent, repeated "
+                 "that ACK with nothing new from the sender: it had received a second copy (RFC 5681 4.2), "
+                 "the original had arrived, so this was not needed")
+    elif spur == Evidence.LATE_ORIGINAL:
+        text += (f"; but its original arrived after it (frame {v.spur_frame}"
+                 + (f", IP ID {v.spur_a}" if v.spur_a > 0 else "") + "): the original was delayed, not lost, so this "
+                 "was not needed")
+    return text
 
 
 def kinds(ev: np.ndarray) -> np.ndarray:
