@@ -192,10 +192,19 @@ def test_capture_equals_tcpdump_on_lo(tmp_path):
         print("tcpdump:", td.stderr.read())
     ours, theirs = read_frames(our_path), read_frames(td_path)
     assert len(ours) == len(theirs) > 20
-    assert [f[2] for f in ours] == [f[2] for f in theirs]  # same bytes, same order, each packet once
-    assert [f[1] for f in ours] == [f[1] for f in theirs]
+    assert sorted(f[1:] for f in ours) == sorted(f[1:] for f in theirs)  # the same packets, each once
+    # in the same order, but for packets sent at the same moment from two CPUs, which two sockets may each
+    # receive in either order (seen once in a full run): such a packet is a place or two from tcpdump's
+    matched = []
+    for i, f in enumerate(ours):
+        near = [j for j in range(max(0, i - 2), min(len(theirs), i + 3)) if theirs[j][1:] == f[1:]]
+        assert near, f"frame {i + 1} is not within two places of tcpdump's"
+        matched.append(min(near, key=lambda j: abs(j - i)))
+        if matched[-1] != i:
+            partner = min(i + 1, len(ours) - 1) if matched[-1] > i else i - 1  # the packet it changed places with
+            assert abs(f[0] - ours[partner][0]) < 1_000_000
     # kernel timestamps: each socket is stamped at its own delivery, so within microseconds of tcpdump's
-    gap = np.abs(np.array([f[0] for f in ours]) - np.array([f[0] for f in theirs]))
+    gap = np.abs(np.array([f[0] for f in ours]) - np.array([theirs[j][0] for j in matched]))
     assert np.median(gap) < 50_000 and gap.max() < 5_000_000
     assert cap.result.outgoing_copies_dropped == len(ours)  # lo shows every packet twice
     assert cap.result.kernel_drops == 0
