@@ -838,3 +838,50 @@ def test_eifel_judges_resends_sent_after_the_one_that_filled_the_edge(tmp_path):
         "but the ACK in frame 8, which covers it, echoes TSval 7300, older than this one's 7310: it answered a "
         "segment sent before this one, so the receiver had these bytes before this copy arrived: not needed "
         "(Eifel, RFC 3522)")
+
+
+# ---- the reasons are worded once per shape of row (retransmit.reasons): each equals the row worded alone ----
+class _RealRow:
+    """A row's fields as ``retransmit._text`` reads them, with the row's own values (no placeholders)."""
+
+    def __init__(self, ev, i, since, syn_ack):
+        from analyzer.tcp.retransmit import durations
+
+        for name in ("kind", "why", "captured", "note", "spur", "ws_kind"):
+            setattr(self, name, int(ev[name][i]))
+        self.syn_ack = bool(syn_ack[i])
+        for name, field in (("orig", "orig_frame"), ("ipid", "ipid"), ("ref_ipid", "ref_ipid"), ("tsv", "tsv"),
+                            ("ref_tsv", "ref_tsv"), ("overlap", "overlap"), ("len", "len"), ("count", "count"),
+                            ("spur_frame", "spur_frame"), ("spur_a", "spur_a"), ("spur_b", "spur_b"),
+                            ("ref", "ref_frame")):
+            setattr(self, name, int(ev[field][i]))
+        self.since, self.gap, self.limit = durations([since[i], ev["gap"][i], ev["limit"][i]])
+
+
+def test_reasons_worded_by_shape_equal_each_row_worded_alone(tmp_path):
+    import numpy as np
+
+    import analyzer
+    from analyzer.tcp import Engine
+    from analyzer.tcp.retransmit import _text, reasons
+    from analyzer.tcp.state import NONE, Evidence
+    from tests.synthetic_tcp import lossy_upload
+
+    frames = [SCENARIOS[name]().packets(tmp_path) for name in sorted(SCENARIOS)]
+    lossy_upload(tmp_path / "lossy.pcap", captured_twice=True, streams=3)
+    frames.append(analyzer.read_packets(str(tmp_path / "lossy.pcap")))
+    parts = []
+    for df in frames:
+        engine = Engine()
+        engine.feed(df)
+        engine.finish()
+        parts.append(engine._events[: int(engine._state.count["events"])])
+    ev = np.concatenate(parts)  # every capture's rows in one call: rows alike in all but a value meet
+    late = ev["spur"] == Evidence.LATE_ORIGINAL
+    orig = np.where(late, ev["spur_frame"], ev["orig_frame"])
+    since = np.where((orig != NONE) & ~late, ev["ts"] - ev["orig_ts"], NONE)
+    syn_ack = (ev["flags"] & 0x12) == 0x12
+    worded = reasons(ev, since, syn_ack).tolist()
+    assert worded == [_text(_RealRow(ev, i, since, syn_ack)) for i in range(len(ev))]
+    shapes = {(int(k), int(w), int(s)) for k, w, s in zip(ev["kind"], ev["why"], ev["spur"])}
+    assert len(shapes) >= 15  # many wordings (19 kind, evidence and later-evidence combinations), not a few
