@@ -30,15 +30,21 @@ def _run(df, batch_size: int, **kw):
     return engine, engine.finish()
 
 
-def _late_fin_capture(gap: float) -> Capture:
-    """Connection A closes; three others come and go; ``gap`` seconds after A's last packet its FIN comes
-    again and its peer answers; then a new SYN reuses A's 4-tuple."""
-    cap = Capture()
-    a = cap.flow(cport=41000)
+def closed_connection(cap: Capture, cport: int = 41000):
+    """A connection on client port ``cport``: handshake, 500 bytes acknowledged, FIN both ways."""
+    a = cap.flow(cport=cport)
     a.handshake()
     a.c("PA", 500, dt=MS)
     a.s("A", dt=MS)
     a.close()
+    return a
+
+
+def _late_fin_capture(gap: float) -> Capture:
+    """Connection A closes; three others come and go; ``gap`` seconds after A's last packet its FIN comes
+    again and its peer answers; then a new SYN reuses A's 4-tuple."""
+    cap = Capture()
+    a = closed_connection(cap)
     for k in range(3):
         f = cap.flow(cport=42000 + k)
         f.handshake(dt=10 * MS)

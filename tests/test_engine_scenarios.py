@@ -845,16 +845,14 @@ class _RealRow:
     """A row's fields as ``retransmit._text`` reads them, with the row's own values (no placeholders)."""
 
     def __init__(self, ev, i, since, syn_ack):
-        from analyzer.tcp.retransmit import durations
+        from analyzer.tcp.retransmit import SHOWN, durations
 
         for name in ("kind", "why", "captured", "note", "spur", "ws_kind"):
             setattr(self, name, int(ev[name][i]))
         self.syn_ack = bool(syn_ack[i])
-        for name, field in (("orig", "orig_frame"), ("ipid", "ipid"), ("ref_ipid", "ref_ipid"), ("tsv", "tsv"),
-                            ("ref_tsv", "ref_tsv"), ("overlap", "overlap"), ("len", "len"), ("count", "count"),
-                            ("spur_frame", "spur_frame"), ("spur_a", "spur_a"), ("spur_b", "spur_b"),
-                            ("ref", "ref_frame")):
-            setattr(self, name, int(ev[field][i]))
+        for name, field in SHOWN.items():
+            if field is not None:
+                setattr(self, name, int(ev[field][i]))
         self.since, self.gap, self.limit = durations([since[i], ev["gap"][i], ev["limit"][i]])
 
 

@@ -25,6 +25,7 @@ from analyzer.tcp.engine import TIME_WAIT, RowSink
 from analyzer.tcp.flows import TupleTable
 from tests.tcpbuild import MS, Capture
 from tests.test_engine_batches import tables_equal
+from tests.test_engine_expiry import closed_connection
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "captures" / "real"
@@ -184,11 +185,7 @@ def _codes(categories, codes):
 def _straggler_capture(gap: float) -> Capture:
     """A connection closes; ``gap`` seconds after its last packet a stray ACK on its 4-tuple comes."""
     cap = Capture()
-    a = cap.flow(cport=41000)
-    a.handshake()
-    a.c("PA", 500, dt=MS)
-    a.s("A", dt=MS)
-    a.close()
+    a = closed_connection(cap)
     other = cap.flow(cport=42000)  # traffic in between, so the end is seen at a batch boundary
     other.handshake(dt=10.0)
     other.close()

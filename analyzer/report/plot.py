@@ -421,7 +421,7 @@ def plot_rtt(reports, out: str | os.PathLike | None = None, *, size: tuple[float
     for rep in reports:
         hs, name = (rep, "handshakes") if isinstance(rep, pd.DataFrame) else (rep.handshakes, Path(rep.capture).name)
         retries = [hs[c] if c in hs else np.zeros(len(hs)) for c in ("syn_retries", "synack_retries")]
-        clean = path_rtt(hs["outcome"], *retries)
+        clean = path_rtt(hs["outcome"], retries)
         retried += int(np.count_nonzero((hs["outcome"] == "established").to_numpy(bool) & ~clean))
         ms = pd.to_numeric(hs["handshake_rtt"][clean], errors="coerce").dropna().to_numpy(float) * 1e3
         total += len(ms)

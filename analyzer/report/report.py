@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -139,11 +140,15 @@ def _label_counts(labels: np.ndarray) -> dict[str, int]:
     return dict(sorted((str(k), int(n)) for k, n in counted.items()))
 
 
-def path_rtt(outcome, syn_retries, synack_retries) -> np.ndarray:
+def path_rtt(outcome, retries: Iterable) -> np.ndarray:
     """Which handshakes' RTT measures the path (Karn): established, with neither the SYN nor the SYN-ACK
-    retried; a retried one's sample includes a retransmission timeout (a 1 s SYN-ACK retry is not 1 s of path)."""
-    return ((np.asarray(outcome, dtype=object) == "established") & (np.asarray(syn_retries, dtype=float) == 0)
-            & (np.asarray(synack_retries, dtype=float) == 0))
+    retried; a retried one's sample includes a retransmission timeout (a 1 s SYN-ACK retry is not 1 s of path).
+    ``retries``: the syn_retries and synack_retries columns, taken one at a time (a generator may read each
+    when it is needed: a table may have millions of rows)."""
+    clean = np.asarray(outcome, dtype=object) == "established"
+    for column in retries:
+        clean &= np.asarray(column, dtype=float) == 0
+    return clean
 
 
 def summarise(report: Report, top: int = 5) -> dict:
@@ -167,10 +172,8 @@ def summarise(report: Report, top: int = 5) -> dict:
                           "retransmitted_bytes": int(c["retransmitted_bytes"][i])})
     outcome = col("handshakes", "outcome")
     outcomes = _label_counts(outcome)
-    clean = np.asarray(outcome, dtype=object) == "established"  # as ``path_rtt``, a column at a time
+    clean = path_rtt(outcome, (col("handshakes", name) for name in ("syn_retries", "synack_retries")))
     del outcome
-    for retries in ("syn_retries", "synack_retries"):
-        clean &= np.asarray(col("handshakes", retries), dtype=float) == 0
     return {
         "capture": report.capture,
         **({"captures": list(report.captures)} if report.captures is not None else {}),

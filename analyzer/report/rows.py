@@ -119,40 +119,34 @@ class SpilledTable:
         field = _schema(self._base).field(name)
         return pa.chunked_array([self._spill.read([field], [p.where[name]])[0] for p in pieces], field.type)
 
-    def arrow_chunks(self) -> Iterator[pa.Table]:
-        """The rows as Arrow tables, one bucket at a time, in the order written (before ``extra``)."""
+    def _sorted_arrows(self) -> Iterator[pa.Table]:
+        """The rows as Arrow tables in stream order, one bucket at a time (before ``extra``)."""
         import pyarrow as pa
 
         schema = _schema(self._base)
         fields = list(schema)
         for pieces in self._buckets():
             parts = [self._spill.read(fields, [p.where[f.name] for f in fields]) for p in pieces]
-            yield pa.Table.from_arrays([pa.chunked_array([part[k] for part in parts], f.type)
-                                        for k, f in enumerate(fields)], schema=schema)
-
-    def arrows(self) -> Iterator[pa.Table]:
-        """The rows as Arrow tables in stream order, one bucket at a time: what was written, sorted, without a
-        round trip through Python objects (the CSV writer's input); with ``extra``, through ``chunks``."""
-        import pyarrow as pa
-
-        if self._extra is not None:
-            yield from (chunk.to_arrow() for chunk in self.chunks())
-            return
-        for table in self.arrow_chunks():
+            table = pa.Table.from_arrays([pa.chunked_array([part[k] for part in parts], f.type)
+                                          for k, f in enumerate(fields)], schema=schema)
             streams = _numpy(_one(table.column("stream")), np.int64)[0]
             if np.any(streams[1:] < streams[:-1]):
                 order = np.argsort(streams, kind="stable").astype(np.int64)
                 table = table.take(pa.Array.from_buffers(pa.int64(), len(order), [None, pa.py_buffer(order)]))
             yield table
 
+    def arrows(self) -> Iterator[pa.Table]:
+        """The rows as Arrow tables in stream order, one bucket at a time: what was written, sorted, without a
+        round trip through Python objects (the CSV writer's input); with ``extra``, through ``chunks``."""
+        if self._extra is not None:
+            yield from (chunk.to_arrow() for chunk in self.chunks())
+            return
+        yield from self._sorted_arrows()
+
     def chunks(self) -> Iterator[Table]:
         """The rows as ``Table``s in stream order, one bucket at a time (with ``extra``'s columns)."""
-        for arrow in self.arrow_chunks():
+        for arrow in self._sorted_arrows():
             chunk = from_arrow(self._base, arrow)
-            streams = chunk.values("stream")
-            if np.any(streams[1:] < streams[:-1]):
-                order = np.argsort(streams, kind="stable")
-                chunk = chunk.take(order)
             yield chunk if self._extra is None else self._extra[1](chunk)
 
     def values(self, name: str) -> np.ndarray:

@@ -176,7 +176,6 @@ class Engine:
         self._kept_sorted = (np.empty(0, dtype=np.int64),) * 3  # the same, joined and sorted when read
         self._ending = np.empty(0, dtype=np.int64)  # 4-tuples of freed connections, not forgotten yet
         self._ended: list[np.ndarray] = []  # connections that have ended, not written out and freed yet
-        self._ended_count = 0
         self._ended_conns = 0
 
     def feed(self, packets) -> BatchEvents:
@@ -241,16 +240,21 @@ class Engine:
         ended(st.conv, st.dirs, st.tuple_conv, st.gone, self._live, now, self._close_delay, self._idle_timeout, out)
         if out.any():
             self._ended.append(self._live[out])
-            self._ended_count += int(np.count_nonzero(out))
             self._live = self._live[~out]
         if self._ended_count >= RETIRE_AT:
             self._retire_ended()
         self._forget_tuples(now)
 
+    @property
+    def _ended_count(self) -> int:
+        """Connections that have ended and wait to be written out and freed."""
+        return sum(map(len, self._ended))
+
     def _retire_ended(self) -> None:
+        """Write out and free the connections that have ended."""
         if self._ended:
             self._retire(np.sort(np.concatenate(self._ended)))
-            self._ended, self._ended_count = [], 0
+            self._ended = []
 
     def _forget_tuples(self, now: int) -> None:
         """Forget the 4-tuples whose connection has ended for good: after an idle end, or ``TIME_WAIT`` after

@@ -71,9 +71,11 @@ def _trigger_text(kind: int, why: int, count: int, ref: int, gap: str, limit: st
     return "no duplicate ACK or SACK asked for it: a timeout (or a tail-loss probe)"
 
 
-# fields a reason shows (``_Row`` attributes); the others only choose its wording
-SHOWN = ("orig", "since", "ipid", "ref_ipid", "tsv", "ref_tsv", "overlap", "len", "count", "spur_frame", "spur_a",
-         "spur_b", "ref", "gap", "limit")
+# the fields a reason shows (``_Row`` attributes) and the event field each comes from (None: a duration,
+# worded by ``durations``); the others only choose its wording
+SHOWN = {"orig": "orig_frame", "since": None, "ipid": "ipid", "ref_ipid": "ref_ipid", "tsv": "tsv",
+         "ref_tsv": "ref_tsv", "overlap": "overlap", "len": "len", "count": "count", "spur_frame": "spur_frame",
+         "spur_a": "spur_a", "spur_b": "spur_b", "ref": "ref_frame", "gap": None, "limit": None}
 
 
 def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarray:
@@ -86,10 +88,6 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
     out = np.empty(n, dtype=object)
     if not n:
         return out
-    values = {name: np.asarray(ev[field].tolist() if field else [], dtype=object) for name, field in (
-        ("orig", "orig_frame"), ("ipid", "ipid"), ("ref_ipid", "ref_ipid"), ("tsv", "tsv"), ("ref_tsv", "ref_tsv"),
-        ("overlap", "overlap"), ("len", "len"), ("count", "count"), ("spur_frame", "spur_frame"),
-        ("spur_a", "spur_a"), ("spur_b", "spur_b"), ("ref", "ref_frame"))}
     times = {"since": since, "gap": ev["gap"], "limit": ev["limit"]}  # (worded only where a template shows them)
     # everything a row's wording depends on: the rows of one shape take the same branches in ``_text``
     shapes, inverse = np.unique(_shape_keys([
@@ -101,11 +99,12 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
     bounds = np.searchsorted(inverse[order], np.arange(len(shapes) + 1))
     for k in range(len(shapes)):
         rows = order[bounds[k]:bounds[k + 1]]
-        template, shown = _template(ev[rows[0]], values, int(rows[0]), bool(syn_ack[rows[0]]))
+        template, shown = _template(ev[rows[0]], bool(syn_ack[rows[0]]))
         if not shown:
             out[rows] = template
             continue
-        columns = [durations(times[name][rows]) if name in times else values[name][rows].tolist() for name in shown]
+        columns = [durations(times[name][rows]) if SHOWN[name] is None else ev[SHOWN[name]][rows].tolist()
+                   for name in shown]
         out[rows] = [template % t for t in zip(*columns)]
     return out
 
@@ -144,18 +143,18 @@ class _Shown:
 class _Row:
     """One row's fields for ``_text``: the wording ones as they are, the shown ones as ``_Shown``."""
 
-    def __init__(self, rec, values: dict, i: int, syn_ack: bool):
+    def __init__(self, rec, syn_ack: bool):
         for name in ("kind", "why", "captured", "note", "spur", "ws_kind"):
             setattr(self, name, int(rec[name]))
         self.syn_ack = syn_ack
-        for name in SHOWN:
-            setattr(self, name, _Shown(name, values[name][i] if name in values else None))
+        for name, field in SHOWN.items():
+            setattr(self, name, _Shown(name, None if field is None else int(rec[field])))
 
 
-def _template(rec, values: dict, i: int, syn_ack: bool) -> tuple[str, list[str]]:
-    """The ``%`` template of the reasons of rows shaped like row ``i`` (``rec``), and the shown fields it
+def _template(rec, syn_ack: bool) -> tuple[str, list[str]]:
+    """The ``%`` template of the reasons of rows shaped like event row ``rec``, and the shown fields it
     takes, in order."""
-    text = _text(_Row(rec, values, i, syn_ack))
+    text = _text(_Row(rec, syn_ack))
     parts = text.split("\x00")
     template = "".join(p.replace("%", "%%") if k % 2 == 0 else "%s" for k, p in enumerate(parts))
     return template, parts[1::2]
