@@ -156,7 +156,9 @@ RETRANSMISSION_KINDS = {
                       "that follows a timeout (until all that was outstanding then is acknowledged: RFC 5681 5.1, "
                       "Linux's Loss state). Bytes count as sent before when captured, when below a pure ACK's "
                       "sequence number (the sender's next byte), or, in order, when the sender's per-connection "
-                      "IP IDs skip packets the peer gave it nothing to answer with (a tail loss). Linux's "
+                      "IP IDs skip packets the peer gave it nothing to answer with (a tail loss; not within 1 ms "
+                      "of the packet before the skip, nor after one bigger than any shown to be one segment: "
+                      "captured on the sending host, an offload packet takes an ID per segment). Linux's "
                       "tail-loss probe reads as one too",
     "fast_retransmission": "needed, triggered by the receiver: it was sending 2+ duplicate ACKs for exactly this "
                            "sequence number, SACK blocks showing data above it received, or a partial ACK during "

@@ -19,8 +19,9 @@ capture holds (reference section h):
    timing decides (under the RTT estimate: reordering), and the reason says it was ambiguous. The highest
    byte sent includes a pure ACK's sequence number (the sender's next byte), so a resend of data the
    capture never saw is recognised even when nothing after it was captured; and when the sender's IP IDs
-   show packets missing while the peer gave it nothing to answer, an in-order segment is the resend of
-   what those packets carried (a tail loss).
+   show packets missing while the peer gave it nothing to answer, an in-order segment sent a timeout
+   later is the resend of what those packets carried (a tail loss), unless the packet before the skip
+   may have taken the IDs itself (a segmentation-offload packet, captured on the sending host).
 3. A retransmission is ``spurious`` when the receiver had every byte (acknowledged or SACKed before it),
    else ``fast_retransmission`` when the receiver was signalling the loss (2+ duplicate ACKs for it, a SACK
    above it, or a partial ACK during recovery) and it followed that signal promptly (before a timeout
@@ -394,10 +395,12 @@ def _ws_kind(a):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _note_send_order(d, ipid, tsval):
+def _note_send_order(d, ipid, tsval, before_ipid, before_len):
     """Follow the sender's IP ID and TSval counters (``ipid_max``, ``tsval_max``). An IP ID a little above
     the highest is a step of a counter; a little below, a packet sent earlier and delayed (which says nothing
-    against the counter); anything else (zero, repeated, far off) counts against it."""
+    against the counter); anything else (zero, repeated, far off) counts against it. ``before_ipid`` and
+    ``before_len`` are the sender's previous packet's IP ID and payload: one step up from it, it was a single
+    segment (``one_seg``)."""
     if ipid > 0:
         if d.ipid_max == NONE:
             d.ipid_max = ipid
@@ -407,6 +410,8 @@ def _note_send_order(d, ipid, tsval):
                 d.ipid_steps += 1
                 if step == 1:
                     d.ipid_ones += 1
+                    if before_ipid == d.ipid_max and before_len > d.one_seg:
+                        d.one_seg = before_len
                 d.ipid_max = ipid
             elif step < 0x10000 - IPID_STEP_MAX:
                 d.ipid_other += 1
@@ -830,7 +835,7 @@ def _rtt_sample(d, rtt, karn):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end, seglen, f, ip_id, tv, top_before,
-           seen_before, probe, ipid_ok, before_frame, before_ts, before_acked, why):
+           seen_before, probe, ipid_ok, before_frame, before_ts, before_acked, before_len, why):
     """The cause of a segment of direction ``d`` (module docstring, 1-3): (kind, EV_* bits, original
     captured, bytes seen before, bytes sent before, first transmission's frame and time, count, the gap
     and limit the rule measured, evidence frame, the IP ID and TSval compared with, event rows written).
@@ -977,9 +982,14 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
         # everything, the missing packets carried data, which can only be these bytes: a resend whose
         # original was lost before the capture point (a tail loss). Unasked, such a resend comes from a
         # timer, never within UNASKED_RESEND_MIN_NS of the original; sooner, the IDs skipped for another
-        # reason: a capture on the sending host shows segmentation-offload (TSO/GSO) packets, each
-        # counting one IP ID per segment it is cut into on the wire (Linux's ip_select_ident_segs)
+        # reason. And a capture on the sending host shows segmentation-offload (TSO/GSO) packets, each
+        # taking one IP ID per segment it is cut into on the wire (Linux's ip_select_ident_segs), their
+        # segment size not in the capture (Linux bounds it by half the peer's largest window, too): the
+        # previous packet may have taken as many IDs as it holds payloads of the largest packet shown to
+        # be one segment (``one_seg``); only one when it is no bigger; with no such packet yet, any number
         missing = ((ip_id - d.ipid_max) & 0xFFFF) - 1
+        if before_len > 0:
+            missing -= (before_len + d.one_seg - 1) // d.one_seg - 1 if d.one_seg > 0 else IPID_GAP_MAX
         if (1 <= missing < IPID_GAP_MAX and _ipid_per_connection(d) and (r.data_frame == NONE or r.data_frame < before_frame)
                 and (r.seen == 0 or (before_acked != NONE and before_acked >= r.top))
                 and r.acked != NONE and r.acked >= s and now - before_ts >= max(cv.rtt, UNASKED_RESEND_MIN_NS)):
@@ -1117,6 +1127,8 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         clock_back = d.prev_frame != NONE and now < d.prev_ts
         window_same = d.prev_win == wn
         before_frame = d.prev_frame  # this direction's previous packet (for the IP ID gap below)
+        before_len = d.prev_len
+        before_ipid = d.prev_ipid
         before_ts = d.prev_ts
         before_acked = d.acked  # and what it acknowledged
         d.prev_frame = fr
@@ -1193,7 +1205,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         probe = (aflags & (TCP_A_KEEP_ALIVE | TCP_A_ZERO_WINDOW_PROBE)) != 0
         kind, why, captured, overlap, resent, o_frame, o_ts, count, gap, limit, ref, ref_ipid, ref_tsv, n_ev = _cause(
             cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end, seglen, f, ip_id, tv, top_before,
-            seen_before, probe, _ipid_trusted(d), before_frame, before_ts, before_acked,
+            seen_before, probe, _ipid_trusted(d), before_frame, before_ts, before_acked, before_len,
             EV_CLOCK_BACK if clock_back else 0)
         # ---- a row for every frame either rule flags
         if kind != 0 or ws_kind != 0:
@@ -1269,7 +1281,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 d.uref = s
             if end > s:
                 d.data_frame = fr
-        _note_send_order(d, ip_id, tv)
+        _note_send_order(d, ip_id, tv, before_ipid, before_len)
         # ---- Zeek history/state, Wireshark completeness
         rexmit = seglen > 0 and seen_before and end <= top_before and d.zstate != ZS.RESET
         track_connection(cv, d, r, di, f, sq, seglen, wn, rexmit)

@@ -172,6 +172,9 @@ DIRECTION, NEW_DIRECTION = record(
     ("ipid_max", NONE, "highest IPv4 ID sent (16-bit serial order); -1 none"),
     ("ipid_steps", 0, "packets whose IP ID went up by a small step from the highest (a counter per packet)"),
     ("ipid_ones", 0, "of ``ipid_steps``, those of exactly one (a per-connection counter steps by one)"),
+    ("one_seg", 0, "largest payload of its packets followed by an IP ID step of exactly one: no bigger than "
+                   "the segment size then (a bigger packet, captured on the sending host, may be a TSO/GSO "
+                   "packet that takes one ID per segment it is cut into)"),
     ("ipid_other", 0, "packets whose IP ID did not (zero, repeated, far off); a little below counts for neither"),
     ("tsval_max", NONE, "highest TSval sent (serial order); -1 none"),
     # what the receiver said: the ACKs this direction sends about the reverse direction's data
