@@ -175,7 +175,8 @@ RETRANSMISSION_KINDS = {
                           "connection; a SYN-ACK with a new ISN restarts the server's sequence numbers)",
     "out_of_order": "network reordering: a segment sent once, arriving after higher data. Told from a "
                     "retransmission whose original was lost by its IPv4 ID (the sender's counter: below the "
-                    "highest sent means sent earlier) or its TCP TSval (older), and, when a copy of its bytes "
+                    "highest sent means sent earlier) or its TCP TSval (older); sent after a segment above it, "
+                    "it is a resend (the original came before those bytes). When a copy of its bytes "
                     "was captured first, by the same comparison with that copy (which is then the spurious "
                     "retransmission). Without either, timing decides (it came within the RTT of the highest "
                     "segment) and the reason says it was ambiguous",

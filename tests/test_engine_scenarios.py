@@ -431,6 +431,76 @@ def s41_ip_ids_of_an_offload_packet_then_a_pause():
     return _offload_packet_then_new_data(0.3)
 
 
+def s42_hole_fill_sent_after_the_segment_above():
+    """IPv6 (no IP ID): seq 1001 is lost before the capture point; the client sends new data, and 50 µs later
+    the hole's resend, both in the same TSval tick, well within the RTT of the highest segment: timing alone
+    says reordering. But its TSval is newer than that of the segment above the hole (seq 2001), which the
+    client sent after the hole's original: this copy is no original."""
+    cap = Capture(); f = cap.flow(v6=True)
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                                          # 4: seq 1
+    f.ends["c"][3] += 1000                                          # seq 1001 lost before the capture point
+    f.c("PA", 1000, dt=0.1 * MS)                                    # 5: seq 2001
+    f.c("PA", 1000, dt=0.1 * MS)                                    # 6: seq 3001
+    for hi in (3001, 4001, 4001):                                   # 7, 8, 9: ACK 1001 with SACK
+        f.s("A", dt=2 * MS, ack=1001, options=[("NOP", None), ("NOP", None),
+                                               ("SAck", (f.ends["c"][2] + 2001, f.ends["c"][2] + hi))])
+    f.c("PA", 1000, dt=2.2 * MS)                                    # 10: seq 4001, new data
+    f.c("PA", 1000, dt=0.05 * MS, seq=1001, advance=False)          # 11: the resend, same TSval as 10
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s43_late_original_sent_before_the_segment_above():
+    """The same picture, but the hole's bytes come with a TSval older than the segment above it: the
+    original, delayed in the network (and no loss signal makes it a resend)."""
+    cap = Capture(); f = cap.flow(v6=True)
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                                          # 4: seq 1
+    sent = int(round(cap.t * 1000)) & 0xFFFFFFFF                    # seq 1001 sent now (this TSval), delayed
+    f.ends["c"][3] += 1000
+    f.c("PA", 1000, dt=2 * MS)                                      # 5: seq 2001, 2 ms later (TSval + 2)
+    f.c("PA", 1000, dt=0.5 * MS)                                    # 6: seq 3001
+    f.c("PA", 1000, dt=0.05 * MS, seq=1001, advance=False,          # 7: seq 1001 at last
+        options=[("NOP", None), ("NOP", None), ("Timestamp", (sent, 0))])
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
+def s44_tail_loss_of_a_fin():
+    """s32 with the FIN lost before the capture point: its resend, a timeout later, is a tail loss too."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    for _ in range(16):
+        f.c("PA", 1000, dt=MS); f.s("A", dt=MS)                     # 4-35
+    f.c("PA", 1000, dt=MS)                                          # 36: IP ID 118
+    f.s("A", dt=MS)                                                 # 37: ACK of everything
+    f.ends["c"][4] += 1                                             # IP ID 119: the FIN, lost upstream
+    f.c("FA", dt=0.3)                                               # 38: the FIN again, IP ID 120
+    f.s("A", dt=MS)
+    return cap
+
+
+def s45_tail_loss_after_an_upstream_loss():
+    """s32 after a segment lost before the capture point mid-flight (a hole, where the IP IDs skip one too)
+    and resent: that skip is the lost packet, no sign of a per-host counter."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                                          # 4: seq 1, IP ID 102
+    f.ends["c"][3] += 1000; f.ends["c"][4] += 1                     # seq 1001, IP ID 103: lost upstream
+    f.c("PA", 1000, dt=0.1 * MS)                                    # 5: seq 2001, IP ID 104 (a hole)
+    f.s("A", dt=MS, ack=1001, options=[("NOP", None), ("NOP", None),
+                                       ("SAck", (f.ends["c"][2] + 2001, f.ends["c"][2] + 3001))])
+    f.c("PA", 1000, dt=0.3, seq=1001, advance=False)                # 7: the resend
+    f.s("A", dt=MS)                                                 # 8: ACK 3001
+    for _ in range(16):
+        f.c("PA", 1000, dt=MS); f.s("A", dt=MS)                     # 9-40
+    f.ends["c"][4] += 1                                             # a packet after the last, not captured
+    f.c("PA", 1000, dt=0.3)                                         # 41: the tail-loss resend
+    f.s("A", dt=MS)
+    return cap
+
+
 def s34_loss_recovery_after_timeout():
     """After a timeout resend, the SACK that follows asks for the next hole: still the timeout's loss
     recovery (Linux's Loss state, RFC 5681 5.1), not a fast retransmission."""
@@ -803,6 +873,32 @@ def test_an_ip_id_gap_is_no_evidence_when_an_ack_was_owed(tmp_path):
 def test_an_ip_id_gap_of_a_per_host_counter_is_no_evidence(tmp_path):
     t = analyzed(tmp_path, "s39_ip_id_gap_of_a_per_host_counter")
     assert t.retransmissions.empty
+
+
+def test_a_hole_fill_sent_after_the_segment_above_is_a_resend(tmp_path):
+    t = analyzed(tmp_path, "s42_hole_fill_sent_after_the_segment_above")
+    assert rows(t.retransmissions, *RX, "original_captured") == [(11, "fast_retransmission", None, 0, False)]
+    reason = t.retransmissions.reason[0]
+    assert reason.startswith("its 1000 bytes lie below the highest byte sent but were never captured: the "
+                             "original was lost before the capture point; TSval ")
+    assert "of a segment above it (sent after its original): sent after it" in reason
+
+
+def test_a_late_original_sent_before_the_segment_above_stays_out_of_order(tmp_path):
+    t = analyzed(tmp_path, "s43_late_original_sent_before_the_segment_above")
+    assert rows(t.retransmissions, *RX) == [(7, "out_of_order", None, 0)]
+
+
+def test_a_lost_fin_shows_in_the_ip_ids(tmp_path):
+    t = analyzed(tmp_path, "s44_tail_loss_of_a_fin")
+    assert rows(t.retransmissions, *RX, "original_captured") == [(38, "retransmission", None, 0, False)]
+    assert "1 packet of it not captured" in t.retransmissions.reason[0]
+
+
+def test_an_ip_id_skip_at_a_hole_is_no_sign_of_a_per_host_counter(tmp_path):
+    t = analyzed(tmp_path, "s45_tail_loss_after_an_upstream_loss")
+    assert rows(t.retransmissions, *RX, "original_captured") == [
+        (7, "retransmission", None, 0, False), (41, "retransmission", None, 0, False)]
 
 
 @pytest.mark.parametrize("name", ["s40_ip_ids_of_a_segmentation_offload_packet",

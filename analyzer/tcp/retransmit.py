@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..table import Masked, seconds
-from .sequence import (EV_ACKED, EV_CLOCK_BACK, EV_COPY_GONE, EV_DUPACKS, EV_IPID_EARLIER, EV_IPID_GAP, EV_IPID_LATER, EV_LATE,
-                       EV_PARTIAL, EV_RTO_RECOVERY, EV_SACK, EV_SACKED, EV_SEEN, EV_SIMOPEN, EV_TIMING,
+from .sequence import (EV_ABOVE, EV_ACKED, EV_CLOCK_BACK, EV_COPY_GONE, EV_DUPACKS, EV_IPID_EARLIER, EV_IPID_GAP,
+                       EV_IPID_LATER, EV_LATE, EV_PARTIAL, EV_RTO_RECOVERY, EV_SACK, EV_SACKED, EV_SEEN, EV_SIMOPEN, EV_TIMING,
                        EV_TSVAL_EARLIER, EV_TSVAL_LATER)
 from .state import NONE, NOTE_FIN_REPEATED, Evidence, Kind
 
@@ -213,7 +213,8 @@ def _text(v: _Row) -> str:
                     "not captured, while the peer had acknowledged everything and sent nothing to answer: they "
                     "carried these bytes, lost before the capture point (a tail loss)")
         else:
-            order = _order_text(why, v.ipid, v.ref_ipid, v.tsv, v.ref_tsv, "the highest sent")
+            order = _order_text(why, v.ipid, v.ref_ipid, v.tsv, v.ref_tsv,
+                                "a segment above it (sent after its original)" if why & EV_ABOVE else "the highest sent")
             text = (f"its {v.len} bytes lie below the highest byte sent but were never captured: the original "
                     "was lost before the capture point" + ("; " + order if order else
                                                            "; no IP ID or TSval to tell it from a late original "

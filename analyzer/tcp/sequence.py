@@ -15,7 +15,9 @@ capture holds (reference section h):
    records, and hole fills are remembered longer (``fills``), for originals delayed past many segments.
 2. A range never captured, below the highest byte: either a late original (network reordering: sent
    before the highest segment, so an older IP ID / TSval) or a retransmission whose original was lost
-   before the capture point (a newer one; ``original_captured`` false). Without IP IDs or timestamps,
+   before the capture point (a newer one; ``original_captured`` false). Sent after any segment above it
+   (``_above``), it is a resend even when the highest segment's IP ID / TSval cannot order them: new bytes
+   are sent in order, so the original came before those. Without IP IDs or timestamps,
    timing decides (under the RTT estimate: reordering), and the reason says it was ambiguous. The highest
    byte sent includes a pure ACK's sequence number (the sender's next byte), so a resend of data the
    capture never saw is recognised even when nothing after it was captured; and when the sender's IP IDs
@@ -102,6 +104,7 @@ EV_SIMOPEN = 8192  # a SYN-ACK of a simultaneous open (not a retransmission)
 EV_IPID_GAP = 16384  # at the highest byte, but IP IDs show packets of the sender missing: their resend
 EV_RTO_RECOVERY = 32768  # resent in the loss recovery after a timeout, whatever the receiver signalled
 EV_COPY_GONE = 65536  # its bytes were captured before, in a copy no longer kept: ordered against the highest sent
+EV_ABOVE = 131072  # never captured before, and sent after a copy of bytes above it: no original (those came later)
 
 _M32 = 0xFFFFFFFF
 
@@ -260,6 +263,21 @@ def _copies(d, records, s, e):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _above(d, records, e):
+    """Index of the recent transmission of direction ``d`` lowest above ``e`` (starting at or after it), or -1:
+    sent after the first transmission of any byte below ``e`` (a sender sends new bytes in order)."""
+    best = -1
+    i = d.rec_head
+    steps = 0
+    while i >= 0 and steps < RECORD_WALK:
+        if records[i].start >= e and (best < 0 or records[i].start <= records[best].start):
+            best = i
+        i = records[i].prev
+        steps += 1
+    return best
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _fill_of(d, s, e):
     """The slot of direction ``d``'s newest remembered hole fill overlapping [s, e), or -1."""
     best = -1
@@ -395,12 +413,13 @@ def _ws_kind(a):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _note_send_order(d, ipid, tsval, before_ipid, before_len):
+def _note_send_order(d, ipid, tsval, before_ipid, before_len, lost):
     """Follow the sender's IP ID and TSval counters (``ipid_max``, ``tsval_max``). An IP ID a little above
     the highest is a step of a counter; a little below, a packet sent earlier and delayed (which says nothing
     against the counter); anything else (zero, repeated, far off) counts against it. ``before_ipid`` and
     ``before_len`` are the sender's previous packet's IP ID and payload: one step up from it, it was a single
-    segment (``one_seg``)."""
+    segment (``one_seg``). ``lost``: the capture shows packets of the sender lost before this one (bytes
+    missing below it, or a tail loss), which a bigger step of a per-connection counter counts."""
     if ipid > 0:
         if d.ipid_max == NONE:
             d.ipid_max = ipid
@@ -412,6 +431,8 @@ def _note_send_order(d, ipid, tsval, before_ipid, before_len):
                     d.ipid_ones += 1
                     if before_ipid == d.ipid_max and before_len > d.one_seg:
                         d.one_seg = before_len
+                elif lost and step <= IPID_GAP_MAX:
+                    d.ipid_lost += 1
                 d.ipid_max = ipid
             elif step < 0x10000 - IPID_STEP_MAX:
                 d.ipid_other += 1
@@ -433,9 +454,9 @@ def _ipid_trusted(d):
 def _ipid_per_connection(d):
     """The sender's IP IDs count this connection's packets one by one (Linux's per-socket counter), so a
     skipped value is a packet of this connection the capture did not see: at least IPID_COUNTED steps of
-    exactly one, and almost no larger step (a per-host counter, as Windows keeps, skips values for the
-    host's other connections all the time)."""
-    return d.ipid_ones >= IPID_COUNTED and (d.ipid_steps - d.ipid_ones) * 50 <= d.ipid_ones
+    exactly one, and almost no larger step but those the capture shows packets lost for (a per-host counter,
+    as Windows keeps, skips values for the host's other connections all the time)."""
+    return d.ipid_ones >= IPID_COUNTED and (d.ipid_steps - d.ipid_ones - d.ipid_lost) * 50 <= d.ipid_ones
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -955,6 +976,14 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
                 ref_ipid = d.ipid_max
                 ref_tsv = d.tsval_max
                 order, bits = _sent_order(ip_id, tv, ref_ipid, ref_tsv, ipid_ok)
+                if order <= 0:  # not after the highest; but after a copy of bytes above it, it is no original
+                    y = _above(d, records, end)
+                    if y >= 0:
+                        y_order, y_bits = _sent_order(ip_id, tv, records[y].ipid, records[y].tsval, ipid_ok)
+                        if y_order > 0:
+                            order, bits = 1, y_bits | EV_ABOVE
+                            ref_ipid = records[y].ipid
+                            ref_tsv = records[y].tsval
                 why |= bits
                 if order == 0:
                     why |= EV_TIMING
@@ -974,12 +1003,12 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
                     captured = 0
                     if sig != NONE or limit == 0:
                         ref, gap, limit = sig, sgap, slimit
-    elif (seglen > 0 and not syn and not rst and not probe and seen_before and s == top_before and ipid_ok
+    elif (end > s and not syn and not rst and not probe and seen_before and s == top_before and ipid_ok
           and ip_id > 0 and d.ipid_max > 0 and before_frame != NONE):
         # ---- at the highest byte, in order; but when the sender's IP IDs show packets missing since its
         # previous captured one, which had already acknowledged all the peer's data, and the peer sent
         # nothing since that those packets could answer (no data, SYN or FIN) and had acknowledged
-        # everything, the missing packets carried data, which can only be these bytes: a resend whose
+        # everything, the missing packets carried data or a FIN, which can only be these: a resend whose
         # original was lost before the capture point (a tail loss). Unasked, such a resend comes from a
         # timer, never within UNASKED_RESEND_MIN_NS of the original; sooner, the IDs skipped for another
         # reason. And a capture on the sending host shows segmentation-offload (TSO/GSO) packets, each
@@ -1281,7 +1310,8 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 d.uref = s
             if end > s:
                 d.data_frame = fr
-        _note_send_order(d, ip_id, tv, before_ipid, before_len)
+        _note_send_order(d, ip_id, tv, before_ipid, before_len,
+                         (seen_before and s > top_before) or (why & EV_IPID_GAP) != 0)
         # ---- Zeek history/state, Wireshark completeness
         rexmit = seglen > 0 and seen_before and end <= top_before and d.zstate != ZS.RESET
         track_connection(cv, d, r, di, f, sq, seglen, wn, rexmit)

@@ -172,6 +172,8 @@ DIRECTION, NEW_DIRECTION = record(
     ("ipid_max", NONE, "highest IPv4 ID sent (16-bit serial order); -1 none"),
     ("ipid_steps", 0, "packets whose IP ID went up by a small step from the highest (a counter per packet)"),
     ("ipid_ones", 0, "of ``ipid_steps``, those of exactly one (a per-connection counter steps by one)"),
+    ("ipid_lost", 0, "of ``ipid_steps``, bigger ones the capture shows packets lost before it for (bytes "
+                     "missing below the packet, or a tail loss)"),
     ("one_seg", 0, "largest payload of its packets followed by an IP ID step of exactly one: no bigger than "
                    "the segment size then (a bigger packet, captured on the sending host, may be a TSO/GSO "
                    "packet that takes one ID per segment it is cut into)"),
