@@ -178,8 +178,9 @@ RETRANSMISSION_KINDS = {
                     "highest sent means sent earlier) or its TCP TSval (older); sent after a segment above it, "
                     "it is a resend (the original came before those bytes). When a copy of its bytes "
                     "was captured first, by the same comparison with that copy (which is then the spurious "
-                    "retransmission). Without either, timing decides (it came within the RTT of the highest "
-                    "segment) and the reason says it was ambiguous",
+                    "retransmission). Without either, timing decides (it came within the RTT of the lowest "
+                    "segment above it captured, sent after its original: RACK, RFC 8985, calls nothing lost "
+                    "sooner) and the reason says it was ambiguous",
     "duplicate": "the same packet captured twice (a SPAN port, two interfaces), any length, pure ACKs too: "
                  "identical seq, ack, length, flags, window, TSval, TSecr and first SACK block to an earlier packet "
                  "of its direction (the previous one, or one of the last few when the copies came interleaved), "
@@ -272,8 +273,8 @@ RETRANSMISSION_COLUMNS = _table(
     ("since_original", "Float64", "seconds since original_frame"),
     ("overlap_bytes", "int64", "payload bytes of this segment already seen in this direction"),
     ("evidence_frame", "Int64", "the frame the evidence came from: the receiver's signal (fast), the D-SACK, "
-                                "Eifel ACK or late original (spurious shown later), the highest segment or the other "
-                                "copy (out_of_order), the first copy (duplicate)"),
+                                "Eifel ACK or late original (spurious shown later), a segment above it (timing) or "
+                                "the other copy (out_of_order), the first copy (duplicate)"),
     ("reason", "str", "the evidence that decided the kind, in words"),
     ("wireshark_filter", "str", "display filter that shows this frame in Wireshark"),
 )

@@ -501,6 +501,24 @@ def s45_tail_loss_after_an_upstream_loss():
     return cap
 
 
+def s46_hole_fill_an_rtt_after_the_segment_above():
+    """IPv6 without timestamps: nothing orders the copies. Seq 1001 is never captured; the server SACKs
+    above it; 15 ms later (more than the 12 ms RTT after seq 2001, sent next after the hole's original) the
+    client sends new data and, 50 µs after it, the hole's bytes: timed from the highest segment it looks
+    reordered, timed from the segment above the hole it is too late for that (RACK, RFC 8985)."""
+    cap = Capture(); f = cap.flow(v6=True, timestamps=False)
+    f.handshake()                                                   # 1-3: RTT 12 ms
+    f.c("PA", 1000, dt=MS)                                          # 4: seq 1
+    f.ends["c"][3] += 1000                                          # seq 1001 lost before the capture point
+    f.c("PA", 1000, dt=0.1 * MS)                                    # 5: seq 2001
+    f.s("A", dt=0.3 * MS, ack=1001, options=[("NOP", None), ("NOP", None),   # 6: ACK 1001, SACK 2001-3001
+                                             ("SAck", (f.ends["c"][2] + 2001, f.ends["c"][2] + 3001))])
+    f.c("PA", 1000, dt=15 * MS)                                     # 7: seq 3001, new data
+    f.c("PA", 1000, dt=0.05 * MS, seq=1001, advance=False)          # 8: the hole's bytes
+    f.s("A", dt=MS); f.close()
+    return cap
+
+
 def s34_loss_recovery_after_timeout():
     """After a timeout resend, the SACK that follows asks for the next hole: still the timeout's loss
     recovery (Linux's Loss state, RFC 5681 5.1), not a fast retransmission."""
@@ -887,6 +905,12 @@ def test_a_hole_fill_sent_after_the_segment_above_is_a_resend(tmp_path):
 def test_a_late_original_sent_before_the_segment_above_stays_out_of_order(tmp_path):
     t = analyzed(tmp_path, "s43_late_original_sent_before_the_segment_above")
     assert rows(t.retransmissions, *RX) == [(7, "out_of_order", None, 0)]
+
+
+def test_a_hole_fill_is_timed_from_the_segment_above_it(tmp_path):
+    t = analyzed(tmp_path, "s46_hole_fill_an_rtt_after_the_segment_above")
+    assert rows(t.retransmissions, *RX, "original_captured", "wireshark_kind") == [
+        (8, "fast_retransmission", None, 0, False, "out_of_order")]  # Wireshark times it from frame 7
 
 
 def test_a_lost_fin_shows_in_the_ip_ids(tmp_path):

@@ -14,8 +14,8 @@ import numpy as np
 
 from ..table import Masked, seconds
 from .sequence import (EV_ABOVE, EV_ACKED, EV_CLOCK_BACK, EV_COPY_GONE, EV_DUPACKS, EV_IPID_EARLIER, EV_IPID_GAP,
-                       EV_IPID_LATER, EV_LATE, EV_PARTIAL, EV_RTO_RECOVERY, EV_SACK, EV_SACKED, EV_SEEN, EV_SIMOPEN, EV_TIMING,
-                       EV_TSVAL_EARLIER, EV_TSVAL_LATER)
+                       EV_IPID_LATER, EV_LATE, EV_PARTIAL, EV_RTO_RECOVERY, EV_SACK, EV_SACKED, EV_SEEN, EV_SIMOPEN,
+                       EV_TIMING, EV_TSVAL_EARLIER, EV_TSVAL_LATER)
 from .state import NONE, NOTE_FIN_REPEATED, Evidence, Kind
 
 KIND_NAMES = {k: k.name.lower() for k in Kind}  # the table's labels: Kind.FAST_RETRANSMISSION -> fast_retransmission
@@ -189,12 +189,13 @@ def _text(v: _Row) -> str:
                     + _order_text(why, v.ipid, v.ref_ipid, v.tsv, v.ref_tsv, "that copy")
                     + "; sent once, delayed in the network")
         elif why & EV_TIMING:
-            text = (f"none of its bytes captured before; it came {gap} after the highest segment (frame {ref}), "
-                    f"under {limit} (the RTT): reordering assumed (ambiguous: no IP ID or timestamps to order them)")
+            text = (f"none of its bytes captured before; it came {gap} after frame {ref}, whose bytes lie above it "
+                    f"(sent after its original), under {limit} (the RTT, before which RACK, RFC 8985, calls no "
+                    "segment lost): reordering assumed (ambiguous: no IP ID or timestamps to order them)")
         else:
             text = ("none of its bytes captured before; "
                     + _order_text(why, v.ipid, v.ref_ipid, v.tsv, v.ref_tsv, "the highest sent")
-                    + f", yet it came {gap} after the highest segment (frame {ref}): reordered before the "
+                    + f", yet it came {gap} after frame {ref}, whose bytes lie above it: reordered before the "
                     "capture point")
     else:
         if v.captured:

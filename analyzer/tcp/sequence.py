@@ -17,8 +17,9 @@ capture holds (reference section h):
    before the highest segment, so an older IP ID / TSval) or a retransmission whose original was lost
    before the capture point (a newer one; ``original_captured`` false). Sent after any segment above it
    (``_above``), it is a resend even when the highest segment's IP ID / TSval cannot order them: new bytes
-   are sent in order, so the original came before those. Without IP IDs or timestamps,
-   timing decides (under the RTT estimate: reordering), and the reason says it was ambiguous. The highest
+   are sent in order, so the original came before those. Without IP IDs or timestamps, timing decides:
+   within the RTT estimate of the lowest segment above it captured (sent next after its original), it is
+   reordering, as RACK (RFC 8985) calls nothing lost sooner; the reason says it was ambiguous. The highest
    byte sent includes a pure ACK's sequence number (the sender's next byte), so a resend of data the
    capture never saw is recognised even when nothing after it was captured; and when the sender's IP IDs
    show packets missing while the peer gave it nothing to answer, an in-order segment sent a timeout
@@ -976,27 +977,30 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
                 ref_ipid = d.ipid_max
                 ref_tsv = d.tsval_max
                 order, bits = _sent_order(ip_id, tv, ref_ipid, ref_tsv, ipid_ok)
-                if order <= 0:  # not after the highest; but after a copy of bytes above it, it is no original
-                    y = _above(d, records, end)
-                    if y >= 0:
-                        y_order, y_bits = _sent_order(ip_id, tv, records[y].ipid, records[y].tsval, ipid_ok)
-                        if y_order > 0:
-                            order, bits = 1, y_bits | EV_ABOVE
-                            ref_ipid = records[y].ipid
-                            ref_tsv = records[y].tsval
+                y = _above(d, records, end)
+                if order <= 0 and y >= 0:  # not after the highest; but after a copy of bytes above it, no original
+                    y_order, y_bits = _sent_order(ip_id, tv, records[y].ipid, records[y].tsval, ipid_ok)
+                    if y_order > 0:
+                        order, bits = 1, y_bits | EV_ABOVE
+                        ref_ipid = records[y].ipid
+                        ref_tsv = records[y].tsval
                 why |= bits
+                # timing: how late after the segment sent next after its original (the lowest captured above
+                # it), else after the highest segment
+                after_frame = records[y].frame if y >= 0 else d.top_frame
+                after_ts = records[y].ts if y >= 0 else d.top_ts
                 if order == 0:
                     why |= EV_TIMING
                     window = cv.rtt if cv.rtt > 0 else REORDER_UNKNOWN_RTT_NS
-                    order = -1 if 0 <= now - d.top_ts < window else 1
-                    gap = now - d.top_ts
+                    order = -1 if 0 <= now - after_ts < window else 1
+                    gap = now - after_ts
                     limit = window
                 if order < 0:
                     kind = Kind.OUT_OF_ORDER
                     resent = 0
-                    ref = d.top_frame
+                    ref = after_frame
                     if limit == 0:
-                        gap = now - d.top_ts
+                        gap = now - after_ts
                 else:
                     kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now)
                     why |= tb
