@@ -163,7 +163,8 @@ RETRANSMISSION_KINDS = {
     "fast_retransmission": "needed, triggered by the receiver: it was sending 2+ duplicate ACKs for exactly this "
                            "sequence number, SACK blocks showing data above it received, or a partial ACK during "
                            "fast recovery asked for it (RFC 5681, 6675, 6582), and it was resent within 2 RTT (at "
-                           "least 20 ms) of that signal, outside the recovery after a timeout",
+                           "least 20 ms) of that signal, or later but as a SACK hole above the cumulative ACK "
+                           "(which a timeout resends first), outside the recovery after a timeout",
     "spurious_retransmission": "not needed, the receiver already had every byte: acknowledged or SACKed before it "
                                "was sent; or shown afterwards: a D-SACK (RFC 2883) covering it; the ACK that moved "
                                "the receiver's left edge over it echoing a TSval older than its own, when that "

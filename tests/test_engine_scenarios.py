@@ -519,6 +519,29 @@ def s46_hole_fill_an_rtt_after_the_segment_above():
     return cap
 
 
+def s47_sack_recovery_reaches_a_second_hole_late():
+    """Two segments lost before the capture point (seq 1001 and 3001). The server's SACKs show both holes; the
+    client resends the first at once, and the second 40 ms later (over 2 RTTs after the first signal) while
+    the cumulative ACK still stands at 1001: a timeout would have resent 1001 first, so this is the SACK
+    recovery reaching the next hole (RFC 6675), not a timeout."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()                                                   # 1-3: RTT 12 ms
+    isn = f.ends["c"][2]
+    f.c("PA", 1000, dt=MS)                                          # 4: seq 1
+    f.ends["c"][3] += 1000; f.ends["c"][4] += 1                     # seq 1001 lost upstream
+    f.c("PA", 1000, dt=0.1 * MS)                                    # 5: seq 2001
+    f.ends["c"][3] += 1000; f.ends["c"][4] += 1                     # seq 3001 lost upstream
+    f.c("PA", 1000, dt=0.1 * MS)                                    # 6: seq 4001
+    f.s("A", dt=0.3 * MS, ack=1001, options=[("NOP", None), ("NOP", None), ("SAck", (isn + 2001, isn + 3001))])
+    f.s("A", dt=0.1 * MS, ack=1001, options=[("NOP", None), ("NOP", None),     # 8: both holes shown
+                                             ("SAck", (isn + 4001, isn + 5001, isn + 2001, isn + 3001))])
+    f.c("PA", 1000, dt=0.2 * MS, seq=1001, advance=False)           # 9: the first hole, at once
+    f.c("PA", 1000, dt=40 * MS, seq=3001, advance=False)            # 10: the second, 40 ms later
+    f.s("A", dt=MS, ack=5001)
+    f.close()
+    return cap
+
+
 def s34_loss_recovery_after_timeout():
     """After a timeout resend, the SACK that follows asks for the next hole: still the timeout's loss
     recovery (Linux's Loss state, RFC 5681 5.1), not a fast retransmission."""
@@ -911,6 +934,15 @@ def test_a_hole_fill_is_timed_from_the_segment_above_it(tmp_path):
     t = analyzed(tmp_path, "s46_hole_fill_an_rtt_after_the_segment_above")
     assert rows(t.retransmissions, *RX, "original_captured", "wireshark_kind") == [
         (8, "fast_retransmission", None, 0, False, "out_of_order")]  # Wireshark times it from frame 7
+
+
+def test_sack_recovery_reaching_a_hole_late_is_no_timeout(tmp_path):
+    t = analyzed(tmp_path, "s47_sack_recovery_reaches_a_second_hole_late")
+    assert rows(t.retransmissions, *RX, "original_captured") == [
+        (9, "fast_retransmission", None, 0, False), (10, "fast_retransmission", None, 0, False)]
+    assert t.retransmissions.reason[1].endswith(
+        "(frame 7), resent 40.3 ms later: a hole above the cumulative ACK, which a timeout would have resent first: "
+        "SACK loss recovery, hole by hole (RFC 6675)")
 
 
 def test_a_lost_fin_shows_in_the_ip_ids(tmp_path):

@@ -14,8 +14,8 @@ import numpy as np
 
 from ..table import Masked, seconds
 from .sequence import (EV_ABOVE, EV_ACKED, EV_CLOCK_BACK, EV_COPY_GONE, EV_DUPACKS, EV_IPID_EARLIER, EV_IPID_GAP,
-                       EV_IPID_LATER, EV_LATE, EV_PARTIAL, EV_RTO_RECOVERY, EV_SACK, EV_SACKED, EV_SEEN, EV_SIMOPEN,
-                       EV_TIMING, EV_TSVAL_EARLIER, EV_TSVAL_LATER)
+                       EV_IPID_LATER, EV_LATE, EV_PARTIAL, EV_RTO_RECOVERY, EV_SACK, EV_SACK_HOLE, EV_SACKED, EV_SEEN,
+                       EV_SIMOPEN, EV_TIMING, EV_TSVAL_EARLIER, EV_TSVAL_LATER)
 from .state import NONE, NOTE_FIN_REPEATED, Evidence, Kind
 
 KIND_NAMES = {k: k.name.lower() for k in Kind}  # the table's labels: Kind.FAST_RETRANSMISSION -> fast_retransmission
@@ -64,6 +64,9 @@ def _trigger_text(kind: int, why: int, count: int, ref: int, gap: str, limit: st
         return (f"resent in the loss recovery after the timeout retransmission in frame {ref}, {gap} earlier "
                 "(the sender resends what is still missing of the window it had sent, RFC 5681 5.1)"
                 + (f", as {signal} asked" if signal else ""))
+    if why & EV_SACK_HOLE:
+        return (f"{signal} (frame {ref}), resent {gap} later: a hole above the cumulative ACK, which a timeout "
+                "would have resent first: SACK loss recovery, hole by hole (RFC 6675)")
     if kind == Kind.FAST_RETRANSMISSION:
         return f"{signal} (frame {ref}), resent {gap} later, within {limit}: fast recovery"
     if why & EV_LATE:

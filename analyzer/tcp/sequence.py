@@ -28,7 +28,8 @@ capture holds (reference section h):
 3. A retransmission is ``spurious`` when the receiver had every byte (acknowledged or SACKed before it),
    else ``fast_retransmission`` when the receiver was signalling the loss (2+ duplicate ACKs for it, a SACK
    above it, or a partial ACK during recovery) and it followed that signal promptly (before a timeout
-   could fire) outside the loss recovery after a timeout, else ``retransmission`` (a timeout, or resent in
+   could fire), or later but as a SACK hole above the cumulative ACK (a timeout resends the ACK point
+   first), outside the loss recovery after a timeout, else ``retransmission`` (a timeout, or resent in
    the recovery after one). Later evidence shows a retransmission was not needed and is written to its
    row: a D-SACK (``_check_pending``), the TSecr of the ACK that moves the receiver's left edge
    (``_eifel``), or, without SACK, a repeated ACK with nothing new from the sender (``_dupack_evidence``).
@@ -106,6 +107,7 @@ EV_IPID_GAP = 16384  # at the highest byte, but IP IDs show packets of the sende
 EV_RTO_RECOVERY = 32768  # resent in the loss recovery after a timeout, whatever the receiver signalled
 EV_COPY_GONE = 65536  # its bytes were captured before, in a copy no longer kept: ordered against the highest sent
 EV_ABOVE = 131072  # never captured before, and sent after a copy of bytes above it: no original (those came later)
+EV_SACK_HOLE = 262144  # a SACK hole above the cumulative ACK, resent late but not by a timeout (that resends the ACK point)
 
 _M32 = 0xFFFFFFFF
 
@@ -745,6 +747,11 @@ def _trigger(cv, d, r, s, end, now):
     again = d.retx_seq == s and d.retx_ts >= r.signal_ts  # resent once already since the signal: a timeout
     if 0 <= gap < limit and not again:
         return Kind.FAST_RETRANSMISSION, bits, r.dupacks, r.signal_frame, gap, limit
+    if bits == EV_SACK and s > r.acked and not again and gap >= 0:
+        # a hole above the cumulative ACK: a timeout resends the first unacknowledged byte (RFC 6298 5.4), and
+        # no such resend began a recovery; holes are resent one by one as the SACK scoreboard lets the sender
+        # (RFC 6675 NextSeg), however long after the first signal the recovery reaches this one
+        return Kind.FAST_RETRANSMISSION, bits | EV_SACK_HOLE, r.dupacks, r.signal_frame, gap, limit
     return Kind.RETRANSMISSION, bits | EV_LATE, r.dupacks, r.signal_frame, gap, limit
 
 
