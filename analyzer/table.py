@@ -281,9 +281,9 @@ def _arrow_strings(values: np.ndarray):
         text = "".join(items)  # TypeError when a value is missing (None or NaN)
         lengths = np.fromiter(map(len, items), dtype=np.int64, count=n)
         data = text.encode()
-        if len(data) != len(text):  # not all ASCII: lengths in bytes, string by string
-            encoded = list(map(str.encode, items))
-            lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
+        if len(data) != len(text):  # not all ASCII: the length in bytes of the strings that are not
+            wide = np.flatnonzero(~np.fromiter(map(str.isascii, items), dtype=bool, count=n))
+            lengths[wide] = [len(items[i].encode()) for i in wide.tolist()]
         valid = None
     except TypeError:
         valid = np.fromiter((isinstance(x, str) for x in items), dtype=bool, count=n)
