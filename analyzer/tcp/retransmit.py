@@ -95,7 +95,7 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
     # everything a row's wording depends on: the rows of one shape take the same branches in ``_text``
     shapes, inverse = np.unique(_shape_keys([
         ev["kind"], ev["ws_kind"], ev["why"], ev["captured"], ev["note"], ev["spur"], syn_ack, ev["ipid"] > 0,
-        ev["orig_frame"] != NONE, ev["overlap"] > 0, np.clip(ev["count"], -1, 3), ev["spur_a"] > 0]),
+        ev["orig_frame"] != NONE, ev["overlap"] > 0, np.clip(ev["count"], -1, 3), ev["spur_a"] > 0, ev["len"] > 0]),
         axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     order = np.argsort(inverse, kind="stable")
@@ -215,10 +215,11 @@ def _text(v: _Row) -> str:
             text = (f"at the highest byte sent, but IP ID {v.ipid} follows {v.ref_ipid} of the sender's previous "
                     f"packet (frame {ref}, {gap} earlier): {missing} packet{'s' if missing > 1 else ''} of it "
                     "not captured, while the peer had acknowledged everything and sent nothing to answer: they "
-                    "carried these bytes, lost before the capture point (a tail loss)")
+                    f"carried {'these bytes' if v.len > 0 else 'this FIN'}, lost before the capture point (a tail "
+                    "loss)")
         else:
-            order = _order_text(why, v.ipid, v.ref_ipid, v.tsv, v.ref_tsv,
-                                "a segment above it (sent after its original)" if why & EV_ABOVE else "the highest sent")
+            what = "a segment above it (sent after its original)" if why & EV_ABOVE else "the highest sent"
+            order = _order_text(why, v.ipid, v.ref_ipid, v.tsv, v.ref_tsv, what)
             text = (f"its {v.len} bytes lie below the highest byte sent but were never captured: the original "
                     "was lost before the capture point" + ("; " + order if order else
                                                            "; no IP ID or TSval to tell it from a late original "
