@@ -896,14 +896,18 @@ def test_a_pure_ack_shows_bytes_the_capture_never_saw(tmp_path):
                                                   "captured: the original was lost before the capture point")
 
 
+def _tail_loss_reason(carried: str) -> str:
+    """The reason of frame 38 of s32 and s44: IP ID 119 of the client (after frame 36's 118) not captured."""
+    return ("at the highest byte sent, but IP ID 120 follows 118 of the sender's previous packet (frame 36, 301 ms "
+            "earlier): 1 packet of it not captured, while the peer had acknowledged everything and sent nothing "
+            f"to answer: they carried {carried}, lost before the capture point (a tail loss)")
+
+
 def test_a_tail_loss_shows_in_the_ip_ids(tmp_path):
     t = analyzed(tmp_path, "s32_tail_loss_by_ip_id")
     assert rows(t.retransmissions, *RX, "original_captured", "wireshark_kind") == [
         (38, "retransmission", None, 0, False, "")]  # Wireshark sees nothing: the segment is in order
-    assert t.retransmissions.reason[0].startswith(
-        "at the highest byte sent, but IP ID 120 follows 118 of the sender's previous packet (frame 36, 301 ms "
-        "earlier): 1 packet of it not captured, while the peer had acknowledged everything and sent nothing to "
-        "answer: they carried these bytes, lost before the capture point (a tail loss)")
+    assert t.retransmissions.reason[0].startswith(_tail_loss_reason("these bytes"))
 
 
 def test_an_ip_id_gap_is_no_evidence_when_an_ack_was_owed(tmp_path):
@@ -951,10 +955,7 @@ def test_sack_recovery_reaching_a_hole_late_is_no_timeout(tmp_path):
 def test_a_lost_fin_shows_in_the_ip_ids(tmp_path):
     t = analyzed(tmp_path, "s44_tail_loss_of_a_fin")
     assert rows(t.retransmissions, *RX, "original_captured") == [(38, "retransmission", None, 0, False)]
-    assert t.retransmissions.reason[0].startswith(
-        "at the highest byte sent, but IP ID 120 follows 118 of the sender's previous packet (frame 36, 301 ms "
-        "earlier): 1 packet of it not captured, while the peer had acknowledged everything and sent nothing to "
-        "answer: they carried this FIN, lost before the capture point (a tail loss)")
+    assert t.retransmissions.reason[0].startswith(_tail_loss_reason("this FIN"))
 
 
 def test_an_ip_id_skip_at_a_hole_is_no_sign_of_a_per_host_counter(tmp_path):
