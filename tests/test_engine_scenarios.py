@@ -404,20 +404,27 @@ def s39_ip_id_gap_of_a_per_host_counter():
     return cap
 
 
-def _offload_packet_then_new_data(dt):
-    """Captured on the sending host: full-size segments (1460 bytes), then a TSO/GSO packet carrying two
-    segments' bytes, which takes two IP IDs (one per segment cut on the wire); the server acknowledges
-    everything at once and the client's next segment, new data in order, follows ``dt`` s later."""
+def _client_ids_skip_after(last, dt):
+    """Captured on the sending host: 16 full-size segments (1460 bytes) with their ACKs, then segments of
+    sizes ``last``, after which the client's IP IDs skip one; the server acknowledges everything at once and
+    the client's next segment, new data in order, follows ``dt`` s later."""
     cap = Capture(); f = cap.flow()
     f.handshake()
     for _ in range(16):
         f.c("PA", 1460, dt=MS); f.s("A", dt=MS)                     # 4-35: IP IDs step by one
-    f.c("PA", 2920, dt=MS)                                          # 36: two segments in one, IP ID 118 ...
-    f.ends["c"][4] += 1                                             # ... and 119
-    f.s("A", dt=0.05 * MS)                                          # 37: ACK of everything
-    f.c("PA", 1000, dt=dt)                                          # 38: IP ID 120, new data in order
+    for size in last:
+        f.c("PA", size, dt=MS)
+    f.ends["c"][4] += 1                                             # an IP ID no captured packet has
+    f.s("A", dt=0.05 * MS)                                          # ACK of everything
+    f.c("PA", 1000, dt=dt)                                          # new data in order
     f.s("A", dt=MS)
     return cap
+
+
+def _offload_packet_then_new_data(dt):
+    """A TSO/GSO packet carrying two segments' bytes (frame 36), which takes two IP IDs (one per segment cut
+    on the wire), then new data ``dt`` s after the ACK: the skipped ID is the offload packet's own."""
+    return _client_ids_skip_after((2920,), dt)
 
 
 def s40_ip_ids_of_a_segmentation_offload_packet():
@@ -974,17 +981,7 @@ def test_an_ip_id_gap_after_a_single_segment_is_a_tail_loss_whatever_came_before
     """s41 with the offload packet's bytes sent as two full-size segments (each shown to be one segment):
     the same skipped ID, 300 ms later, is a tail loss again; and a small packet before the skip is too."""
     for last in ((1460, 1460), (500,)):
-        cap = Capture(); f = cap.flow()
-        f.handshake()
-        for _ in range(16):
-            f.c("PA", 1460, dt=MS); f.s("A", dt=MS)
-        for size in last:
-            f.c("PA", size, dt=MS)
-        f.s("A", dt=0.05 * MS)
-        f.ends["c"][4] += 1                                         # a packet after the last, not captured
-        f.c("PA", 1000, dt=0.3)
-        f.s("A", dt=MS)
-        t = cap.analyze(tmp_path)
+        t = _client_ids_skip_after(last, 0.3).analyze(tmp_path)     # the skipped ID: a packet not captured
         frame = 4 + 32 + len(last) + 1
         assert rows(t.retransmissions, *RX, "original_captured") == [(frame, "retransmission", None, 0, False)]
 

@@ -16,7 +16,7 @@ capture holds (reference section h):
 2. A range never captured, below the highest byte: either a late original (network reordering: sent
    before the highest segment, so an older IP ID / TSval) or a retransmission whose original was lost
    before the capture point (a newer one; ``original_captured`` false). Sent after any segment above it
-   (``_above``), it is a resend even when the highest segment's IP ID / TSval cannot order them: new bytes
+   (``_copies``), it is a resend even when the highest segment's IP ID / TSval cannot order them: new bytes
    are sent in order, so the original came before those. Without IP IDs or timestamps, timing decides:
    within the RTT estimate of the lowest segment above it captured (sent next after its original), it is
    reordering, as RACK (RFC 8985) calls nothing lost sooner; the reason says it was ambiguous. The highest
@@ -107,7 +107,7 @@ EV_IPID_GAP = 16384  # at the highest byte, but IP IDs show packets of the sende
 EV_RTO_RECOVERY = 32768  # resent in the loss recovery after a timeout, whatever the receiver signalled
 EV_COPY_GONE = 65536  # its bytes were captured before, in a copy no longer kept: ordered against the highest sent
 EV_ABOVE = 131072  # never captured before, and sent after a copy of bytes above it: no original (those came later)
-EV_SACK_HOLE = 262144  # a SACK hole above the cumulative ACK, resent late but not by a timeout (that resends the ACK point)
+EV_SACK_HOLE = 262144  # a SACK hole above the cumulative ACK resent late, not by a timeout (that resends the ACK point)
 
 _M32 = 0xFFFFFFFF
 
@@ -250,9 +250,12 @@ def _add_record(d, records, ct, s, e, frame, ts, tsval, ipid, flags):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _copies(d, records, s, e):
-    """(oldest, newest) indexes of the recent transmissions of direction ``d`` overlapping [s, e), or -1."""
+    """(oldest, newest) indexes of the recent transmissions of direction ``d`` overlapping [s, e), and the one
+    lowest above it (starting at or after ``e``: sent after the first transmission of any byte below ``e``,
+    as a sender sends new bytes in order); -1 where none."""
     oldest = -1
     newest = -1
+    above = -1
     i = d.rec_head
     steps = 0
     while i >= 0 and steps < RECORD_WALK:
@@ -260,24 +263,11 @@ def _copies(d, records, s, e):
             oldest = i
             if newest < 0:
                 newest = i
+        elif records[i].start >= e and (above < 0 or records[i].start <= records[above].start):
+            above = i
         i = records[i].prev
         steps += 1
-    return oldest, newest
-
-
-@njit(cache=True, nogil=True, _nrt=False)
-def _above(d, records, e):
-    """Index of the recent transmission of direction ``d`` lowest above ``e`` (starting at or after it), or -1:
-    sent after the first transmission of any byte below ``e`` (a sender sends new bytes in order)."""
-    best = -1
-    i = d.rec_head
-    steps = 0
-    while i >= 0 and steps < RECORD_WALK:
-        if records[i].start >= e and (best < 0 or records[i].start <= records[best].start):
-            best = i
-        i = records[i].prev
-        steps += 1
-    return best
+    return oldest, newest, above
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -886,7 +876,7 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
     ref_ipid = NONE
     ref_tsv = NONE
     if (seglen > 0 or syn or fin) and not rst and not probe and seen_before and s < top_before:
-        orig, copy = _copies(d, records, s, end)
+        orig, copy, above = _copies(d, records, s, end)
         # the newest copy captured before: a kept record, else a remembered hole fill
         c_frame = NONE
         c_ts = NONE
@@ -984,18 +974,17 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
                 ref_ipid = d.ipid_max
                 ref_tsv = d.tsval_max
                 order, bits = _sent_order(ip_id, tv, ref_ipid, ref_tsv, ipid_ok)
-                y = _above(d, records, end)
-                if order <= 0 and y >= 0:  # not after the highest; but after a copy of bytes above it, no original
-                    y_order, y_bits = _sent_order(ip_id, tv, records[y].ipid, records[y].tsval, ipid_ok)
-                    if y_order > 0:
-                        order, bits = 1, y_bits | EV_ABOVE
-                        ref_ipid = records[y].ipid
-                        ref_tsv = records[y].tsval
+                if order <= 0 and above >= 0:  # not after the highest; but after a copy of bytes above it, no original
+                    above_order, above_bits = _sent_order(ip_id, tv, records[above].ipid, records[above].tsval, ipid_ok)
+                    if above_order > 0:
+                        order, bits = 1, above_bits | EV_ABOVE
+                        ref_ipid = records[above].ipid
+                        ref_tsv = records[above].tsval
                 why |= bits
                 # timing: how late after the segment sent next after its original (the lowest captured above
                 # it), else after the highest segment
-                after_frame = records[y].frame if y >= 0 else d.top_frame
-                after_ts = records[y].ts if y >= 0 else d.top_ts
+                after_frame = records[above].frame if above >= 0 else d.top_frame
+                after_ts = records[above].ts if above >= 0 else d.top_ts
                 if order == 0:
                     why |= EV_TIMING
                     window = cv.rtt if cv.rtt > 0 else REORDER_UNKNOWN_RTT_NS
