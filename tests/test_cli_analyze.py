@@ -164,6 +164,86 @@ def test_a_full_disk_leaves_no_table_looking_complete(cap, tmp_path, capsys, mon
     assert _tables_in(out) == []
 
 
+@pytest.mark.parametrize("failing", ["connections", "handshakes", "retransmissions", "events", "packets"])
+def test_a_full_disk_in_either_writing_process_is_one_line(cap, tmp_path, capsys, monkeypatch, failing):
+    """The tables are written by two processes (this one and a forked copy): whichever writes the table
+    that meets the full disk, the run ends with the same one line and no table left."""
+    import errno
+
+    from analyzer.report import writers
+
+    out = tmp_path / "out"
+    assert main(["analyze", str(cap), "-o", str(out), "-q", "--packets"]) == 0
+    real = writers.write_table
+
+    def fill_up(table, path, format):
+        if f".{failing}." in path.name:
+            path.write_bytes(b"frame,ts")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(table, path, format)
+
+    monkeypatch.setattr(writers, "write_table", fill_up)
+    assert main(["analyze", str(cap), "-o", str(out), "-q", "--packets"]) == 1
+    assert capsys.readouterr().err == f"tcp-analyzer: {out}: cannot write the tables: No space left on device\n"
+    assert _tables_in(out) == []
+
+
+def test_a_killed_writing_process_is_one_line(cap, tmp_path, capsys, monkeypatch):
+    """The forked copy that writes half of the tables is killed: one line saying so, no table left."""
+    import os
+    import signal
+
+    from analyzer.report import writers
+
+    parent = os.getpid()
+    real = writers.write_table
+
+    def die_in_the_copy(table, path, format):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real(table, path, format)
+
+    monkeypatch.setattr(writers, "write_table", die_in_the_copy)
+    out = tmp_path / "out"
+    assert main(["analyze", str(cap), "-o", str(out), "-q", "--packets"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tcp-analyzer: {out}: table writer was killed by signal SIGKILL") and err.count("\n") == 1
+    assert _tables_in(out) == []
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json"])
+def test_tables_written_by_two_processes_equal_those_written_by_one(cap, tmp_path, monkeypatch, fmt):
+    """Every table byte for byte the same whether a forked copy writes half of them or this process all."""
+    from analyzer.report import writers
+
+    report = analyzer.analyze(cap, packets=True)
+    report.write(tmp_path / "two", format=fmt)
+    monkeypatch.setattr(writers, "_can_fork", lambda: False)
+    report.write(tmp_path / "one", format=fmt)
+    names = _tables_in(tmp_path / "one")
+    assert len(names) == 5 and _tables_in(tmp_path / "two") == names
+    for name in names:
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+
+
+def test_no_fork_while_another_thread_runs():
+    """A forked copy of a process with other threads could wait forever on a lock one of them held: with a
+    thread running (a notebook's, an application's), the tables are written without forking."""
+    import threading
+
+    from analyzer.report import writers
+
+    assert writers._can_fork()  # pytest runs the tests in one thread
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        assert not writers._can_fork()
+    finally:
+        release.set()
+        thread.join()
+
+
 def test_a_real_full_disk(tmp_path, capsys):
     """The same on a 64 KiB tmpfs (root): the packet table of 2,000 segments does not fit."""
     import subprocess

@@ -55,14 +55,18 @@ class _Spill:
         at, self._end = self._end, self._end + data.size
         return at, data.size
 
+    def flush(self) -> None:
+        """Hand what is buffered to the file (before a read; before a fork, so that only one process does)."""
+        if self._dirty:
+            self._file.flush()
+            self._dirty = False
+
     def read(self, fields: list[pa.Field], places: list[tuple[int, int]]) -> list[pa.Array]:
         """The columns at ``places`` ((offset, size) each, ``fields`` their types): one read of the span they
         cover (a piece's columns lie side by side)."""
         import pyarrow as pa
 
-        if self._dirty:
-            self._file.flush()
-            self._dirty = False
+        self.flush()
         lo = min(at for at, _ in places)
         hi = max(at + size for at, size in places)
         data = pa.py_buffer(os.pread(self._file.fileno(), hi - lo, lo))
@@ -242,6 +246,7 @@ class DiskSink(RowSink):
         for k in (0, 1):
             for bucket in list(self._held[k]):
                 self._flush(k, bucket)
+        self._spill.flush()
         return tuple(SpilledTable(self._columns[k], self._spill, self._pieces[k], self._rows[k]) for k in (0, 1))
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import schema
 from ..errors import AnalyzerError
-from ..table import Masked, Table
+from ..table import TEXT, Masked, Table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,6 +68,62 @@ def _in_threads(calls: list[Callable[[], None]]) -> None:
         t.join()
     if errors:
         raise errors[0]
+
+
+def _can_fork() -> bool:
+    """Whether a forked copy of this process may write tables: fork exists, no other Python thread runs (one
+    could hold a lock the copy would wait on forever: an application's, logging's), and this process may
+    have children (a daemonic worker may not)."""
+    import multiprocessing
+    import threading
+
+    return hasattr(os, "fork") and threading.active_count() == 1 and not multiprocessing.current_process().daemon
+
+
+def _work(table: AnyTable) -> float:
+    """A rough cost of writing ``table``: its cells, a text cell as four (the reasons, filters and details)."""
+    columns = table.columns
+    if not len(columns) or isinstance(columns[0], str):  # a DataFrame
+        return float(len(table) * len(columns))
+    return float(len(table) * sum(4 if c.dtype in TEXT else 1 for c in columns))
+
+
+def _in_two_processes(calls: list[Callable[[], None]], weights: list[float], where: Path) -> None:
+    """Run ``calls`` in two halves of about equal ``weights``: one in a forked copy of this process, the
+    other here, at the same time. Building a table's text columns holds the GIL, so threads would take
+    their turns; two processes use two cores. An error in the copy comes back as one ``OutputError``;
+    on any error the copy is stopped before the caller removes the partial files."""
+    from .parallel import _Worker  # (here: parallel imports the report, which imports this module)
+
+    halves: tuple[list, list] = ([], [])
+    load = [0.0, 0.0]
+    for i in sorted(range(len(calls)), key=lambda i: -weights[i]):
+        k = 0 if load[0] <= load[1] else 1
+        halves[k].append(calls[i])
+        load[k] += weights[i]
+
+    def copy(conn) -> None:
+        try:
+            for call in halves[1]:
+                call()
+        except OSError as exc:
+            raise _output_error(where, exc) from None
+        conn.send(("done",))
+
+    worker = _Worker(f"{where}: table writer", copy)
+    try:
+        for call in halves[0]:
+            call()
+        worker.receive()
+    except BaseException:
+        worker.stop()
+        raise
+    worker.stop(done=True)
+    worker.process.join()  # (it ends as soon as it said so)
+
+
+def _output_error(where: Path, exc: OSError) -> OutputError:
+    return OutputError(f"{where}: cannot write the tables: {exc.strerror or exc}")
 
 
 def table_path(out_dir: str | os.PathLike, name: str, format: str) -> Path:
@@ -153,7 +209,9 @@ def _replace(where: Path, finals: dict[Path, AnyTable], format: str, remove_earl
     parts = {final: final.parent / f".{final.stem}.{token}.part" for final in finals}
     calls = [lambda t=t, p=parts[final]: write_table(t, p, format) for final, t in finals.items()]
     try:
-        if format == "csv" and len(calls) > 1:
+        if len(calls) > 1 and _can_fork():
+            _in_two_processes(calls, [_work(t) for t in finals.values()], where)
+        elif format == "csv" and len(calls) > 1:
             _in_threads(calls)
         else:
             for call in calls:
@@ -166,7 +224,7 @@ def _replace(where: Path, finals: dict[Path, AnyTable], format: str, remove_earl
             part.unlink(missing_ok=True)
         remove_earlier()
         if isinstance(exc, OSError):
-            raise OutputError(f"{where}: cannot write the tables: {exc.strerror or exc}") from None
+            raise _output_error(where, exc) from None
         raise
     return list(finals)
 

@@ -92,24 +92,42 @@ def reasons(ev: np.ndarray, since: np.ndarray, syn_ack: np.ndarray) -> np.ndarra
     if not n:
         return out
     times = {"since": since, "gap": ev["gap"], "limit": ev["limit"]}  # (worded only where a template shows them)
+    worded: dict[str, np.ndarray] = {}  # each duration column worded once for all rows, when first shown
     # everything a row's wording depends on: the rows of one shape take the same branches in ``_text``
-    shapes, inverse = np.unique(_shape_keys([
-        ev["kind"], ev["ws_kind"], ev["why"], ev["captured"], ev["note"], ev["spur"], syn_ack, ev["ipid"] > 0,
-        ev["orig_frame"] != NONE, ev["overlap"] > 0, np.clip(ev["count"], -1, 3), ev["spur_a"] > 0, ev["len"] > 0]),
-        axis=0, return_inverse=True)
+    parts = [ev["kind"], ev["ws_kind"], ev["why"], ev["captured"], ev["note"], ev["spur"], syn_ack, ev["ipid"] > 0,
+             ev["orig_frame"] != NONE, ev["overlap"] > 0, np.clip(ev["count"], -1, 3), ev["spur_a"] > 0, ev["len"] > 0]
+    shapes, inverse = np.unique(_shape_keys(parts), axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(shapes) + 1))
     for k in range(len(shapes)):
         rows = order[bounds[k]:bounds[k + 1]]
-        template, shown = _template(ev[rows[0]], bool(syn_ack[rows[0]]))
+        first = int(rows[0])
+        shape = tuple(int(part[first]) for part in parts)
+        if shape not in _TEMPLATES:
+            if len(_TEMPLATES) >= MAX_TEMPLATES:
+                _TEMPLATES.clear()
+            _TEMPLATES[shape] = _template(ev[first], bool(syn_ack[first]))
+        template, shown = _TEMPLATES[shape]
         if not shown:
             out[rows] = template
             continue
-        columns = [durations(times[name][rows]) if SHOWN[name] is None else ev[SHOWN[name]][rows].tolist()
-                   for name in shown]
+        columns = []
+        for name in shown:
+            if SHOWN[name] is None:
+                if name not in worded:
+                    worded[name] = np.array(durations(times[name]), dtype=object)
+                columns.append(worded[name][rows].tolist())
+            else:
+                columns.append(ev[SHOWN[name]][rows].tolist())
         out[rows] = [template % t for t in zip(*columns)]
     return out
+
+
+# the template of each shape of row met so far (a shape: the values ``reasons`` tells wordings apart by; a
+# few hundred of them in all, each worded the same way in every chunk and capture)
+_TEMPLATES: dict[tuple, tuple[str, list[str]]] = {}
+MAX_TEMPLATES = 1 << 12  # (evidence bits could make more shapes than any capture shows: then start again)
 
 
 def _shape_keys(parts: list[np.ndarray]) -> np.ndarray:
