@@ -172,6 +172,7 @@ def test_a_full_disk_in_either_writing_process_is_one_line(cap, tmp_path, capsys
 
     from analyzer.report import writers
 
+    monkeypatch.setattr(writers, "FORK_WORK", 0)  # (tables this small are written by one process)
     out = tmp_path / "out"
     assert main(["analyze", str(cap), "-o", str(out), "-q", "--packets"]) == 0
     real = writers.write_table
@@ -195,6 +196,7 @@ def test_a_killed_writing_process_is_one_line(cap, tmp_path, capsys, monkeypatch
 
     from analyzer.report import writers
 
+    monkeypatch.setattr(writers, "FORK_WORK", 0)
     parent = os.getpid()
     real = writers.write_table
 
@@ -216,6 +218,7 @@ def test_tables_written_by_two_processes_equal_those_written_by_one(cap, tmp_pat
     """Every table byte for byte the same whether a forked copy writes half of them or this process all."""
     from analyzer.report import writers
 
+    monkeypatch.setattr(writers, "FORK_WORK", 0)
     report = analyzer.analyze(cap, packets=True)
     report.write(tmp_path / "two", format=fmt)
     monkeypatch.setattr(writers, "_can_fork", lambda: False)
@@ -224,6 +227,18 @@ def test_tables_written_by_two_processes_equal_those_written_by_one(cap, tmp_pat
     assert len(names) == 5 and _tables_in(tmp_path / "two") == names
     for name in names:
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+
+
+def test_small_tables_are_written_without_a_fork(cap, tmp_path, monkeypatch):
+    """A fork costs milliseconds: not worth it for a small capture's tables (many captures in one run)."""
+    from analyzer.report import writers
+
+    def no_fork(*args):
+        raise AssertionError("forked for a small capture")
+
+    monkeypatch.setattr(writers, "_in_two_processes", no_fork)
+    assert main(["analyze", str(cap), "-o", str(tmp_path), "-q", "--packets"]) == 0
+    assert len(_tables_in(tmp_path)) == 5
 
 
 def test_no_fork_while_another_thread_runs():

@@ -88,32 +88,47 @@ def _work(table: AnyTable) -> float:
     return float(len(table) * sum(4 if c.dtype in TEXT else 1 for c in columns))
 
 
+FORK_WORK = 1e6  # tables this heavy (``_work``, ~0.1 s to write) are worth a fork (~7 ms)
+TAKE_WAIT_S = 2.0  # how long a writing process waits for the other to hand back the count of calls taken
+
+
 def _in_two_processes(calls: list[Callable[[], None]], weights: list[float], where: Path) -> None:
-    """Run ``calls`` in two halves of about equal ``weights``: one in a forked copy of this process, the
-    other here, at the same time. Building a table's text columns holds the GIL, so threads would take
-    their turns; two processes use two cores. An error in the copy comes back as one ``OutputError``;
-    on any error the copy is stopped before the caller removes the partial files."""
+    """Run ``calls`` in two processes at once, this one and a forked copy, each taking the next call not
+    yet taken, heaviest ``weights`` first (so neither waits on a wrong guess of a table's cost). Building
+    a table's text columns holds the GIL, so threads would take their turns; two processes use two cores.
+    An error in the copy comes back as one ``OutputError``; on any error the copy is stopped before the
+    caller removes the partial files."""
+    import multiprocessing
+
     from .parallel import _Worker  # (here: parallel imports the report, which imports this module)
 
-    halves: tuple[list, list] = ([], [])
-    load = [0.0, 0.0]
-    for i in sorted(range(len(calls)), key=lambda i: -weights[i]):
-        k = 0 if load[0] <= load[1] else 1
-        halves[k].append(calls[i])
-        load[k] += weights[i]
+    order = sorted(range(len(calls)), key=lambda i: -weights[i])
+    taken = multiprocessing.get_context("fork").Value("i", 0)  # calls taken so far, by either process
+
+    def take_calls() -> None:
+        lock = taken.get_lock()
+        while True:
+            # (held for two lines; not given back in time: the other process died holding it, which the
+            # parent learns from its pipe, or it is alive and takes the rest itself)
+            if not lock.acquire(timeout=TAKE_WAIT_S):
+                return
+            k = taken.value
+            taken.value = k + 1
+            lock.release()
+            if k >= len(order):
+                return
+            calls[order[k]]()
 
     def copy(conn) -> None:
         try:
-            for call in halves[1]:
-                call()
+            take_calls()
         except OSError as exc:
             raise _output_error(where, exc) from None
         conn.send(("done",))
 
     worker = _Worker(f"{where}: table writer", copy)
     try:
-        for call in halves[0]:
-            call()
+        take_calls()
         worker.receive()
     except BaseException:
         worker.stop()
@@ -209,8 +224,9 @@ def _replace(where: Path, finals: dict[Path, AnyTable], format: str, remove_earl
     parts = {final: final.parent / f".{final.stem}.{token}.part" for final in finals}
     calls = [lambda t=t, p=parts[final]: write_table(t, p, format) for final, t in finals.items()]
     try:
-        if len(calls) > 1 and _can_fork():
-            _in_two_processes(calls, [_work(t) for t in finals.values()], where)
+        weights = [_work(t) for t in finals.values()]
+        if len(calls) > 1 and sum(weights) >= FORK_WORK and _can_fork():
+            _in_two_processes(calls, weights, where)
         elif format == "csv" and len(calls) > 1:
             _in_threads(calls)
         else:
