@@ -140,7 +140,7 @@ def _endpoint_hash(u32, w, j, port):
 @njit(cache=True, nogil=True, _nrt=False)
 def connection_group(u32, j, sport, dport, groups):
     """The connection group (0 .. ``groups`` - 1) of row ``j``, whose addresses are written, and its ports."""
-    h = _endpoint_hash(u32, Q_SRC0, j, sport) + _endpoint_hash(u32, Q_DST0, j, dport)
+    h = _endpoint_hash(u32, np.int64(Q_SRC0), j, sport) + _endpoint_hash(u32, np.int64(Q_DST0), j, dport)
     h = (h ^ (h >> np.uint64(30))) * GROUP_MIX
     h ^= h >> np.uint64(31)
     return np.int64(h % np.uint64(groups))
@@ -153,7 +153,7 @@ def split_groups(u32, u16, n, groups, rows, counts):
     for g in range(groups):
         counts[g] = 0
     for j in range(n):
-        g = connection_group(u32, j, u16[Q_SPORT, j], u16[Q_DPORT, j], groups)
+        g = connection_group(u32, j, np.int64(u16[Q_SPORT, j]), np.int64(u16[Q_DPORT, j]), groups)
         rows[g, counts[g]] = j
         counts[g] += 1
 
@@ -542,7 +542,7 @@ def _nflog(d, p, end, wend):
     the first TLV's length only makes sense big-endian."""
     if p + 8 > end:
         return p, 0, ST_SHORT, wend
-    ipver = _address_family(d[p])
+    ipver = _address_family(np.int64(d[p]))
     if not ipver:
         return p, 0, ST_NOT_IP, wend
     q = p + 4

@@ -25,7 +25,7 @@ import numpy as np
 from .. import jit
 
 GROUPS = ("read", "engine")
-EXPECTED_SECONDS = 10  # what the one line says a cold compile takes on a 2-core machine
+EXPECTED_SECONDS = 15  # what the one line says a cold compile takes on a 2-core machine (14.4-15.7 s measured)
 
 
 def _tiny_pcap() -> bytes:

@@ -171,7 +171,7 @@ def run_bpf(prog, data, offsets, caplens, wirelens, frames, mem, keep):
                         break
                     v = mem[k]
                 elif mode == BPF_MSH and cls == BPF_LDX and size == BPF_B:
-                    v = _load(data, start, buflen, k, 1)
+                    v = _load(data, start, buflen, k, np.int64(1))
                     if v < 0:
                         break
                     v = (v & 0xF) << 2

@@ -113,9 +113,9 @@ def track_connection(cv, d, r, di, flags, seq, seglen, window, rexmit):
     n_special = int(syn) + int(fin) + int(rst)
     if n_special > 1:
         if fin and rst:
-            _once(cv, d, di, _ONCE_I, 73)  # 'I'
+            _once(cv, d, di, np.int64(_ONCE_I), np.int64(73))  # 'I'
         else:
-            _once(cv, d, di, _ONCE_Q, 81)  # 'Q'
+            _once(cv, d, di, np.int64(_ONCE_Q), np.int64(81))  # 'Q'
     elif syn:
         if d.z_syn_seq == NONE or d.z_syn_seq != seq:
             _add_letter(cv, di, 72 if ackf else 83)  # 'H' / 'S'
@@ -123,24 +123,24 @@ def track_connection(cv, d, r, di, flags, seq, seglen, window, rexmit):
     elif fin:
         end = (seq + seglen) & 0xFFFFFFFF
         if d.z_fin_seq == NONE or d.z_fin_seq != end:
-            _add_letter(cv, di, 70)  # 'F'
+            _add_letter(cv, di, np.int64(70))  # 'F'
         d.z_fin_seq = end
     elif rst:
         if d.z_rst_seq == NONE or d.z_rst_seq != seq:
-            _add_letter(cv, di, 82)  # 'R'
+            _add_letter(cv, di, np.int64(82))  # 'R'
         d.z_rst_seq = seq
     elif seglen > 0:
-        _once(cv, d, di, _ONCE_D, 68)  # 'D'
+        _once(cv, d, di, np.int64(_ONCE_D), np.int64(68))  # 'D'
     elif ackf:
-        _once(cv, d, di, _ONCE_A, 65)  # 'A'
+        _once(cv, d, di, np.int64(_ONCE_A), np.int64(65))  # 'A'
     if rexmit:
         d.z_rxmit += 1
         if _power_of_ten(d.z_rxmit):
-            _add_letter(cv, di, 84)  # 'T'
+            _add_letter(cv, di, np.int64(84))  # 'T'
     if window == 0 and not syn and not rst:
         d.z_zwin += 1
         if _power_of_ten(d.z_zwin):
-            _add_letter(cv, di, 87)  # 'W'
+            _add_letter(cv, di, np.int64(87))  # 'W'
 
 
 def histories(history: np.ndarray, lengths: np.ndarray, client_dir: np.ndarray) -> np.ndarray:

@@ -273,7 +273,7 @@ def _copies(d, records, s, e):
 @njit(cache=True, nogil=True, _nrt=False)
 def _fill_of(d, s, e):
     """The slot of direction ``d``'s newest remembered hole fill overlapping [s, e), or -1."""
-    best = -1
+    best = np.int64(-1)
     for k in range(FILLS):
         f = d.fills[k]
         if (f[FILL_FRAME] != NONE and f[FILL_START] < e and f[FILL_END] > s
@@ -433,7 +433,7 @@ def _note_send_order(d, ipid, tsval, before_ipid, before_len, lost):
                     d.ipid_max = ipid
     elif ipid == 0:
         d.ipid_other += 1
-    if tsval >= 0 and (d.tsval_max == NONE or _order(tsval, d.tsval_max, 32) > 0):
+    if tsval >= 0 and (d.tsval_max == NONE or _order(tsval, d.tsval_max, np.int64(32)) > 0):
         d.tsval_max = tsval
 
 
@@ -578,7 +578,7 @@ def _free_slot(d, pend, ct, k):
 def _add_pending(d, pend, ct, ev_index, s, e):
     """Keep a retransmission [s, e) of direction ``d`` until the receiver shows whether it was needed."""
     p = _pend_row(d, pend, ct)
-    k = 0
+    k = np.int64(0)
     for j in range(PEND_SLOTS):  # a free slot, else the oldest
         if pend[p, j].ev == NONE:
             k = j
@@ -611,14 +611,14 @@ def _check_pending(r, pend, events, ct, frame, a, nsack, le0, re0, le1, re1):
         if not dsack and nsack > 1:
             dsack = _unwrap(r, le1) <= l0 and r0 <= _unwrap(r, re1)
         if dsack and r0 > l0:
-            best = -1
+            best = np.int64(-1)
             for k in range(PEND_SLOTS):
                 slot = pend[p, k]
                 if (slot.ev != NONE and slot.start >= l0 and slot.end <= r0
                         and (best < 0 or slot.ev > pend[p, best].ev)):
                     best = k
             if best >= 0:
-                _refine(events, pend[p, best].ev, Evidence.DSACK, frame, l0, r0, 0)
+                _refine(events, pend[p, best].ev, Evidence.DSACK, frame, l0, r0, np.int64(0))
                 _free_slot(r, pend, ct, best)
 
 
@@ -680,13 +680,13 @@ def _dupack_evidence(r, pend, events, ct, frame, a):
     """The receiver of direction ``r`` repeated its ACK ``a`` unprompted (``analyze_batch`` checks when): the
     latest waiting retransmission at or below ``a`` was not needed."""
     p = r.pend_row
-    best = -1
+    best = np.int64(-1)
     for k in range(PEND_SLOTS):
         slot = pend[p, k]
         if slot.ev != NONE and slot.end <= a and (best < 0 or slot.ev > pend[p, best].ev):
             best = k
     if best >= 0:
-        _refine(events, pend[p, best].ev, Evidence.DUPACK, frame, a, 0, 0)
+        _refine(events, pend[p, best].ev, Evidence.DUPACK, frame, a, np.int64(0), np.int64(0))
         _free_slot(r, pend, ct, best)
 
 
@@ -695,13 +695,13 @@ def _sent_order(ipid, tsval, ref_ipid, ref_tsval, ipid_ok):
     """Whether a packet was sent after (1) or before (-1) a reference, by IP ID (when the sender's IP IDs
     are trusted) then TSval; 0 when neither tells. Returns (order, EV_* bits)."""
     if ipid_ok and ipid > 0 and ref_ipid > 0:
-        o = _order(ipid, ref_ipid, 16)
+        o = _order(ipid, ref_ipid, np.int64(16))
         if o > 0:
             return 1, EV_IPID_LATER
         if o < 0:
             return -1, EV_IPID_EARLIER
     if tsval >= 0 and ref_tsval >= 0:
-        o = _order(tsval, ref_tsval, 32)
+        o = _order(tsval, ref_tsval, np.int64(32))
         if o > 0:
             return 1, EV_TSVAL_LATER
         if o < 0:
@@ -764,31 +764,32 @@ def _finding(findings, ct, frame, ts, c, di, what, x, y):
 @njit(cache=True, nogil=True, _nrt=False)
 def _findings(d, findings, ct, frame, ts, c, di, a, lost, ack_lost, window):
     """The events-table rows of Wireshark's flags ``a`` on a packet of direction ``d``, counted per direction."""
+    NO = np.int64(0)  # (not the constant 0: numba would compile _finding once more for its literal type)
     if a & TCP_A_DUPLICATE_ACK:
         d.h_dupacks += 1
         _finding(findings, ct, frame, ts, c, di, Finding.DUPLICATE_ACK, d.ws_dupacknum, d.ws_dupack_frame)
     if a & TCP_A_ZERO_WINDOW:
         d.h_zero_windows += 1
-        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW, 0, 0)
+        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW, NO, NO)
     if a & TCP_A_ZERO_WINDOW_PROBE:
-        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW_PROBE, 0, 0)
+        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW_PROBE, NO, NO)
     if a & TCP_A_ZERO_WINDOW_PROBE_ACK:
-        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW_PROBE_ACK, 0, 0)
+        _finding(findings, ct, frame, ts, c, di, Finding.ZERO_WINDOW_PROBE_ACK, NO, NO)
     if a & TCP_A_WINDOW_FULL:
         d.h_window_full += 1
-        _finding(findings, ct, frame, ts, c, di, Finding.WINDOW_FULL, 0, 0)
+        _finding(findings, ct, frame, ts, c, di, Finding.WINDOW_FULL, NO, NO)
     if a & TCP_A_WINDOW_UPDATE:
-        _finding(findings, ct, frame, ts, c, di, Finding.WINDOW_UPDATE, window, 0)
+        _finding(findings, ct, frame, ts, c, di, Finding.WINDOW_UPDATE, window, NO)
     if a & TCP_A_KEEP_ALIVE:
-        _finding(findings, ct, frame, ts, c, di, Finding.KEEP_ALIVE, 0, 0)
+        _finding(findings, ct, frame, ts, c, di, Finding.KEEP_ALIVE, NO, NO)
     if a & TCP_A_KEEP_ALIVE_ACK:
-        _finding(findings, ct, frame, ts, c, di, Finding.KEEP_ALIVE_ACK, 0, 0)
+        _finding(findings, ct, frame, ts, c, di, Finding.KEEP_ALIVE_ACK, NO, NO)
     if a & TCP_A_LOST_PACKET:
         d.h_lost += 1
-        _finding(findings, ct, frame, ts, c, di, Finding.LOST_SEGMENT, lost, 0)
+        _finding(findings, ct, frame, ts, c, di, Finding.LOST_SEGMENT, lost, NO)
     if a & TCP_A_ACK_LOST_PACKET:
         d.h_ack_lost += 1
-        _finding(findings, ct, frame, ts, c, di, Finding.ACK_LOST_SEGMENT, ack_lost, 0)
+        _finding(findings, ct, frame, ts, c, di, Finding.ACK_LOST_SEGMENT, ack_lost, NO)
 
 
 @njit(cache=True, nogil=True, _nrt=False)
@@ -938,7 +939,7 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
                     ref = c_frame if c_frame != NONE else d.top_frame
                     gap = now - (c_ts if c_frame != NONE else d.top_ts)
                     if c_ev != NONE:
-                        _refine(events, c_ev, Evidence.LATE_ORIGINAL, fr, ip_id, tv, 0)
+                        _refine(events, c_ev, Evidence.LATE_ORIGINAL, fr, ip_id, tv, np.int64(0))
                     elif copy >= 0:  # the copy had no row (it arrived in order): it gets one now
                         rec = records[copy]
                         events[ev_base + n_ev] = NEW_EVENT[0]
@@ -1053,7 +1054,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
     ct = counter[0]
     batch = ct.batch
     ev_base = ct.events
-    n_ev = 0
+    n_ev = np.int64(0)
     for i in range(len(tid)):
         f = np.int64(flags[i])
         fr = frame[i]
@@ -1083,15 +1084,15 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 ct.late += 1
                 stream_out[i] = c
                 continue
-            c = _new_conversation(conv, dirs, counter, t, lo, fr, now, np.int64(vlan[i]), 0)
+            c = _new_conversation(conv, dirs, counter, t, lo, fr, now, np.int64(vlan[i]), np.int64(0))
             tuple_conv[t] = c
         elif c >= 0:
             d = dirs[2 * c + (0 if lo == conv[c].first_lo else 1)]
             if syn and not ackf and d.ws_base_set == 1 and sq != d.ws_base:
-                c = _new_conversation(conv, dirs, counter, t, lo, fr, now, np.int64(vlan[i]), 1)
+                c = _new_conversation(conv, dirs, counter, t, lo, fr, now, np.int64(vlan[i]), np.int64(1))
                 tuple_conv[t] = c
         else:
-            c = _new_conversation(conv, dirs, counter, t, lo, fr, now, np.int64(vlan[i]), 0)
+            c = _new_conversation(conv, dirs, counter, t, lo, fr, now, np.int64(vlan[i]), np.int64(0))
             tuple_conv[t] = c
         stream_out[i] = c
         tuple_last[t] = now

@@ -22,6 +22,8 @@ Reference: tcp-analysis-reference.md section B.5; the comments name the code the
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..jit import njit
 from ..schema import TH_ACK, TH_FIN, TH_RST, TH_SYN
 from .state import NONE
@@ -285,7 +287,7 @@ def analyze(cv, d, r, frame, now, seq, ack, seglen, flags, window, wscale, ua, c
         if seglen > 0 and r.ws_lastack != 0 and le_seq((seq + seglen) & _M32, r.ws_lastack):
             a |= TCP_A_SPURIOUS_RETRANSMISSION
         elif (not_advanced and (r.ws_dupacknum >= 2 or r.ws_dupacknum == -1) and r.ws_lastack == seq
-              and within(now, r.ws_lastack_ts, FAST_RETRANSMIT_NS)):
+              and within(now, r.ws_lastack_ts, np.int64(FAST_RETRANSMIT_NS))):
             a |= TCP_A_FAST_RETRANSMISSION
         elif (not_advanced and within(now, d.ws_nextseq_ts, ooo_limit)
               and d.ws_nextseq != ((seq + seglen + sf) & _M32)):
