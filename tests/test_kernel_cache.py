@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analyzer import jit
@@ -162,3 +163,20 @@ def test_analyze_as_nobody_refuses_the_planted_cache_and_uses_a_private_one(nobo
     assert any(own.rglob("*.nbi")), "the kernels were cached in the private folder"
     assert not any((nobody_world / "xdg" / jit.CACHE_NAME).iterdir())
     assert not any((nobody_world / "pkg").rglob("__pycache__"))
+
+
+def test_every_source_hands_the_decoder_a_writable_buffer(tmp_path):
+    """numba compiles a kernel once per argument type, and a read-only array is another type: were a live
+    capture's or a reassembled datagram's bytes read-only, their first use after ``make`` would compile the
+    decoder again (~10 s). File batches and batches built from frames must both be writable."""
+    from analyzer.sources.files import FrameSource
+    from analyzer.sources.frames import FrameBatch
+
+    from . import capwrite as cw
+
+    built = FrameBatch.from_frames([b"\x00" * 60, b"\x01" * 70], [0, 1])
+    assert built.data.flags.writeable and built.data.dtype == np.uint8
+    path = tmp_path / "x.pcap"
+    path.write_bytes(cw.pcap([(0, b"\x00" * 60), (1000, b"\x01" * 70)]))
+    for batch in FrameSource(str(path)).batches(16):
+        assert batch.data.flags.writeable and batch.data.dtype == np.uint8

@@ -61,7 +61,9 @@ class FrameBatch:
         offsets = np.zeros(len(frames), dtype=np.int64)
         if len(frames) > 1:
             np.cumsum(lens[:-1], out=offsets[1:])
-        data = np.frombuffer(b"".join(frames), dtype=np.uint8)
+        # writable, as a file's buffer is: a read-only array is another type to numba, for which the
+        # decoder would be compiled once more (~10 s) at the first live capture or fragmented datagram
+        data = np.frombuffer(bytearray().join(frames), dtype=np.uint8)
         return cls(
             data=data, offsets=offsets, caplens=lens,
             wirelens=lens.copy() if wirelens is None else np.asarray(wirelens, dtype=np.int32),
