@@ -56,6 +56,16 @@ def seconds(ns) -> np.ndarray:
     return np.copysign(q, ns)
 
 
+STREAM_FILTER = "tcp.stream eq "  # Wireshark's display filter field for a stream id
+
+
+def wireshark_filters(stream, frame) -> np.ndarray:
+    """Each row's display filter that finds its frame in Wireshark, "tcp.stream eq S && frame.number == F"
+    (the ``wireshark_filter`` column of the retransmissions and events tables)."""
+    return np.asarray([f"{STREAM_FILTER}{s} && frame.number == {f}"
+                       for s, f in zip(np.asarray(stream).tolist(), np.asarray(frame).tolist())], dtype=object)
+
+
 def nanoseconds(secs) -> np.ndarray:
     """The integer nanoseconds nearest to float seconds (NaN gives INT64_MIN, which is NaT as a datetime64).
 

@@ -368,15 +368,19 @@ def _text(values):
 
 def test_merge_renumbers_streams_and_keeps_each_tables_order():
     """Two groups' tables, one of them made up (a future events table): stream ids become the rank of the
-    first frame, in stream columns and in Wireshark filters (the row's own, and any other), rows go in
+    first frame, in stream columns and in Wireshark filters (the row's own, and any other; the
+    wireshark_filter column made again from the new ids), rows go in
     frame order where there is a frame column, else in stream order; nullable columns keep their gaps."""
     a = {"conns": _table(stream=[0, 1], first_frame=[1, 7]),
          "events": _table(frame=[2, 9], stream=[0, 1],
                           note=_text(["tcp.stream eq 0 && frame.number == 2",
                                       "after tcp.stream eq 0, tcp.stream eq 1"]),
-                          gap=Masked(np.array([5, 0]), np.array([False, True])))}
+                          gap=Masked(np.array([5, 0]), np.array([False, True])),
+                          wireshark_filter=_text(["tcp.stream eq 0 && frame.number == 2",
+                                                  "tcp.stream eq 1 && frame.number == 9"]))}
     b = {"conns": _table(stream=[0], first_frame=[3]),
-         "events": _table(frame=[4], stream=[0], note=_text([None]), gap=Masked(np.array([6]), np.array([False])))}
+         "events": _table(frame=[4], stream=[0], note=_text([None]), gap=Masked(np.array([6]), np.array([False])),
+                          wireshark_filter=_text(["tcp.stream eq 0 && frame.number == 4"]))}
     maps = stream_maps([first_frames(a), first_frames(b)])
     assert [m.tolist() for m in maps] == [[0, 2], [1]]
     merged = merge([renumber(a, maps[0]), renumber(b, maps[1])])
@@ -386,6 +390,9 @@ def test_merge_renumbers_streams_and_keeps_each_tables_order():
     assert ev.values("frame").tolist() == [2, 4, 9] and ev.values("stream").tolist() == [0, 1, 2]
     assert ev.values("note").tolist() == ["tcp.stream eq 0 && frame.number == 2", None,
                                           "after tcp.stream eq 0, tcp.stream eq 2"]
+    assert ev.values("wireshark_filter").tolist() == ["tcp.stream eq 0 && frame.number == 2",
+                                                      "tcp.stream eq 1 && frame.number == 4",
+                                                      "tcp.stream eq 2 && frame.number == 9"]
     assert ev.data["gap"].missing.tolist() == [False, False, True]
 
 

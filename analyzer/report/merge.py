@@ -8,7 +8,8 @@ frame. The merge gives the tables one process gives, byte for byte, for every ta
 - ``stream`` (Wireshark's tcp.stream) is the rank of the connection's first frame among the first frames
   of all groups' connections (``stream_maps``, from the table that has ``first_frame``). ``renumber``
   maps each group's ``stream`` columns and the "tcp.stream eq N" its text columns hold (Wireshark
-  filters); on a Dask cluster it runs where the group's tables are, in parallel; with ``--jobs``, in the
+  filters: the ``wireshark_filter`` column is made again from the new ids, as the engine makes it, which
+  takes a third of the time of rewriting each text); on a Dask cluster it runs where the group's tables are, in parallel; with ``--jobs``, in the
   process that merges, each worker's tables as they come (no round trip: measured no slower).
 - Row order (``order_column``): a table with a ``frame`` column is in frame order, any other with a
   ``stream`` column in stream order. A frame or a stream belongs to one group, so ``merge`` is a stable
@@ -31,12 +32,12 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import AnalyzerError
-from ..table import TEXT, Masked, Table
+from ..table import STREAM_FILTER, TEXT, Masked, Table, wireshark_filters
 
 STREAM = "stream"
 FRAME = "frame"
 FIRST_FRAME = "first_frame"
-STREAM_FILTER = "tcp.stream eq "  # Wireshark's display filter field for a stream id
+FILTER = "wireshark_filter"  # "tcp.stream eq S && frame.number == F" (table.wireshark_filters) in each row
 _STREAM_FILTER = re.compile(r"(tcp\.stream eq )(\d+)")
 
 
@@ -83,7 +84,9 @@ def renumber(tables: dict[str, Table], mapping: np.ndarray) -> dict[str, Table]:
         if STREAM in data:
             data[STREAM] = mapping[np.asarray(data[STREAM])]
         for c in table.columns:
-            if c.dtype in TEXT and not isinstance(data[c.name], Masked):
+            if c.name == FILTER and STREAM in data and FRAME in data:
+                data[c.name] = wireshark_filters(data[STREAM], data[FRAME])
+            elif c.dtype in TEXT and not isinstance(data[c.name], Masked):
                 data[c.name] = _renumber_text(data[c.name], table.data.get(STREAM), mapping)
         out[name] = Table(table.columns, data)
     return out

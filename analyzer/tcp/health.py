@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..table import Masked, seconds
+from ..table import Masked, seconds, wireshark_filters
 from .state import NONE, Finding, Gathered
 
 # at most this many findings on one packet: every Wireshark flag at once, a capture gap, an RTT sample
@@ -63,8 +63,7 @@ def finding_rows(rows: np.ndarray, client_dir: np.ndarray) -> dict:
         "stream": stream,
         "event": EVENT_NAMES[rows["what"]],
         "detail": _details(rows),
-        "wireshark_filter": np.asarray([f"tcp.stream eq {s} && frame.number == {f}"
-                                        for s, f in zip(stream.tolist(), frame.tolist())], dtype=object),
+        "wireshark_filter": wireshark_filters(stream, frame),
     }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..table import Masked, seconds
+from ..table import Masked, seconds, wireshark_filters
 from .sequence import (EV_ABOVE, EV_ACKED, EV_CLOCK_BACK, EV_COPY_GONE, EV_DUPACKS, EV_IPID_EARLIER, EV_IPID_GAP,
                        EV_IPID_LATER, EV_LATE, EV_PARTIAL, EV_RTO_RECOVERY, EV_SACK, EV_SACK_HOLE, EV_SACKED, EV_SEEN,
                        EV_SIMOPEN, EV_TIMING, EV_TSVAL_EARLIER, EV_TSVAL_LATER)
@@ -283,7 +283,6 @@ def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarr
     stream = ev["conv"]
     seq = ev["seq"]
     ref = np.where(ev["spur"] != 0, ev["spur_frame"], ev["ref_frame"])
-    filters = [f"tcp.stream eq {s} && frame.number == {f}" for s, f in zip(stream.tolist(), frame.tolist())]
     text = lambda v: np.asarray(v, dtype=object)  # noqa: E731
     return {
         "frame": frame,
@@ -303,5 +302,5 @@ def event_rows(ev: np.ndarray, src: np.ndarray, sport: np.ndarray, dst: np.ndarr
         "overlap_bytes": ev["overlap"],
         "evidence_frame": Masked(ref, ref == NONE),
         "reason": text(reasons(ev, since, syn_ack)),
-        "wireshark_filter": text(filters),
+        "wireshark_filter": wireshark_filters(stream, frame),
     }
