@@ -9,8 +9,9 @@ frame. The merge gives the tables one process gives, byte for byte, for every ta
   of all groups' connections (``stream_maps``, from the table that has ``first_frame``). ``renumber``
   maps each group's ``stream`` columns and the "tcp.stream eq N" its text columns hold (Wireshark
   filters: the ``wireshark_filter`` column is made again from the new ids, as the engine makes it, which
-  takes a third of the time of rewriting each text); on a Dask cluster it runs where the group's tables are, in parallel; with ``--jobs``, in the
-  process that merges, each worker's tables as they come (no round trip: measured no slower).
+  takes a third of the time of rewriting each text); on a Dask cluster it runs where the group's tables
+  are, in parallel; with ``--jobs``, in the process that merges, each worker's tables as they come (no
+  round trip: measured no slower).
 - Row order (``order_column``): a table with a ``frame`` column is in frame order, any other with a
   ``stream`` column in stream order. A frame or a stream belongs to one group, so ``merge`` is a stable
   sort of all groups' rows on that column, each group's rows being in that order already (checked).
