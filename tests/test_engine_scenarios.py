@@ -617,6 +617,72 @@ def s38_eifel_after_the_edge_filler():
     return cap
 
 
+def _no_sack_flow(cap):
+    """A flow whose handshake offers neither SACK nor timestamps (MSS only): SYN, SYN-ACK 10 ms later, ACK 2 ms
+    later (the server's side of the capture point is 10 ms away and back)."""
+    f = cap.flow(timestamps=False)
+    f.c("S", options=[("MSS", 1460)]); f.s("SA", dt=10 * MS, options=[("MSS", 1460)]); f.c("A", dt=2 * MS)
+    return f
+
+
+def _repeated_ack_after_new_data(gap):
+    """As s37, but the sender's new data (frame 7) passes the capture point ``gap`` s before the receiver
+    repeats its ACK (frame 8)."""
+    cap = Capture(); f = _no_sack_flow(cap)
+    f.c("PA", 1000, dt=MS)                                          # 4: reaches the receiver late
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False)                   # 5: timeout resend
+    f.s("A", dt=10 * MS)                                            # 6: ACK 1001 (the late original arrived)
+    f.c("PA", 1000, dt=0.5 * MS)                                    # 7: new data, seq 1001
+    f.s("A", dt=gap, ack=1001)                                      # 8: ACK 1001 again
+    f.s("A", dt=10 * MS)                                            # 9: ACK 2001
+    return cap
+
+
+def s48_repeated_ack_before_new_data_can_arrive():
+    """The receiver repeats its ACK 50 us after the sender's new data passed the capture point, a round
+    trip to the receiver being 10 ms: that ACK cannot answer the new data; it answered the second copy."""
+    return _repeated_ack_after_new_data(0.05 * MS)
+
+
+def s49_repeated_ack_after_new_data_could_arrive():
+    """The same repeated ACK 20 ms after the new data: it may answer that (a hole before it): no evidence."""
+    return _repeated_ack_after_new_data(20 * MS)
+
+
+def s50_repeated_ack_explained_by_a_later_copy():
+    """A needed timeout resend (frame 7) waits for the receiver's verdict; after the ACK of everything the
+    sender resends bytes that ACK covered (frame 9, not needed, known at once). The receiver's repeated ACK
+    (frame 12) answers that copy, not frame 7: frame 7 stays needed."""
+    cap = Capture(); f = _no_sack_flow(cap)
+    f.c("PA", 1000, dt=MS)                                          # 4: seq 1, lost downstream
+    f.c("PA", 1000, dt=0.01 * MS)                                   # 5: seq 1001, arrives
+    f.s("A", dt=10 * MS, ack=1)                                     # 6: ACK 1
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False)                   # 7: timeout resend of 1 (needed)
+    f.s("A", dt=10 * MS)                                            # 8: ACK 2001
+    f.c("PA", 1000, dt=0.1 * MS, seq=1001, advance=False)           # 9: resend of 1001, acknowledged before
+    f.s("PA", 100, dt=2 * MS)                                       # 10: server data, ACK 2001
+    f.c("PA", 1000, dt=7.9 * MS)                                    # 11: new data, seq 2001
+    f.s("A", dt=0.1 * MS, ack=2001)                                 # 12: ACK 2001 again: answers frame 9
+    f.s("A", dt=10 * MS)                                            # 13: ACK 3001
+    return cap
+
+
+def s51_tail_loss_then_peer_data_too_recent_to_answer():
+    """As s33, but the server's data comes 0.1 ms before the client's in-order segment, the client being 2 ms
+    away and back: the packet missing from the client's IP IDs, sent before, cannot be the ACK of it."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    for _ in range(16):
+        f.c("PA", 1000, dt=MS); f.s("A", dt=MS)                     # 4-35
+    f.c("PA", 1000, dt=MS)                                          # 36: IP ID 118
+    f.s("A", dt=MS)                                                 # 37: ACK 17001
+    f.ends["c"][4] += 1                                             # IP ID 119 not captured
+    f.s("PA", 100, dt=0.3)                                          # 38: server data
+    f.c("PA", 1000, dt=0.1 * MS, ack=1)                             # 39: IP ID 120, seq 17001, not acking 38
+    f.s("A", dt=MS)
+    return cap
+
+
 SCENARIOS = {name: fn for name, fn in globals().items() if name[:1] == "s" and name[1:3].isdigit()}
 
 
@@ -1013,6 +1079,23 @@ def test_a_repeated_ack_without_sack_shows_a_copy_arrived(tmp_path):
         "but in frame 7 the receiver, which had acknowledged everything sent, repeated that ACK with nothing new "
         "from the sender: it had received a second copy (RFC 5681 4.2), the original had arrived, so this was not "
         "needed")
+
+
+def test_a_repeated_ack_counts_when_the_new_data_since_cannot_have_arrived(tmp_path):
+    t = analyzed(tmp_path, "s48_repeated_ack_before_new_data_can_arrive")
+    assert rows(t.retransmissions, *RX, "evidence_frame") == [(5, "spurious_retransmission", 4, 1000, 8)]
+    t = analyzed(tmp_path, "s49_repeated_ack_after_new_data_could_arrive")
+    assert rows(t.retransmissions, *RX) == [(5, "retransmission", 4, 1000)]
+
+
+def test_a_repeated_ack_answers_the_latest_copy_known_unneeded(tmp_path):
+    t = analyzed(tmp_path, "s50_repeated_ack_explained_by_a_later_copy")
+    assert rows(t.retransmissions, *RX) == [(7, "retransmission", 4, 1000), (9, "spurious_retransmission", 5, 1000)]
+
+
+def test_a_tail_loss_despite_peer_data_too_recent_to_answer(tmp_path):
+    t = analyzed(tmp_path, "s51_tail_loss_then_peer_data_too_recent_to_answer")
+    assert rows(t.retransmissions, *RX, "original_captured") == [(39, "retransmission", None, 0, False)]
 
 
 def test_eifel_judges_resends_sent_after_the_one_that_filled_the_edge(tmp_path):

@@ -677,15 +677,17 @@ def _eifel(r, events, frame, edge, a, tsecr):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _dupack_evidence(r, pend, events, ct, frame, a):
-    """The receiver of direction ``r`` repeated its ACK ``a`` unprompted (``analyze_batch`` checks when): the
-    latest waiting retransmission at or below ``a`` was not needed."""
+    """The receiver of direction ``r`` repeated its ACK ``a`` unprompted (``analyze_batch`` checks when): it
+    answered a copy of bytes it had: the latest waiting retransmission at or below ``a`` was not needed;
+    unless a segment captured later had been acknowledged in full before it came (``r.known_dup``), a copy
+    that explains the repeated ACK."""
     p = r.pend_row
     best = np.int64(-1)
     for k in range(PEND_SLOTS):
         slot = pend[p, k]
         if slot.ev != NONE and slot.end <= a and (best < 0 or slot.ev > pend[p, best].ev):
             best = k
-    if best >= 0:
+    if best >= 0 and pend[p, best].ev > r.known_dup:
         _refine(events, pend[p, best].ev, Evidence.DUPACK, frame, a, np.int64(0), np.int64(0))
         _free_slot(r, pend, ct, best)
 
@@ -854,12 +856,28 @@ def _rtt_sample(d, rtt, karn):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _answer_floor(cv, r, di):
+    """Less than the time from a packet of direction ``r`` passing the capture point to the other side's
+    answer to it passing it (the round trip between the capture point and that side), ns: half the
+    smallest such round trip measured (the handshake's part on that side, which no delayed ACK lengthens;
+    the RTT samples of ``r``'s data): queues only add to it. 0 while none is known."""
+    m = NONE
+    if cv.syn_ts != NONE and cv.sa_ts != NONE and cv.ack_ts != NONE:
+        m = cv.ack_ts - cv.sa_ts if di == cv.client_dir else cv.sa_ts - cv.syn_ts
+    if r.rtt_min > 0 and (m <= 0 or r.rtt_min < m):
+        m = r.rtt_min
+    return m // 2 if m > 0 else np.int64(0)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end, seglen, f, ip_id, tv, top_before,
-           seen_before, probe, ipid_ok, before_frame, before_ts, before_acked, before_len, why):
+           seen_before, probe, ipid_ok, before_frame, before_ts, before_acked, before_len, why, quiet, peer_top):
     """The cause of a segment of direction ``d`` (module docstring, 1-3): (kind, EV_* bits, original
     captured, bytes seen before, bytes sent before, first transmission's frame and time, count, the gap
     and limit the rule measured, evidence frame, the IP ID and TSval compared with, event rows written).
-    A late original also labels its earlier copy (that row written here, or refined)."""
+    A late original also labels its earlier copy (that row written here, or refined). ``quiet``: the peer
+    sent nothing since the sender's previous packet that asks for an answer, or only too recently for the
+    sender to have received it; ``peer_top``: the peer's highest byte before those packets."""
     syn = (f & TH_SYN) != 0
     fin = (f & TH_FIN) != 0
     rst = (f & TH_RST) != 0
@@ -1008,8 +1026,8 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
           and ip_id > 0 and d.ipid_max > 0 and before_frame != NONE):
         # ---- at the highest byte, in order; but when the sender's IP IDs show packets missing since its
         # previous captured one, which had already acknowledged all the peer's data, and the peer sent
-        # nothing since that those packets could answer (no data, SYN or FIN) and had acknowledged
-        # everything, the missing packets carried data or a FIN, which can only be these: a resend whose
+        # nothing since that those packets could answer (``quiet``: no data, SYN, FIN or keep-alive, or only
+        # so recently that the sender cannot have received it) and had acknowledged everything, the missing packets carried data or a FIN, which can only be these: a resend whose
         # original was lost before the capture point (a tail loss). Unasked, such a resend comes from a
         # timer, never within UNASKED_RESEND_MIN_NS of the original; sooner, the IDs skipped for another
         # reason. And a capture on the sending host shows segmentation-offload (TSO/GSO) packets, each
@@ -1020,8 +1038,8 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
         missing = ((ip_id - d.ipid_max) & 0xFFFF) - 1
         if before_len > 0:
             missing -= (before_len + d.one_seg - 1) // d.one_seg - 1 if d.one_seg > 0 else IPID_GAP_MAX
-        if (1 <= missing < IPID_GAP_MAX and _ipid_per_connection(d) and (r.data_frame == NONE or r.data_frame < before_frame)
-                and (r.seen == 0 or (before_acked != NONE and before_acked >= r.top))
+        if (1 <= missing < IPID_GAP_MAX and _ipid_per_connection(d)
+                and quiet and (peer_top == NONE or (before_acked != NONE and before_acked >= peer_top))
                 and r.acked != NONE and r.acked >= s and now - before_ts >= max(cv.rtt, UNASKED_RESEND_MIN_NS)):
             kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now)
             why |= EV_IPID_GAP | tb
@@ -1161,6 +1179,13 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         before_ipid = d.prev_ipid
         before_ts = d.prev_ts
         before_acked = d.acked  # and what it acknowledged
+        # the peer's packets since that one that ask for an answer (data, SYN, FIN, keep-alive): none, or the
+        # first passed the capture point too recently for this packet's sender to have received it
+        # (``_answer_floor``), so neither this packet nor any it sent before (missing from the capture)
+        # answers them (``quiet``); ``peer_top``: the peer's highest byte before them
+        quiet = d.peer_since_ts == NONE or 0 <= now - d.peer_since_ts < _answer_floor(cv, r, di)
+        peer_top = r.top if d.peer_since_ts == NONE else d.peer_since_top
+        d.peer_since_ts = NONE
         d.prev_frame = fr
         d.prev_ts = now
         d.dup_copies = 0
@@ -1197,6 +1222,9 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             r.base = (ak - 1) & _M32
             r.base_set = 1
         s = _unwrap(d, sq)
+        if r.peer_since_ts == NONE and (seglen > 0 or syn or fin or (not rst and d.top != NONE and s == d.top - 1)):
+            r.peer_since_ts = now  # the first packet since the other side's latest that it will answer
+            r.peer_since_top = d.top
         # ---- this packet as the receiver's word about the other direction's data
         if ackf:
             a = _unwrap(r, ak)
@@ -1212,11 +1240,12 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 _check_pending(r, pend, events, ct, fr, a, nsack, np.int64(sack_le[0, i]),
                                np.int64(sack_re[0, i]), np.int64(sack_le[1, i]), np.int64(sack_re[1, i]))
                 # without SACK blocks: the receiver, which had acknowledged all the sender had sent, repeats
-                # that ACK with nothing new from the sender in between: it answered a segment that brought
-                # nothing new (RFC 5681 4.2), a second copy: the latest retransmission's original had arrived
+                # that ACK with nothing from the sender in between that asks for an answer (or only so
+                # recently that it cannot have received it: ``quiet``): it answered a segment that brought nothing new (RFC 5681 4.2), a
+                # second copy: a retransmission's original had arrived
                 if (r.pend_live > 0 and nsack == 0 and seglen == 0 and not syn and not fin and not rst
-                        and window_same and before_acked == a and r.seen == 1 and a >= r.top
-                        and (r.prev_frame == NONE or r.prev_frame < before_frame)):
+                        and window_same and before_acked == a and r.seen == 1 and quiet and peer_top != NONE
+                        and a >= peer_top):
                     _dupack_evidence(r, pend, events, ct, fr, a)
             if r.wait_head != NONE and d.acked != NONE and a > d.acked:
                 _eifel(r, events, fr, d.acked, a, tse)
@@ -1236,7 +1265,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         kind, why, captured, overlap, resent, o_frame, o_ts, count, gap, limit, ref, ref_ipid, ref_tsv, n_ev = _cause(
             cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end, seglen, f, ip_id, tv, top_before,
             seen_before, probe, _ipid_trusted(d), before_frame, before_ts, before_acked, before_len,
-            EV_CLOCK_BACK if clock_back else 0)
+            EV_CLOCK_BACK if clock_back else 0, quiet, peer_top)
         # ---- a row for every frame either rule flags
         if kind != 0 or ws_kind != 0:
             events[ev_base + n_ev] = NEW_EVENT[0]
@@ -1281,6 +1310,8 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 d.rto_frame = fr
                 d.rto_ts = now
                 d.recovery = NONE
+            if r.acked != NONE and end <= r.acked:
+                d.known_dup = ev_base + n_ev  # the receiver had acknowledged all of it: it answers a repeated ACK
             if kind == Kind.OUT_OF_ORDER:
                 d.ooo += 1
             elif kind != 0:

@@ -212,6 +212,10 @@ DIRECTION, NEW_DIRECTION = record(
     ("recent", ("i8", (RECENT, 3)), NONE, "its last RECENT packets: a hash of their header fields, frame, time "
                                           "(a ring, ``recent_next`` the next slot): copies that came interleaved"),
     ("recent_next", 0, "next slot of ``recent``"),
+    # the peer's packets since this direction's latest one (what that one, or the next, may be answering)
+    ("peer_since_ts", NONE, "time of the peer's first packet since this direction's latest, ns (-1: none since)"),
+    ("peer_since_top", NONE, "the peer's ``top`` just before that packet"),
+    ("known_dup", NONE, "event row of its latest segment that the receiver had acknowledged in full before"),
     # counters for the connections table
     ("pkts", 0, "packets sent (duplicates included)"),
     ("bytes", 0, "payload bytes sent (duplicates excluded)"),
