@@ -156,7 +156,8 @@ RETRANSMISSION_KINDS = {
                       "that follows a timeout (until all that was outstanding then is acknowledged: RFC 5681 5.1, "
                       "Linux's Loss state). Bytes count as sent before when captured, when below a pure ACK's "
                       "sequence number (the sender's next byte), or, in order, when the sender's per-connection "
-                      "IP IDs skip packets the peer gave it nothing to answer with (a tail loss; not within 1 ms "
+                      "IP IDs skip packets the peer gave it nothing to answer with, or only too recently to have "
+                      "reached it (a tail loss; not within 1 ms "
                       "of the packet before the skip, nor after one bigger than any shown to be one segment: "
                       "captured on the sending host, an offload packet takes an ID per segment). Linux's "
                       "tail-loss probe reads as one too",
@@ -169,8 +170,11 @@ RETRANSMISSION_KINDS = {
                                "was sent; or shown afterwards: a D-SACK (RFC 2883) covering it; the ACK that moved "
                                "the receiver's left edge over it echoing a TSval older than its own, when that "
                                "TSval is its own range's (Eifel, RFC 3522) or that of a resend it was sent after; "
-                               "without SACK, the receiver repeating an ACK of everything with nothing new from the "
-                               "sender (it got a second copy, RFC 5681 4.2); or its original arriving after it "
+                               "without SACK, the receiver repeating an ACK of everything with nothing from the "
+                               "sender in between that it could answer (pure ACKs, or data too recent to have reached "
+                               "it: within half the smallest round trip measured on its side of the capture point), "
+                               "when no later copy of bytes it had acknowledged explains that ACK (it got a second "
+                               "copy, RFC 5681 4.2); or its original arriving after it "
                                "(delayed, not lost). evidence_frame is then that frame",
     "syn_retransmission": "a SYN or SYN-ACK repeated with the same ISN (a SYN with a new ISN starts a new "
                           "connection; a SYN-ACK with a new ISN restarts the server's sequence numbers)",

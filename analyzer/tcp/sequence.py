@@ -22,7 +22,8 @@ capture holds (reference section h):
    reordering, as RACK (RFC 8985) calls nothing lost sooner; the reason says it was ambiguous. The highest
    byte sent includes a pure ACK's sequence number (the sender's next byte), so a resend of data the
    capture never saw is recognised even when nothing after it was captured; and when the sender's IP IDs
-   show packets missing while the peer gave it nothing to answer, an in-order segment sent a timeout
+   show packets missing while the peer gave it nothing to answer (or only too recently for it to have
+   arrived: ``_answer_floor``), an in-order segment sent a timeout
    later is the resend of what those packets carried (a tail loss), unless the packet before the skip
    may have taken the IDs itself (a segmentation-offload packet, captured on the sending host).
 3. A retransmission is ``spurious`` when the receiver had every byte (acknowledged or SACKed before it),
@@ -32,7 +33,8 @@ capture holds (reference section h):
    first), outside the loss recovery after a timeout, else ``retransmission`` (a timeout, or resent in
    the recovery after one). Later evidence shows a retransmission was not needed and is written to its
    row: a D-SACK (``_check_pending``), the TSecr of the ACK that moves the receiver's left edge
-   (``_eifel``), or, without SACK, a repeated ACK with nothing new from the sender (``_dupack_evidence``).
+   (``_eifel``), or, without SACK, a repeated ACK with nothing from the sender since that it could answer
+   (``_dupack_evidence``; not when a later copy of bytes it had acknowledged explains that ACK).
 4. The same packet captured twice (``_duplicate_of``): identical header fields and IP ID, or without an ID,
    what no TCP stack would send again that soon; genuine duplicate-ACK trains are told apart.
 
