@@ -174,7 +174,9 @@ RETRANSMISSION_KINDS = {
                                "sender in between that it could answer (pure ACKs, or data too recent to have reached "
                                "it: within half the smallest round trip measured on its side of the capture point), "
                                "when no later copy of bytes it had acknowledged explains that ACK (it got a second "
-                               "copy, RFC 5681 4.2); or its original arriving after it "
+                               "copy, RFC 5681 4.2), or, before it was sent, duplicate ACKs (one per segment "
+                               "received above a hole) as many as the segments captured above the ACK, its "
+                               "original among them; or its original arriving after it "
                                "(delayed, not lost). evidence_frame is then that frame",
     "syn_retransmission": "a SYN or SYN-ACK repeated with the same ISN (a SYN with a new ISN starts a new "
                           "connection; a SYN-ACK with a new ISN restarts the server's sequence numbers)",

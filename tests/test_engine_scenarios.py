@@ -683,6 +683,37 @@ def s51_tail_loss_then_peer_data_too_recent_to_answer():
     return cap
 
 
+def _go_back_n(lost):
+    """No SACK: five segments, those at ``lost`` (indexes) lost after the capture point; one duplicate ACK of 1
+    per segment that arrived above the hole; a timeout resend of 1, a partial ACK, then the sender resends
+    the rest from the ACK on (go-back-N: frames 14 onwards)."""
+    cap = Capture(); f = _no_sack_flow(cap)
+    for k in range(5):
+        f.c("PA", 1000, dt=0.01 * MS)                               # 4-8: seq 1, 1001, 2001, 3001, 4001
+    for j in range(5 - len(lost)):                                  # a duplicate ACK of 1 for each that arrived
+        f.s("A", dt=(10 if j == 0 else 0.05) * MS, ack=1)
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False)                   # timeout resend of 1
+    top = 1 + 1000 * next(k for k in range(1, 5) if k in lost)
+    f.s("A", dt=10 * MS, ack=top)                                   # ACK up to the second hole
+    for seq in range(top, 5001, 1000):
+        f.c("PA", 1000, dt=0.01 * MS, seq=seq, advance=False)       # go-back-N resends
+    f.s("A", dt=10 * MS, ack=5001)
+    return cap
+
+
+def s52_go_back_n_of_segments_the_receiver_held():
+    """Segments 1 and 2001 lost: the receiver's three duplicate ACKs count 1001, 3001 and 4001 held; after the
+    resend of 1 its ACK of 2001 takes 1001 out: two held, the two captured above 2001. The resends of 3001
+    and 4001 were not needed."""
+    return _go_back_n((0, 2))
+
+
+def s53_go_back_n_with_a_segment_unaccounted_for():
+    """The same with 4001 lost too: two duplicate ACKs, one segment held above 2001 of the two captured
+    there: which one cannot be told, so both resends count as needed."""
+    return _go_back_n((0, 2, 4))
+
+
 SCENARIOS = {name: fn for name, fn in globals().items() if name[:1] == "s" and name[1:3].isdigit()}
 
 
@@ -1096,6 +1127,19 @@ def test_a_repeated_ack_answers_the_latest_copy_known_unneeded(tmp_path):
 def test_a_tail_loss_despite_peer_data_too_recent_to_answer(tmp_path):
     t = analyzed(tmp_path, "s51_tail_loss_then_peer_data_too_recent_to_answer")
     assert rows(t.retransmissions, *RX, "original_captured") == [(39, "retransmission", None, 0, False)]
+
+
+def test_without_sack_duplicate_acks_count_the_segments_the_receiver_held(tmp_path):
+    t = analyzed(tmp_path, "s52_go_back_n_of_segments_the_receiver_held")
+    assert [(f, k) for f, k in rows(t.retransmissions, "frame", "kind")] == [
+        (12, "retransmission"), (14, "retransmission"), (15, "spurious_retransmission"),
+        (16, "spurious_retransmission")]
+    assert t.retransmissions.reason[2].endswith(
+        "no SACK, but the receiver's duplicate ACKs said it held 2 segments above its cumulative ACK, all those "
+        "captured there: it had these bytes (each segment above a hole draws one duplicate ACK, RFC 5681 4.2)")
+    t = analyzed(tmp_path, "s53_go_back_n_with_a_segment_unaccounted_for")
+    assert rows(t.retransmissions, "frame", "kind") == [(11, "retransmission"), (13, "retransmission"),
+                                                        (14, "retransmission"), (15, "retransmission")]
 
 
 def test_eifel_judges_resends_sent_after_the_one_that_filled_the_edge(tmp_path):

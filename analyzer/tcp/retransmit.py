@@ -14,8 +14,8 @@ import numpy as np
 
 from ..table import Masked, seconds, wireshark_filters
 from .sequence import (EV_ABOVE, EV_ACKED, EV_CLOCK_BACK, EV_COPY_GONE, EV_DUPACKS, EV_IPID_EARLIER, EV_IPID_GAP,
-                       EV_IPID_LATER, EV_LATE, EV_PARTIAL, EV_RTO_RECOVERY, EV_SACK, EV_SACK_HOLE, EV_SACKED, EV_SEEN,
-                       EV_SIMOPEN, EV_TIMING, EV_TSVAL_EARLIER, EV_TSVAL_LATER)
+                       EV_IPID_LATER, EV_LATE, EV_PARTIAL, EV_RENO_HELD, EV_RTO_RECOVERY, EV_SACK, EV_SACK_HOLE,
+                       EV_SACKED, EV_SEEN, EV_SIMOPEN, EV_TIMING, EV_TSVAL_EARLIER, EV_TSVAL_LATER)
 from .state import NONE, NOTE_FIN_REPEATED, Evidence, Kind
 
 KIND_NAMES = {k: k.name.lower() for k in Kind}  # the table's labels: Kind.FAST_RETRANSMISSION -> fast_retransmission
@@ -57,6 +57,10 @@ def _trigger_text(kind: int, why: int, count: int, ref: int, gap: str, limit: st
         return "the receiver had already acknowledged every byte of it"
     if why & EV_SACKED:
         return "the receiver had already SACKed every byte of it"
+    if why & EV_RENO_HELD:
+        return (f"no SACK, but the receiver's duplicate ACKs said it held {count} segment"
+                + ("s" if count != 1 else "") + " above its cumulative ACK, all those captured there: it had these "
+                "bytes (each segment above a hole draws one duplicate ACK, RFC 5681 4.2)")
     signal = ("the receiver's 2nd duplicate ACK for it" + (f" ({count} in all)" if count > 2 else "") if why & EV_DUPACKS
               else "SACK blocks showing data above it received" if why & EV_SACK
               else "a partial ACK during fast recovery asking for it" if why & EV_PARTIAL else "")

@@ -34,7 +34,10 @@ capture holds (reference section h):
    the recovery after one). Later evidence shows a retransmission was not needed and is written to its
    row: a D-SACK (``_check_pending``), the TSecr of the ACK that moves the receiver's left edge
    (``_eifel``), or, without SACK, a repeated ACK with nothing from the sender since that it could answer
-   (``_dupack_evidence``; not when a later copy of bytes it had acknowledged explains that ACK).
+   (``_dupack_evidence``; not when a later copy of bytes it had acknowledged explains that ACK). Without
+   SACK, a resend above the receiver's ACK is ``spurious`` too when its duplicate ACKs, one per segment
+   it got above a hole (Linux counts them so: tcp_add_reno_sack), number all the segments captured
+   above that ACK (``reno_held``): it held them all.
 4. The same packet captured twice (``_duplicate_of``): identical header fields and IP ID, or without an ID,
    what no TCP stack would send again that soon; genuine duplicate-ACK trains are told apart.
 
@@ -110,6 +113,7 @@ EV_RTO_RECOVERY = 32768  # resent in the loss recovery after a timeout, whatever
 EV_COPY_GONE = 65536  # its bytes were captured before, in a copy no longer kept: ordered against the highest sent
 EV_ABOVE = 131072  # never captured before, and sent after a copy of bytes above it: no original (those came later)
 EV_SACK_HOLE = 262144  # a SACK hole above the cumulative ACK resent late, not by a timeout (that resends the ACK point)
+EV_RENO_HELD = 524288  # without SACK, the receiver's duplicate ACKs count every segment captured above its ACK: held
 
 _M32 = 0xFFFFFFFF
 
@@ -301,6 +305,23 @@ def _add_fill(d, s, e, frame, ts, ipid, tsval, ev_index):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
+def _segments_from(d, records, lo, hi):
+    """How many of direction ``d``'s recorded segments start in [lo, hi), among the last RECORD_WALK;
+    unbounded (2**62) when the walk ends on one that does (there may be more)."""
+    n = 0
+    i = d.rec_head
+    steps = 0
+    last = False
+    while i >= 0 and steps < RECORD_WALK:
+        last = lo <= records[i].start < hi
+        if last:
+            n += 1
+        i = records[i].prev
+        steps += 1
+    return 1 << 62 if last and steps == RECORD_WALK else n
+
+
+@njit(cache=True, nogil=True, _nrt=False)
 def _segments_above(d, records, a):
     """How many of direction ``d``'s recorded segments end above ``a`` (each may draw a duplicate ACK from
     the receiver), among the last RECORD_WALK; unbounded (2**62) when all of those do."""
@@ -455,13 +476,18 @@ def _ipid_per_connection(d):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _note_ack(d, r, a, seglen, flags, window_same, now, frame, nsack, sack_le, sack_re, i):
+def _note_ack(d, r, a, seglen, flags, window_same, now, frame, nsack, sack_le, sack_re, i, reno, records):
     """This packet of direction ``d`` as the receiver's word about direction ``r``'s data: cumulative ACK
     ``a`` (unwrapped in ``r``'s space), duplicate ACKs (RFC 5681: no data, no SYN/FIN/RST, same window,
     same ACK), SACK blocks (raw edges ``sack_le[k, i]``/``sack_re[k, i]``, D-SACK blocks left out) and the
-    loss signals."""
+    loss signals. ``reno``: the connection has no SACK, so each duplicate ACK says the receiver got one more
+    segment above its ACK (``reno_held``, as Linux counts them without SACK: tcp_add_reno_sack); an ACK that
+    moves up over k segments took all but the first (the hole it filled) out of those held."""
     new_ack = d.acked == NONE or a > d.acked
     if new_ack:
+        if reno and d.reno_held > 0:
+            k = _segments_from(r, records, d.acked, a) if d.acked != NONE else np.int64(1 << 62)
+            d.reno_held = max(np.int64(0), d.reno_held - (k - 1)) if k < (1 << 62) else np.int64(0)
         d.acked = a
         d.dupacks = 0
         d.dupack_ts = NONE
@@ -481,6 +507,8 @@ def _note_ack(d, r, a, seglen, flags, window_same, now, frame, nsack, sack_le, s
           and r.seen == 1 and r.top > a):
         d.dupacks += 1
         d.dupack_ts = now
+        if reno and nsack == 0:
+            d.reno_held = min(d.reno_held + 1, _segments_from(r, records, a + 1, np.int64(1 << 62)))
         if d.dupacks == 2:
             if d.signal_ts == NONE:
                 d.signal_ts = now
@@ -714,14 +742,20 @@ def _sent_order(ipid, tsval, ref_ipid, ref_tsval, ipid_ok):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _trigger(cv, d, r, s, end, now):
+def _trigger(cv, d, r, s, end, now, records, held):
     """Why a needed retransmission [s, end) of direction ``d`` was sent, from the receiver ``r``'s signals:
-    (kind, EV_* bits, dup ACK count, signal frame, time since the signal, the limit it was held to)."""
+    (kind, EV_* bits, dup ACK count, signal frame, time since the signal, the limit it was held to).
+    ``held``: every byte of it was captured before (its original may be one the receiver holds)."""
     if r.acked != NONE and r.acked >= end:
         return Kind.SPURIOUS_RETRANSMISSION, EV_ACKED, 0, NONE, 0, 0
     for k in range(r.sacks_n):
         if r.sacks[k, 0] <= s and end <= r.sacks[k, 1]:
             return Kind.SPURIOUS_RETRANSMISSION, EV_SACKED, 0, NONE, 0, 0
+    if (held and r.reno_held > 0 and r.acked != NONE and s > r.acked
+            and _segments_from(d, records, r.acked + 1, np.int64(1 << 62)) == r.reno_held):
+        # without SACK, the receiver drew one duplicate ACK per segment captured above its ACK: it held
+        # them all, this one's original (captured: ``held``) among them
+        return Kind.SPURIOUS_RETRANSMISSION, EV_RENO_HELD, r.reno_held, NONE, 0, 0
     signalled = False
     bits = 0
     if r.signal_ts != NONE and r.acked != NONE and r.acked <= s:
@@ -988,7 +1022,7 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
                     why |= bits
                     if order == 0 and c_frame != NONE:
                         why |= EV_TIMING
-                    kind, tb, count, ref, gap, limit = _trigger(cv, d, r, s, end, now)
+                    kind, tb, count, ref, gap, limit = _trigger(cv, d, r, s, end, now, records, overlap >= seglen)
                     why |= tb
                     captured = 1 if overlap >= below else 0
             else:  # ---- bytes never captured, below the highest: a late original, or an upstream loss
@@ -1019,7 +1053,7 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
                     if limit == 0:
                         gap = now - after_ts
                 else:
-                    kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now)
+                    kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now, records, False)
                     why |= tb
                     captured = 0
                     if sig != NONE or limit == 0:
@@ -1043,7 +1077,7 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
         if (1 <= missing < IPID_GAP_MAX and _ipid_per_connection(d)
                 and quiet and (peer_top == NONE or (before_acked != NONE and before_acked >= peer_top))
                 and r.acked != NONE and r.acked >= s and now - before_ts >= max(cv.rtt, UNASKED_RESEND_MIN_NS)):
-            kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now)
+            kind, tb, count, sig, sgap, slimit = _trigger(cv, d, r, s, end, now, records, False)
             why |= EV_IPID_GAP | tb
             captured = 0
             resent = seglen
@@ -1251,7 +1285,8 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                     _dupack_evidence(r, pend, events, ct, fr, a)
             if r.wait_head != NONE and d.acked != NONE and a > d.acked:
                 _eifel(r, events, fr, d.acked, a, tse)
-            _note_ack(d, r, a, seglen, f, window_same, now, fr, nsack, sack_le, sack_re, i)
+            _note_ack(d, r, a, seglen, f, window_same, now, fr, nsack, sack_le, sack_re, i,
+                      cv.sack_c != 1 or cv.sack_s != 1, records)
             if r.uref < a:
                 r.uref = a
         if (aflags & TCP_A_KEEP_ALIVE) != 0:
@@ -1312,8 +1347,8 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                 d.rto_frame = fr
                 d.rto_ts = now
                 d.recovery = NONE
-            if r.acked != NONE and end <= r.acked:
-                d.known_dup = ev_base + n_ev  # the receiver had acknowledged all of it: it answers a repeated ACK
+            if kind == Kind.SPURIOUS_RETRANSMISSION or (r.acked != NONE and end <= r.acked):
+                d.known_dup = ev_base + n_ev  # the receiver had all of it: it answers with a repeated ACK
             if kind == Kind.OUT_OF_ORDER:
                 d.ooo += 1
             elif kind != 0:

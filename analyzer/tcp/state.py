@@ -182,6 +182,8 @@ DIRECTION, NEW_DIRECTION = record(
     # what the receiver said: the ACKs this direction sends about the reverse direction's data
     ("acked", NONE, "highest cumulative ACK sent, unwrapped in the reverse direction's space"),
     ("dupacks", 0, "duplicate ACKs sent for ``acked`` (pure ACKs, same window; not capture copies)"),
+    ("reno_held", 0, "without SACK: the peer's segments it holds above ``acked``, one per duplicate ACK (Linux's "
+                     "Reno sacked_out), at most as many as were captured there"),
     ("dupack_ts", NONE, "time of the last of them, ns"),
     ("signal_ts", NONE, "when this receiver began signalling a loss at ``acked``: its 2nd duplicate ACK, its "
                         "first SACK above ``acked``, or a partial ACK during the sender's recovery"),
