@@ -1063,7 +1063,8 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
         # ---- at the highest byte, in order; but when the sender's IP IDs show packets missing since its
         # previous captured one, which had already acknowledged all the peer's data, and the peer sent
         # nothing since that those packets could answer (``quiet``: no data, SYN, FIN or keep-alive, or only
-        # so recently that the sender cannot have received it) and had acknowledged everything, the missing packets carried data or a FIN, which can only be these: a resend whose
+        # so recently that the sender cannot have received it) and had acknowledged everything, the missing
+        # packets carried data or a FIN, which can only be these: a resend whose
         # original was lost before the capture point (a tail loss). Unasked, such a resend comes from a
         # timer, never within UNASKED_RESEND_MIN_NS of the original; sooner, the IDs skipped for another
         # reason. And a capture on the sending host shows segmentation-offload (TSO/GSO) packets, each
@@ -1258,7 +1259,7 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
             r.base = (ak - 1) & _M32
             r.base_set = 1
         s = _unwrap(d, sq)
-        if r.peer_since_ts == NONE and (seglen > 0 or syn or fin or (not rst and d.top != NONE and s == d.top - 1)):
+        if r.peer_since_ts == NONE and (seglen > 0 or syn or fin or (aflags & TCP_A_KEEP_ALIVE) != 0):
             r.peer_since_ts = now  # the first packet since the other side's latest that it will answer
             r.peer_since_top = d.top
         # ---- this packet as the receiver's word about the other direction's data
@@ -1277,8 +1278,8 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
                                np.int64(sack_re[0, i]), np.int64(sack_le[1, i]), np.int64(sack_re[1, i]))
                 # without SACK blocks: the receiver, which had acknowledged all the sender had sent, repeats
                 # that ACK with nothing from the sender in between that asks for an answer (or only so
-                # recently that it cannot have received it: ``quiet``): it answered a segment that brought nothing new (RFC 5681 4.2), a
-                # second copy: a retransmission's original had arrived
+                # recently that it cannot have received it: ``quiet``): it answered a segment that brought
+                # nothing new (RFC 5681 4.2), a second copy: a retransmission's original had arrived
                 if (r.pend_live > 0 and nsack == 0 and seglen == 0 and not syn and not fin and not rst
                         and window_same and before_acked == a and r.seen == 1 and quiet and peer_top != NONE
                         and a >= peer_top):
