@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import analyzer
@@ -94,6 +95,36 @@ def test_an_idle_connection_ends_and_its_next_packet_starts_a_new_one(tmp_path):
     assert t.handshakes.outcome.tolist() == ["established", "midstream"]
     _, kept = _run(df, 2, idle_timeout=3600.0)
     assert kept.connections.stream.tolist() == [0]
+
+
+def test_the_capture_clock_going_back_ends_the_same_in_any_batch_or_process(tmp_path):
+    """Idle ends go by the capture's clock (the latest frame time so far), not a packet's own time, which may
+    go back: A's packet stamped 299.999 s after A's last one comes after B's packets stamped over 300 s
+    after it, so A has ended and that packet starts a new connection, whatever the batches (the decoder's
+    clock column, or a DataFrame's running maximum) or the processes (``--jobs``). A boundary right after
+    B's packets once ended A while the same packets in one batch did not."""
+    cap = Capture()
+    a = cap.flow(cport=41000)
+    a.handshake()
+    a.c("PA", 100, dt=MS); a.s("A", dt=MS)
+    b = cap.flow(cport=42000)
+    b.handshake(dt=300.0005)  # B's SYN 300.0005 s after A's last packet; its ACK 12 ms later
+    a.c("PA", 100, dt=-0.0135)  # 299.999 s after A's last packet, the capture's clock at 300.0125 s
+    a.s("A", dt=MS)
+    path = cap.write(tmp_path / "back.pcap")
+    whole = analyzer.analyze(str(path), batch_size=1 << 16)
+    assert whole.connections.stream.tolist() == [0, 1, 2]
+    assert whole.handshakes.outcome.tolist() == ["established", "established", "midstream"]
+    cols = ["stream", "client_port", "first_frame", "last_frame", "client_pkts", "server_pkts"]
+    for got in [analyzer.analyze(str(path), batch_size=k) for k in (1, 2, 3, 5, 8)] + [
+            analyzer.analyze(str(path), jobs=2, batch_size=3)]:
+        pd.testing.assert_frame_equal(got.connections[cols], whole.connections[cols])
+        pd.testing.assert_frame_equal(got.handshakes, whole.handshakes)
+    df = cap.packets(tmp_path)
+    _, one = _run(df, len(df))
+    assert one.connections.stream.tolist() == [0, 1, 2]
+    for size in (1, 2, 3, 5, 8):
+        tables_equal(_run(df, size)[1], one)
 
 
 @pytest.mark.parametrize("batch_size", [1, 7])

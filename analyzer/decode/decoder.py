@@ -18,8 +18,8 @@ from ..jit import njit
 from ..sources.frames import LINKTYPE_NAMES, LINKTYPE_RAW, FrameBatch
 from .fragments import Defragmenter
 from .headers import KNOWN_LINKTYPES, SKIP_REASONS, ST_OTHER_GROUP, ST_UNKNOWN_LINK, _decode_frames, split_groups
-from .store import (Q_CAPLEN, Q_DST0, Q_DSTID, Q_FRAG, Q_FRAME, Q_IFACE, Q_IPID, Q_IPVER, Q_SRC0, Q_SRCID, Q_TSNS,
-                    Q_VLAN, Q_VLAN2, Q_WIRELEN, ColumnStore, to_frame)
+from .store import (NO_CLOCK, Q_CAPLEN, Q_CLOCK, Q_DST0, Q_DSTID, Q_FRAG, Q_FRAME, Q_IFACE, Q_IPID, Q_IPVER, Q_SRC0,
+                    Q_SRCID, Q_TSNS, Q_VLAN, Q_VLAN2, Q_WIRELEN, ColumnStore, to_frame)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,6 +80,7 @@ class Decoder:
         self.addresses: list[str] = []
         self._table = np.full(0, -1, dtype=np.int64)  # address hash table (``_code_addresses``)
         self._keys = np.empty((0, 3), dtype=np.uint64)  # (version, high, low) of each address id
+        self._clock = np.array([NO_CLOCK], dtype=np.int64)  # the latest frame time so far (``CLOCK_COLUMN``)
 
     @property
     def _group_args(self) -> tuple[int, int]:
@@ -97,15 +98,16 @@ class Decoder:
         nfmax = len(batch)
         frag_idx, frag_off = np.empty(nfmax, np.int64), np.empty(nfmax, np.int64)
         frag_ver, frag_vlan = np.empty(nfmax, np.int64), np.empty((nfmax, 2), np.int64)
+        clock_before = int(self._clock[0])
         rows, nf = _decode_frames(batch.data, batch.offsets, batch.caplens, batch.wirelens,
                                   batch.linktypes, batch.ts_ns, batch.interfaces, batch.first_frame,
                                   start, *store.mats, counts, frag_idx, frag_off, frag_ver, frag_vlan,
-                                  *self._group_args)
+                                  *self._group_args, self._clock)
         store.n += rows
         self.stats.frames += len(batch)
         self._count_skips(counts, batch.linktypes)
         if nf:
-            self._reassemble(batch, store, frag_idx[:nf], frag_off[:nf], frag_ver[:nf], frag_vlan[:nf])
+            self._reassemble(batch, store, frag_idx[:nf], frag_off[:nf], frag_ver[:nf], frag_vlan[:nf], clock_before)
             order = np.argsort(store.mats[0][Q_FRAME, start:store.n], kind="stable")
             store.reorder(order, start)
         if code_addresses:
@@ -134,7 +136,7 @@ class Decoder:
                     f"unknown link type {lt}" + (f" ({LINKTYPE_NAMES[lt]})" if lt in LINKTYPE_NAMES else "")
                 self.stats.skipped[name] += c
 
-    def _reassemble(self, batch, store, frag_idx, frag_off, frag_ver, frag_vlan) -> None:
+    def _reassemble(self, batch, store, frag_idx, frag_off, frag_ver, frag_vlan, clock_before) -> None:
         whole, which = [], []
         for f, i in enumerate(frag_idx.tolist()):
             ts = int(batch.ts_ns[i])
@@ -152,7 +154,8 @@ class Decoder:
         scratch = [np.empty(len(sub), np.int64) for _ in range(3)]
         tmp.n, _ = _decode_frames(sub.data, sub.offsets, sub.caplens, sub.wirelens, sub.linktypes,
                                   sub.ts_ns, sub.interfaces, 0, 0, *tmp.mats, counts, *scratch,
-                                  np.empty((len(sub), 2), np.int64), *self._group_args)
+                                  np.empty((len(sub), 2), np.int64), *self._group_args,
+                                  np.array([NO_CLOCK], dtype=np.int64))
         for code, reason in SKIP_REASONS.items():
             if counts[code]:
                 self.stats.skipped[reason + " (reassembled datagram)"] += int(counts[code])
@@ -163,6 +166,7 @@ class Decoder:
         i64, i32, u32, u16, i16, i8, b = (m[:, :tmp.n] for m in tmp.mats)
         i64[Q_FRAME] = batch.first_frame + i
         i64[Q_TSNS] = batch.ts_ns[i]
+        i64[Q_CLOCK] = np.maximum.accumulate(np.maximum(batch.ts_ns, clock_before))[i]
         i16[Q_IFACE] = batch.interfaces[i]
         i32[Q_CAPLEN] = batch.caplens[i]
         i32[Q_WIRELEN] = np.maximum(batch.wirelens[i], batch.caplens[i])

@@ -21,7 +21,7 @@ from ..schema import SACK_MAX_BLOCKS
 from ..sources.frames import (LINKTYPE_ARCNET_LINUX, LINKTYPE_C_HDLC, LINKTYPE_ETHERNET, LINKTYPE_IEEE802_11,
                               LINKTYPE_IEEE802_11_RADIOTAP, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL,
                               LINKTYPE_LINUX_SLL2, LINKTYPE_LOOP, LINKTYPE_NFLOG, LINKTYPE_NULL, LINKTYPE_RAW)
-from .store import (Q_ACK, Q_CAPLEN, Q_DPORT, Q_DST0, Q_FLAGS, Q_FRAG, Q_FRAME, Q_HLEN, Q_IFACE, Q_IPID, Q_IPVER,
+from .store import (Q_ACK, Q_CAPLEN, Q_CLOCK, Q_DPORT, Q_DST0, Q_FLAGS, Q_FRAG, Q_FRAME, Q_HLEN, Q_IFACE, Q_IPID, Q_IPVER,
                     Q_MSS, Q_PLEN, Q_SACK0, Q_SACKN, Q_SACKP, Q_SEQ, Q_SPORT, Q_SRC0, Q_TFO, Q_TRUNC, Q_TSECR,
                     Q_TSNS, Q_TSVAL, Q_TTL, Q_VLAN, Q_VLAN2, Q_WIN, Q_WIRELEN, Q_WS)
 
@@ -588,15 +588,20 @@ def _arcnet(d, p, end, wend):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def _decode_frames(d, offsets, caplens, wirelens, linktypes, ts_ns, ifaces, first_frame, start,
-                   i64, i32, u32, u16, i16, i8, b, counts, frag_idx, frag_off, frag_ver, frag_vlan, groups, group):
+                   i64, i32, u32, u16, i16, i8, b, counts, frag_idx, frag_off, frag_ver, frag_vlan, groups, group,
+                   clock):
     """Decode every frame; TCP rows are written compactly from row ``start``. With ``groups`` > 1, only
-    the segments of connection group ``group`` get a row (``connection_group``).
+    the segments of connection group ``group`` get a row (``connection_group``). ``clock[0]``: the latest
+    frame time so far (``store.CLOCK_COLUMN``), carried in and out.
 
     Returns (rows written, fragments found). ``counts[status]`` counts frames by status.
     """
     j = start
     nf = 0
+    clk = clock[0]
     for i in range(len(offsets)):
+        if ts_ns[i] > clk:
+            clk = ts_ns[i]
         p = offsets[i]
         end = p + caplens[i]
         p, ipver, st, wend = _link_layer(d, p, end, p + max(wirelens[i], caplens[i]), linktypes[i], j, i32)
@@ -614,9 +619,11 @@ def _decode_frames(d, offsets, caplens, wirelens, linktypes, ts_ns, ifaces, firs
             continue
         i64[Q_FRAME, j] = first_frame + i
         i64[Q_TSNS, j] = ts_ns[i]
+        i64[Q_CLOCK, j] = clk
         i16[Q_IFACE, j] = ifaces[i]
         i32[Q_CAPLEN, j] = caplens[i]
         i32[Q_WIRELEN, j] = max(wirelens[i], caplens[i])
         b[Q_FRAG, j] = 0
         j += 1
+    clock[0] = clk
     return j - start, nf

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 # The kernel writes each TCP row straight into typed matrices, one per dtype, one matrix row per
 # packet-table column; the DataFrame's columns are views of those rows (no conversion pass).
-I64_COLS = ("frame", "ts_ns", "tsval", "tsecr")
+I64_COLS = ("frame", "ts_ns", "tsval", "tsecr",
+            "clock_ns")  # the last: not a packet-table column (``CLOCK_COLUMN``)
 I32_COLS = ("vlan", "vlan_inner", "ip_id", "payload_len", "caplen", "wirelen", "mss",
             "src_id", "dst_id")  # the last two: address codes, filled in Python
 U32_COLS = ("seq_raw", "ack_raw",
@@ -34,7 +35,7 @@ GROUPS = (("int64", I64_COLS), ("int32", I32_COLS), ("uint32", U32_COLS), ("uint
 _PLACE = {name: (g, i) for g, (_, names) in enumerate(GROUPS) for i, name in enumerate(names)}  # (matrix, row)
 
 # matrix row of each column (numba folds these module constants into the kernel)
-Q_FRAME, Q_TSNS, Q_TSVAL, Q_TSECR = range(4)
+Q_FRAME, Q_TSNS, Q_TSVAL, Q_TSECR, Q_CLOCK = range(5)
 Q_VLAN, Q_VLAN2, Q_IPID, Q_PLEN, Q_CAPLEN, Q_WIRELEN, Q_MSS, Q_SRCID, Q_DSTID = range(9)
 Q_SEQ, Q_ACK, Q_SACK0 = 0, 1, 2
 Q_SRC0 = Q_SACK0 + 2 * SACK_MAX_BLOCKS
@@ -43,6 +44,13 @@ Q_SPORT, Q_DPORT, Q_FLAGS, Q_WIN = range(4)
 Q_IFACE, Q_TTL, Q_HLEN, Q_WS, Q_TFO = range(5)
 Q_IPVER, Q_SACKN = range(2)
 Q_FRAG, Q_TRUNC, Q_SACKP = range(3)
+
+# The capture's clock at each row: the latest time of any frame up to the row's own, read or not (the
+# decoder's running maximum, carried from batch to batch). The TCP engine ends idle connections by it, so
+# that wherever the rows are cut into batches or split among processes, a clock that goes back in the
+# capture decides the same way (``tcp.engine``).
+CLOCK_COLUMN = "clock_ns"
+NO_CLOCK = -(1 << 62)  # its value before any frame
 
 # Columns where -1 means absent (the engine and the files keep -1); the API's nullable form shows NA there.
 ABSENT_IS_MINUS_ONE = {"vlan": "Int32", "vlan_inner": "Int32", "ip_id": "Int32", "mss": "Int32", "wscale": "Int16",

@@ -74,7 +74,7 @@ def _compile_engine() -> None:
     """Feed the engine a SYN, a SYN-ACK and an ACK as packet columns built here (not by the decoder, whose
     kernels the other process compiles; nor as a DataFrame: pandas alone takes half a second to import),
     the connection ending at once, then compact the record pool."""
-    from ..decode.store import Codes
+    from ..decode.store import CLOCK_COLUMN, Codes
     from ..schema import PACKET_COLUMNS
     from ..tcp import Engine
     from ..tcp.flows import TupleTable
@@ -87,6 +87,7 @@ def _compile_engine() -> None:
                   seq_raw=np.array([1, 5, 2], np.uint32), ack_raw=np.array([0, 2, 6], np.uint32),
                   flags=np.array([0x02, 0x12, 0x10], np.uint16), payload_len=np.zeros(n, np.int32))
     addresses = ["10.0.0.1", "10.0.0.2"]
+    values[CLOCK_COLUMN] = values["ts_ns"]
     values["src"] = Codes(np.array([0, 1, 0], np.int32), addresses)
     values["dst"] = Codes(np.array([1, 0, 1], np.int32), addresses)
 

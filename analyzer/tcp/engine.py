@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
+from ..decode.store import CLOCK_COLUMN
 from ..schema import (CONNECTION_COLUMNS, EVENT_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS,
                       TH_FIN, TH_SYN)
 from ..table import LazyRows, Masked, Table, concat_tables, seconds
@@ -205,8 +206,9 @@ class Engine:
         self._findings = room(self._findings, found, found + FINDINGS_PER_PACKET * n)
         frame = col("frame")
         ts = col("ts_ns")
+        clock = self._clock(get, ts)
         sacks = [readonly(np.stack([col(f"sack{b}_{edge}") for b in range(1, 5)]), np.uint32) for edge in ("le", "re")]
-        got = analyze_batch(tid, is_lo, frame, ts, flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
+        got = analyze_batch(tid, is_lo, frame, ts, clock, flags, col("seq_raw"), col("ack_raw"), col("window"), plen,
                             col("ip_id"), col("tsval"), col("tsecr"), col("sack_count"), *sacks, col("mss"),
                             col("wscale"), col("sack_permitted"), col("tfo_cookie_len"), col("vlan"), st.conv,
                             st.dirs, st.pend, st.tuple_conv, st.tuple_last, st.records, st.counter, st.gone, stream,
@@ -224,7 +226,8 @@ class Engine:
             self._small[known:] = 0
         self._small["rows"][chunk["conv"]] = 1
         self._small["rows"][self._findings["conv"][found:int(count["findings"])]] = 1
-        self._end(int(ts.max()))
+        count["clock"] = clock[-1]
+        self._end(int(clock[-1]))
         if batch % TRIM_EVERY == TRIM_EVERY - 1:
             give_back_heap()
         sides = (is_lo != (self._conv_meta(stream, ("first_lo",))["first_lo"] == 1)).astype(np.int8)
@@ -232,9 +235,17 @@ class Engine:
             self._compact()
         return BatchEvents(self, batch, chunk, stream, sides)
 
+    def _clock(self, get, ts: np.ndarray) -> np.ndarray:
+        """The capture's clock at each packet (``decode.store.CLOCK_COLUMN``): the decoder's column, else (a
+        packet-table DataFrame) the running maximum of the packets' times, carried from the last batch."""
+        try:
+            return readonly(get(CLOCK_COLUMN), np.int64)
+        except KeyError:
+            return readonly(np.maximum.accumulate(np.maximum(ts, self._state.count["clock"])), np.int64)
+
     def _end(self, now: int) -> None:
-        """Find the connections that have ended by ``now`` (the batch's last time); write them out and free
-        their state once ``RETIRE_AT`` are waiting."""
+        """Find the connections that have ended by ``now`` (the capture's clock at the batch's end); write them
+        out and free their state once ``RETIRE_AT`` are waiting."""
         st = self._state
         out = np.empty(len(self._live), dtype=np.bool_)
         ended(st.conv, st.dirs, st.tuple_conv, st.gone, self._live, now, self._close_delay, self._idle_timeout, out)

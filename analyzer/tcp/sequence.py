@@ -1090,7 +1090,7 @@ def _cause(cv, d, r, c, di, lo, records, events, ev_base, n_ev, fr, now, s, end,
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval, tsecr, sack_n, sack_le, sack_re,
+def analyze_batch(tid, is_lo, frame, ts, clock, flags, seq, ack, win, plen, ipid, tsval, tsecr, sack_n, sack_le, sack_re,
                   mss, wscale, sackp, tfo, vlan, conv, dirs, pend, tuple_conv, tuple_last, records, counter, gone,
                   stream_out, events, ua, findings, rtt_samples, close_delay, idle_timeout, late_window):
     """Analyze packets ``start:`` of a batch in frame order; returns the number of event rows written to
@@ -1100,7 +1100,8 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
 
     A connection ends (``_ended``) when a packet on its 4-tuple comes more than ``close_delay`` ns after its
     last one once it is over (both FINs acknowledged, reset, or replaced on its 4-tuple: ``gone[c]`` 1), or
-    more than ``idle_timeout`` ns after it in any case (``gone[c]`` 2): Zeek's tcp_close_delay and
+    more than ``idle_timeout`` ns after it in any case (``gone[c]`` 2), by the capture's clock (``clock``,
+    the latest frame time so far, as between batches: a packet's own time may go back): Zeek's tcp_close_delay and
     tcp_inactivity_timeout. The engine writes its rows and frees its state, also between batches. A later
     packet on its 4-tuple opens a new connection if it is a SYN, or if the old one was only idle (a new
     connection seen from its middle, as Zeek starts one); a straggler of a connection that was over, up to
@@ -1132,10 +1133,11 @@ def analyze_batch(tid, is_lo, frame, ts, flags, seq, ack, win, plen, ipid, tsval
         # ---- connection (reference B.1): a SYN without ACK with a new ISN on a known 4-tuple starts a new
         # one (Wireshark's conversation_new); a SYN-ACK with a new ISN keeps the stream (wireshark.py)
         c = tuple_conv[t]
+        clk = clock[i]
         if c >= 0 and gone[c] == 0:
-            gone[c] = _ended(conv, dirs, tuple_conv, c, now, close_delay, idle_timeout)
+            gone[c] = _ended(conv, dirs, tuple_conv, c, clk, close_delay, idle_timeout)
         if c >= 0 and gone[c] != 0:  # ---- the 4-tuple's connection has ended
-            if gone[c] == 1 and not (syn and not ackf) and now - tuple_last[t] <= late_window:
+            if gone[c] == 1 and not (syn and not ackf) and clk - tuple_last[t] <= late_window:
                 ct.late += 1
                 stream_out[i] = c
                 continue

@@ -34,6 +34,8 @@ from enum import IntEnum, auto
 
 import numpy as np
 
+from ..decode.store import NO_CLOCK
+
 NONE = -1  # "not set" for frames, times and options
 
 HOLES = 4  # gaps remembered per direction; when full the lowest one is forgotten (its bytes count as seen)
@@ -310,6 +312,7 @@ COUNTERS, NEW_COUNTERS = record(
     ("ua_free", NONE, "first free ``ua`` entry (linked through ``next``)"),
     ("findings", 0, "finding rows so far (the next one's global index)"),
     ("late", 0, "packets of connections that had ended (not analyzed; counted under their old stream)"),
+    ("clock", NO_CLOCK, "the capture's clock after the latest batch (``decode.store.CLOCK_COLUMN``), ns"),
 )
 
 
