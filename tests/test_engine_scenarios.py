@@ -714,6 +714,36 @@ def s53_go_back_n_with_a_segment_unaccounted_for():
     return _go_back_n((0, 2, 4))
 
 
+def s54_one_dsack_block_over_two_resends():
+    """Three segments sent, the ACKs lost; a timeout resends the first two (go-back-N); the receiver, which had
+    them all, reports both copies in one D-SACK block (Linux extends the block over consecutive duplicates,
+    tcp_dsack_extend) inside its cumulative ACK: both resends were not needed."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    for _ in range(3):
+        f.c("PA", 1000, dt=MS)                           # 4, 5, 6
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False)        # 7: resent after a timeout
+    f.c("PA", 1000, dt=10e-6, seq=1001, advance=False)   # 8: and the next
+    isn = f.ends["c"][2]
+    f.s("A", dt=MS, ack=3001, options=[("NOP", None), ("NOP", None), ("SAck", (isn + 1, isn + 2001))])  # 9
+    f.close()
+    return cap
+
+
+def s55_dsack_block_over_a_range_resent_twice():
+    """A segment resent twice after its original and both ACKs were lost; one D-SACK block reports the bytes
+    received twice: the later resend was not needed; the earlier one may be the copy that arrived first."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    f.c("PA", 1000, dt=MS)                               # 4: lost
+    f.c("PA", 1000, dt=0.3, seq=1, advance=False)        # 5: resent after a timeout (its ACK lost)
+    f.c("PA", 1000, dt=0.6, seq=1, advance=False)        # 6: again, the timeout doubled
+    isn = f.ends["c"][2]
+    f.s("A", dt=MS, ack=1001, options=[("NOP", None), ("NOP", None), ("SAck", (isn + 1, isn + 1001))])  # 7
+    f.close()
+    return cap
+
+
 SCENARIOS = {name: fn for name, fn in globals().items() if name[:1] == "s" and name[1:3].isdigit()}
 
 
@@ -1195,3 +1225,19 @@ def test_reasons_worded_by_shape_equal_each_row_worded_alone(tmp_path):
     assert worded == [_text(_RealRow(ev, i, since, syn_ack)) for i in range(len(ev))]
     shapes = {(int(k), int(w), int(s)) for k, w, s in zip(ev["kind"], ev["why"], ev["spur"])}
     assert len(shapes) >= 15  # many wordings (19 kind, evidence and later-evidence combinations), not a few
+
+
+def test_one_dsack_block_marks_every_resend_it_covers(tmp_path):
+    cap = SCENARIOS["s54_one_dsack_block_over_two_resends"]()
+    for size in (None, 1, 8):
+        t = cap.analyze(tmp_path, batch_size=size)
+        assert rows(t.retransmissions, *RX, "evidence_frame") == [(7, "spurious_retransmission", 4, 1000, 9),
+                                                                  (8, "spurious_retransmission", 5, 1000, 9)]
+        assert all("D-SACK in frame 9 (SLE=1 SRE=2001)" in r for r in t.retransmissions.reason)
+
+
+def test_a_dsack_block_marks_only_the_latest_resend_of_a_range(tmp_path):
+    t = analyzed(tmp_path, "s55_dsack_block_over_a_range_resent_twice")
+    got = rows(t.retransmissions, *RX, "evidence_frame")
+    assert [g[:2] for g in got] == [(5, "retransmission"), (6, "spurious_retransmission")]
+    assert got[1][4] == 7

@@ -629,8 +629,8 @@ def _add_pending(d, pend, ct, ev_index, s, e):
 def _check_pending(r, pend, events, ct, frame, a, nsack, le0, re0, le1, re1):
     """An ACK from the receiver of direction ``r`` (cumulative ACK ``a``, unwrapped; raw edges of its first
     two SACK blocks) against the retransmissions of ``r`` waiting for a D-SACK (RFC 2883): the first SACK
-    block starts below the cumulative ACK, or lies inside the second block; the latest waiting
-    retransmission whose whole range it covers was received twice. (The Eifel check is ``_eifel``.)"""
+    block starts below the cumulative ACK, or lies inside the second block; the waiting retransmissions
+    whose whole range it covers were received twice. (The Eifel check is ``_eifel``.)"""
     p = r.pend_row
     if p == NONE:
         return
@@ -641,15 +641,25 @@ def _check_pending(r, pend, events, ct, frame, a, nsack, le0, re0, le1, re1):
         if not dsack and nsack > 1:
             dsack = _unwrap(r, le1) <= l0 and r0 <= _unwrap(r, re1)
         if dsack and r0 > l0:
-            best = np.int64(-1)
+            # the block reports every duplicate it spans (Linux extends one block over consecutive ones,
+            # tcp_dsack_extend): each waiting retransmission inside it was received twice, the latest one
+            # of each range (an earlier resend of the same bytes may be the copy that arrived first)
             for k in range(PEND_SLOTS):
                 slot = pend[p, k]
-                if (slot.ev != NONE and slot.start >= l0 and slot.end <= r0
-                        and (best < 0 or slot.ev > pend[p, best].ev)):
-                    best = k
-            if best >= 0:
-                _refine(events, pend[p, best].ev, Evidence.DSACK, frame, l0, r0, np.int64(0))
-                _free_slot(r, pend, ct, best)
+                if slot.ev == NONE or slot.start < l0 or slot.end > r0:
+                    continue
+                latest = True
+                for j in range(PEND_SLOTS):
+                    other = pend[p, j]
+                    if (other.ev > slot.ev and other.start < slot.end and slot.start < other.end
+                            and other.start >= l0 and other.end <= r0):
+                        latest = False
+                        break
+                if latest:
+                    _refine(events, slot.ev, Evidence.DSACK, frame, l0, r0, np.int64(0))
+                    _free_slot(r, pend, ct, k)
+                    if r.pend_live == 0:
+                        break
 
 
 @njit(cache=True, nogil=True, _nrt=False)

@@ -46,7 +46,7 @@ RECORD_WALK = 64  # sent-segment records searched back for a retransmission's or
 RECORD_KEEP_OVER = 4
 # Retransmissions kept per direction until the receiver shows whether they were needed (when all slots
 # are taken, the oldest is forgotten)
-PEND_SLOTS = 8
+PEND_SLOTS = 64
 # Hole fills remembered per direction beyond the record walk: a segment that filled a gap below the top, so
 # that its original, delayed longer than RECORD_WALK later segments, is still recognised when it comes
 FILLS = 8
