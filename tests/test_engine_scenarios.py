@@ -744,6 +744,27 @@ def s55_dsack_block_over_a_range_resent_twice():
     return cap
 
 
+def s56_six_gaps_then_their_resends():
+    """Thirteen segments sent, every other one from the second lost before the capture point (their IP IDs
+    skipped): six gaps open at once below the highest byte, as a lossy path with a large window gives; then
+    a timeout resends the six, each never captured before: original lost upstream, whatever the gaps'
+    number."""
+    cap = Capture(); f = cap.flow()
+    f.handshake()
+    for k in range(13):
+        if k % 2:
+            f.ends["c"][4] += 1  # sent, with its IP ID, and lost before the capture point
+        else:
+            f.c("PA", 1000, dt=MS, seq=1 + 1000 * k, advance=False)   # 4, 5, ..., 10
+    f.s("A", dt=MS, ack=1001)                                         # 11
+    for k in range(1, 13, 2):
+        f.c("PA", 1000, dt=0.3 if k == 1 else 10e-6, seq=1 + 1000 * k, advance=False)  # 12 ... 17
+    f.ends["c"][3] = 13001
+    f.s("A", dt=MS, ack=13001)                                        # 18
+    f.close()
+    return cap
+
+
 SCENARIOS = {name: fn for name, fn in globals().items() if name[:1] == "s" and name[1:3].isdigit()}
 
 
@@ -1241,3 +1262,12 @@ def test_a_dsack_block_marks_only_the_latest_resend_of_a_range(tmp_path):
     got = rows(t.retransmissions, *RX, "evidence_frame")
     assert [g[:2] for g in got] == [(5, "retransmission"), (6, "spurious_retransmission")]
     assert got[1][4] == 7
+
+
+def test_six_gaps_at_once_each_resend_lost_upstream(tmp_path):
+    t = analyzed(tmp_path, "s56_six_gaps_then_their_resends")
+    r = t.retransmissions
+    assert r.frame.tolist() == [12, 13, 14, 15, 16, 17]
+    assert r.kind.tolist() == ["retransmission"] * 6
+    assert r.original_captured.tolist() == [False] * 6
+    assert r.overlap_bytes.tolist() == [0] * 6

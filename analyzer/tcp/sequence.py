@@ -174,7 +174,7 @@ def _seen_bytes(d, s, e):
         return 0
     n = b - a
     holes = d.holes
-    for k in range(HOLES):
+    for k in range(d.hole_n):
         x = max(a, holes[k, 0])
         y = min(b, holes[k, 1])
         if y > x:
@@ -183,14 +183,29 @@ def _seen_bytes(d, s, e):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def _add_hole(holes, lo, hi):
-    slot = 0
-    for k in range(HOLES):  # an empty slot, else the lowest gap (the oldest, least likely to be filled)
+def _free_hole(d):
+    """A slot of ``d.holes`` for a new gap: an empty one in use, else the next unused, else -1."""
+    holes = d.holes
+    for k in range(d.hole_n):
         if holes[k, 1] <= holes[k, 0]:
-            slot = k
-            break
-        if holes[k, 0] < holes[slot, 0]:
-            slot = k
+            return k
+    if d.hole_n < HOLES:
+        d.hole_n += 1
+        return d.hole_n - 1
+    return -1
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _add_hole(d, lo, hi):
+    """Remember the gap [lo, hi); with every slot taken, in place of the lowest (the oldest, least likely to
+    be filled: its bytes then count as seen)."""
+    holes = d.holes
+    slot = _free_hole(d)
+    if slot < 0:
+        slot = 0
+        for k in range(HOLES):
+            if holes[k, 0] < holes[slot, 0]:
+                slot = k
     holes[slot, 0] = lo
     holes[slot, 1] = hi
 
@@ -208,7 +223,7 @@ def _mark_seen(d, s, e, frame, ts):
         d.top_ts = ts
         return
     holes = d.holes
-    for k in range(HOLES):
+    for k in range(d.hole_n):
         hl, hh = holes[k, 0], holes[k, 1]
         if hh <= hl or e <= hl or s >= hh:
             continue
@@ -220,16 +235,17 @@ def _mark_seen(d, s, e, frame, ts):
             holes[k, 1] = s
         else:  # split: keep the lower part here, the upper part in a free slot if any
             holes[k, 1] = s
-            for j in range(HOLES):
-                if holes[j, 1] <= holes[j, 0]:
-                    holes[j, 0] = e
-                    holes[j, 1] = hh
-                    break
+            j = _free_hole(d)
+            if j >= 0:
+                holes[j, 0] = e
+                holes[j, 1] = hh
+    while d.hole_n > 0 and holes[d.hole_n - 1, 1] <= holes[d.hole_n - 1, 0]:
+        d.hole_n -= 1
     if s > d.top:
-        _add_hole(holes, d.top, s)
+        _add_hole(d, d.top, s)
     if s < d.lo:
         if e < d.lo:
-            _add_hole(holes, e, d.lo)
+            _add_hole(d, e, d.lo)
         d.lo = s
     if e > d.top:
         d.top = e
@@ -546,6 +562,7 @@ def _restart(d, r):
     for k in range(HOLES):
         d.holes[k, 0] = 0
         d.holes[k, 1] = 0
+    d.hole_n = 0
     d.rec_head = NONE
     for k in range(FILLS):
         d.fills[k, FILL_FRAME] = NONE
@@ -1383,7 +1400,7 @@ def analyze_batch(tid, is_lo, frame, ts, clock, flags, seq, ack, win, plen, ipid
             elif seglen == 0 and not syn and not fin and seen_before and s > d.top:
                 # a pure ACK carries the sender's next sequence number: the bytes below it were sent, and the
                 # capture did not see them (lost before the capture point, or missed by the capture)
-                _add_hole(d.holes, d.top, s)
+                _add_hole(d, d.top, s)
                 d.top = s
                 d.top_frame = fr
                 d.top_ts = now

@@ -38,7 +38,7 @@ from ..decode.store import NO_CLOCK
 
 NONE = -1  # "not set" for frames, times and options
 
-HOLES = 4  # gaps remembered per direction; when full the lowest one is forgotten (its bytes count as seen)
+HOLES = 16  # gaps remembered per direction; when full the lowest one is forgotten (its bytes count as seen)
 HISTORY_LEN = 32  # Zeek history letters kept per connection
 RECORD_WALK = 64  # sent-segment records searched back for a retransmission's original frame
 # records a compaction keeps per direction of a connection that is over (both FINs acknowledged, or reset):
@@ -165,6 +165,7 @@ DIRECTION, NEW_DIRECTION = record(
     ("top_frame", NONE, "the segment that last raised ``top``"),
     ("top_ts", NONE, "its time, ns"),
     ("holes", ("i8", (HOLES, 2)), 0, "ranges [lo, hi) below ``top`` never seen (empty when hi <= lo)"),
+    ("hole_n", 0, "slots of ``holes`` in use: the first hole_n (an empty one among them waits for a gap)"),
     ("rec_head", NONE, "newest record of this direction in the sent-segment pool"),
     ("fills", ("i8", (FILLS, 7)), NONE, "its latest hole fills: start, end, frame, ts, IP ID, TSval, event row "
                                         "(FILL_*; a ring, ``fills_next`` the next slot; frame NONE: empty)"),
