@@ -45,8 +45,9 @@ RECORD_WALK = 64  # sent-segment records searched back for a retransmission's or
 # enough for a late repeat of its last segments (the FIN), whose original is then still found
 RECORD_KEEP_OVER = 4
 # Retransmissions kept per direction until the receiver shows whether they were needed (when all slots
-# are taken, the oldest is forgotten)
-PEND_SLOTS = 64
+# are taken, the oldest is forgotten): a timeout's go-back-N resends a whole window before the first D-SACK
+# comes back
+PEND_SLOTS = 256
 # Hole fills remembered per direction beyond the record walk: a segment that filled a gap below the top, so
 # that its original, delayed longer than RECORD_WALK later segments, is still recognised when it comes
 FILLS = 8
