@@ -559,10 +559,7 @@ def _restart(d, r):
     d.top = NONE
     d.top_frame = NONE
     d.top_ts = NONE
-    for k in range(HOLES):
-        d.holes[k, 0] = 0
-        d.holes[k, 1] = 0
-    d.hole_n = 0
+    d.hole_n = 0  # (slots past hole_n are never read: each is written when taken)
     d.rec_head = NONE
     for k in range(FILLS):
         d.fills[k, FILL_FRAME] = NONE
