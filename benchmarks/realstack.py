@@ -214,6 +214,17 @@ def _segments(path: Path) -> list[dict]:
     return out
 
 
+def _covers(spans, lo: int, hi: int) -> bool:
+    """Do the byte ranges ``spans`` (sorted (start, end) pairs) cover all of [lo, hi)?"""
+    pos = lo
+    for a, b in spans:
+        if a <= pos < b:
+            pos = b
+        if pos >= hi:
+            return True
+    return pos >= hi
+
+
 class _Coverage:
     """Byte ranges received, each with its time, per key: which were all there before a time."""
 
@@ -223,14 +234,7 @@ class _Coverage:
             self.by[s["key"]].append((s["ts"], s["lo"], s["hi"]))
 
     def covered(self, key, lo: int, hi: int, before: int) -> bool:
-        spans = sorted((a, b) for t, a, b in self.by.get(key, ()) if t < before)
-        pos = lo
-        for a, b in spans:
-            if a <= pos < b:
-                pos = b
-            if pos >= hi:
-                return True
-        return pos >= hi
+        return _covers(sorted((a, b) for t, a, b in self.by.get(key, ()) if t < before), lo, hi)
 
     def sent(self, key, lo: int, hi: int, before: int) -> bool:
         return any(t < before and max(a, lo) < min(b, hi) for t, a, b in self.by.get(key, ()))
@@ -251,11 +255,7 @@ def truth(x: list[dict], other: list[dict], near_addr: str) -> dict[int, str]:
     for s in x:
         key, lo, hi = s["key"], s["lo"], s["hi"]
         spans = seen[key]
-        pos = lo
-        for a, b in spans:
-            if a <= pos < b:
-                pos = b
-        before = pos >= hi
+        before = _covers(spans, lo, hi)
         if key[0] == near_addr:  # x is the sender's side
             if before:  # not needed when copies sent before it all arrived, whenever they did
                 out[s["frame"]] = ("spurious" if arrived_by_send.covered(key, lo, hi, s["ts"])
