@@ -14,12 +14,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m analyzer.report.kernels
 	touch $(STAMP)
 
-# Debian packages the tests and the demo use; installed only when root and missing.
+# Debian packages the tests and the demo use (libpcap: `-f` filters and the kernel warm-up of them);
+# installed only when root and missing, before the Python install that warms the kernels.
 system-deps:
 	@missing=""; \
 	command -v tshark  >/dev/null 2>&1 || missing="$$missing tshark"; \
 	command -v tcpdump >/dev/null 2>&1 || missing="$$missing tcpdump"; \
 	command -v nft     >/dev/null 2>&1 || missing="$$missing nftables"; \
+	ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || missing="$$missing libpcap0.8"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing with apt-get"; \
@@ -27,13 +29,13 @@ system-deps:
 	  else echo "not root: missing$$missing (tests that need them will skip and say so)"; fi; \
 	fi
 
-demo: $(STAMP) system-deps
+demo: system-deps $(STAMP)
 	$(VENV)/bin/tcp-analyzer demo
 
-test: $(STAMP) system-deps
+test: system-deps $(STAMP)
 	$(PY) -m pytest -q -rs
 
-bench: $(STAMP) system-deps
+bench: system-deps $(STAMP)
 	$(PY) benchmarks/bench.py
 
 clean:
