@@ -42,7 +42,7 @@ from .health import EVENT_NAMES, FINDINGS_PER_PACKET, finding_rows, health_colum
 from .retransmit import KIND_NAMES, directions, event_rows, kinds
 from .sequence import analyze_batch, compact_records, ended, release
 from .state import (EVENT, FINDING, NONE, PAGE, Finding, FlowState, Gathered, give_back_heap, grow, mapping_of,
-                    room)
+                    raw, room)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -444,7 +444,7 @@ class Engine:
         chunks = [c for c in chunks if c is not None and len(c)]
         if not chunks:
             return Table.empty(RETRANSMISSION_COLUMNS)
-        ev = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        ev = chunks[0] if len(chunks) == 1 else np.concatenate([raw(c) for c in chunks]).view(EVENT)
         if len(ev) > 1 and np.any(ev["frame"][1:] < ev["frame"][:-1]):  # a row written for an earlier frame
             ev = ev[np.argsort(ev["frame"], kind="stable")]
         conv = self._conv_meta(ev["conv"])
