@@ -4,11 +4,13 @@
     python benchmarks/ab.py --base HEAD~1                 # 5 runs each on the 1M-frame benchmark file
     python benchmarks/ab.py --base 7c5b951 --runs 7 --file benchmarks/data/bench-5000000-s1-v2.pcap
     python benchmarks/ab.py --base HEAD~1 --cold 3        # also: cold kernel compile, 3 runs each
+    python benchmarks/ab.py --base 7c5b951 --now issue10-records-copy-fix --runs 9   # two earlier commits
 
-The base commit is checked out in a temporary git worktree and both versions run as fresh processes
-(``python -m analyzer analyze -q FILE``), one of each in turn, so drifts of the machine's speed hit
-both alike; the medians and their ratio are printed. ``--cold`` times a run on the small demo capture
-with an empty numba cache (a fresh private NUMBA_CACHE_DIR each time): the kernels' compile time.
+The base commit (and ``--now``, when given instead of the working tree) is checked out in a temporary
+git worktree and both versions run as fresh processes (``python -m analyzer analyze -q FILE``), one of
+each in turn, so drifts of the machine's speed hit both alike; the medians and their ratio are printed.
+``--cold`` times a run on the small demo capture with an empty numba cache (a fresh private
+NUMBA_CACHE_DIR each time): the kernels' compile time.
 """
 from __future__ import annotations
 
@@ -63,16 +65,18 @@ def report(title: str, times: dict[str, list[float]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="the earlier commit")
+    ap.add_argument("--now", help="compare this commit instead of the working tree")
     ap.add_argument("--file", type=Path, default=DEFAULT_FILE, help="capture to analyze (default: the 1M file)")
     ap.add_argument("--runs", type=int, default=5, help="runs of each version (default 5)")
     ap.add_argument("--cold", type=int, default=0, help="also time N cold-cache runs of each on the demo capture")
     args = ap.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="ab-"))
-    base = scratch / "base"
+    trees = {"base": scratch / "base", "now": scratch / "now" if args.now else ROOT}
     try:
-        subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base], cwd=ROOT, check=True,
-                       capture_output=True)
-        trees = {"base": base, "now": ROOT}
+        for name, rev in (("base", args.base), ("now", args.now)):
+            if rev:
+                subprocess.run(["git", "worktree", "add", "--detach", str(trees[name]), rev], cwd=ROOT, check=True,
+                               capture_output=True)
         for tree in trees.values():  # compile and cache each version's kernels, byte-compile its modules
             subprocess.run([PYTHON, "-m", "compileall", "-q", str(tree / "analyzer")], check=False)
             timed(tree, SMALL, scratch / "warm", dict(os.environ))
@@ -86,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                    alternate(trees, args.cold, SMALL, scratch, cold=True))
         return 0
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, capture_output=True)
+        for tree in trees.values():
+            if tree != ROOT:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -29,7 +30,7 @@ def ruleset() -> str:
 
 def test_ruleset_targets_only_the_port_on_lo():
     text = loss.ruleset(15001, 12.5)
-    assert 'iifname "lo" tcp dport 15001 numgen random mod 10000 < 1250' in text
+    assert 'iifname "lo" tcp dport 15001 numgen random mod 10000 < 1250 jump lose' in text
     assert 'iifname "lo" tcp sport 15001' in text
     assert "table inet tcp_analyzer_loss_15001" in text
 
@@ -75,10 +76,33 @@ def test_really_drops_packets_of_that_port_only():
         with loss.packet_loss(port, 100):
             with pytest.raises(OSError):  # every SYN to the port is dropped
                 socket.create_connection(("127.0.0.1", port), timeout=0.5)
-            assert loss.dropped(port) >= 1
+            assert loss.dropped(port)[0] >= 1
             socket.create_connection(("127.0.0.1", other), timeout=2).close()  # other ports untouched
     finally:
         for s in servers:
+            s.close()
+
+
+@needs_nft
+def test_counts_apart_the_dropped_packets_that_carry_data():
+    port = free_port()
+    server = socket.create_server(("127.0.0.1", port))
+    client = socket.create_connection(("127.0.0.1", port), timeout=2)
+    peer, _ = server.accept()
+    try:
+        with loss.packet_loss(port, 100):
+            with pytest.raises(OSError):  # a SYN (60 bytes with its options): no data
+                socket.create_connection(("127.0.0.1", port), timeout=0.5)
+            total, data = loss.dropped(port)
+            assert total >= 1 and data == 0
+            client.sendall(b"x" * 100)  # 20 + 32 + 100 bytes: data, dropped
+            deadline = time.monotonic() + 5
+            while loss.dropped(port)[1] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            total2, data2 = loss.dropped(port)
+        assert data2 >= 1 and total2 >= total + data2
+    finally:
+        for s in (client, peer, server):
             s.close()
 
 

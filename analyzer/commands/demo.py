@@ -175,7 +175,8 @@ def demo_cmd(clients, loss, nbytes, port, out_dir, pcap):
     print_handshake_table(report.handshakes)
     print_retransmission_summary(report.retransmissions)
     if result.nft_dropped is not None:
-        out().print(f"nftables dropped {result.nft_dropped} packets ({loss:g}% of the port's packets on lo)")
+        out().print(f"nftables dropped {result.nft_dropped} packets ({loss:g}% of the port's packets on lo), "
+                    f"{result.nft_dropped_data} of them carrying data")
     if not result.bundled:
         out().print(f"capture: {result.pcap} ({result.live.frames} frames); reports: {result.out_dir}/")
     elif result.out_dir is not None:

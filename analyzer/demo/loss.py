@@ -2,7 +2,7 @@
 
 ``packet_loss(port, percent)`` adds a table ``inet tcp_analyzer_loss_<port>`` with one input-hook
 chain that drops ``percent``% of the packets arriving on ``lo`` from or to that TCP port, chosen by
-``numgen random``; the kernel then really retransmits. Dropping on input (not output) means a
+``numgen random`` (counting apart those that carry data); the kernel then really retransmits. Dropping on input (not output) means a
 capture on ``lo`` still sees the lost packet once, as a capture at the sender would, and then its
 retransmission.
 
@@ -36,17 +36,27 @@ def table_name(port: int) -> str:
     return f"{TABLE_PREFIX}{port}"
 
 
+# A dropped packet longer than its IP and largest TCP header carries data (the kernel must send it again):
+# counted apart, so a run can tell a loss that needs retransmissions from one of pure ACKs only.
+DATA_MARK = "data"
+
+
 def ruleset(port: int, percent: float) -> str:
     """The nft script that creates the loss table for ``port``."""
     threshold = int(round(percent * 100))  # numgen draws 0..9999: 0.01 % steps
     name = table_name(port)
-    drop = f"numgen random mod 10000 < {threshold} counter drop" if threshold < 10000 else "counter drop"
+    lose = f"numgen random mod 10000 < {threshold} jump lose" if threshold < 10000 else "jump lose"
     return (
         f"table {FAMILY} {name} {{\n"
+        f"  chain lose {{\n"
+        f'    ip length > 80 counter drop comment "{DATA_MARK}"\n'  # 20 + at most 60
+        f'    ip6 length > 60 counter drop comment "{DATA_MARK}"\n'  # (payload length: TCP header at most 60)
+        f"    counter drop\n"
+        f"  }}\n"
         f"  chain input {{\n"
         f"    type filter hook input priority filter; policy accept;\n"
-        f'    iifname "{LOOPBACK}" tcp dport {port} {drop}\n'
-        f'    iifname "{LOOPBACK}" tcp sport {port} {drop}\n'
+        f'    iifname "{LOOPBACK}" tcp dport {port} {lose}\n'
+        f'    iifname "{LOOPBACK}" tcp sport {port} {lose}\n'
         f"  }}\n"
         f"}}\n"
     )
@@ -88,15 +98,17 @@ def remove_stale() -> list[str]:
     return names
 
 
-def dropped(port: int) -> int:
-    """Packets the loss table of ``port`` has dropped so far (its counters)."""
+def dropped(port: int) -> tuple[int, int]:
+    """Packets the loss table of ``port`` has dropped so far, and how many of them carried data (its counters)."""
     out = _nft("list", "table", FAMILY, table_name(port), check=False).stdout
-    total = 0
+    total = data = 0
     for line in out.splitlines():
         words = line.split()
         if "counter" in words and "packets" in words:
-            total += int(words[words.index("packets") + 1])
-    return total
+            n = int(words[words.index("packets") + 1])
+            total += n
+            data += n if f'"{DATA_MARK}"' in words else 0
+    return total, data
 
 
 @contextlib.contextmanager

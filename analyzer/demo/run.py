@@ -54,6 +54,7 @@ class DemoResult:
     live: LiveResult | None = None
     bundled: bool = False  # True: no live run, the bundled capture was analyzed
     notes: list[str] = field(default_factory=list)
+    nft_dropped_data: int | None = None  # of which carried data (each one the kernel sends again)
 
 
 def run_demo(clients: int = 3, loss: float | None = None, nbytes: int = DEFAULT_BYTES, port: int = DEFAULT_PORT,
@@ -115,7 +116,7 @@ def _live_demo(certs: Path, clients: int, loss: float | None, nbytes: int, port:
     thread = threading.Thread(target=capture_thread, name="demo-capture", daemon=True)
     thread.start()
     results: list[FetchResult | str] = []
-    nft_dropped = None
+    nft_dropped = nft_dropped_data = None
     try:
         # room for all our clients at once: none of them is ever made to wait or leave for another
         server = DemoServer(certs, port=port, nbytes=nbytes, max_clients=max(MAX_CLIENTS, clients),
@@ -130,7 +131,7 @@ def _live_demo(certs: Path, clients: int, loss: float | None, nbytes: int, port:
                 with packet_loss(port, loss):
                     results = _run_clients(certs, port, clients, on_client)
                     time.sleep(LINGER_LOSSY)  # closing packets may be retransmitted
-                    nft_dropped = dropped(port)
+                    nft_dropped, nft_dropped_data = dropped(port)
             else:
                 results = _run_clients(certs, port, clients, on_client)
         finally:
@@ -148,7 +149,8 @@ def _live_demo(certs: Path, clients: int, loss: float | None, nbytes: int, port:
     failed = [r for r in results if isinstance(r, str)]
     if failed:
         notes.append(f"{len(failed)} of {clients} clients failed: {failed[0]}")
-    return DemoResult(pcap_path, out, report, results, loss, nft_dropped, live, notes=notes)
+    return DemoResult(pcap_path, out, report, results, loss, nft_dropped, live, notes=notes,
+                      nft_dropped_data=nft_dropped_data)
 
 
 def _write_report(report: Any, out: Path) -> None:
