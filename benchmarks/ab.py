@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="runs of each version (default 5)")
     ap.add_argument("--cold", type=int, default=0, help="also time N cold-cache runs of each on the demo capture")
     args = ap.parse_args(argv)
+    args.file = args.file.resolve()  # (each version runs in its own tree's folder)
+    if not args.file.is_file():
+        ap.error(f"no capture {args.file}")
     scratch = Path(tempfile.mkdtemp(prefix="ab-"))
     trees = {"base": scratch / "base", "now": scratch / "now" if args.now else ROOT}
     try:
