@@ -21,7 +21,7 @@ system-deps:
 	command -v tshark  >/dev/null 2>&1 || missing="$$missing tshark"; \
 	command -v tcpdump >/dev/null 2>&1 || missing="$$missing tcpdump"; \
 	command -v nft     >/dev/null 2>&1 || missing="$$missing nftables"; \
-	ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || missing="$$missing libpcap0.8"; \
+	{ ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -q 'libpcap\.so' || missing="$$missing libpcap0.8"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing$$missing with apt-get"; \
