@@ -2,9 +2,9 @@
 
 ``packet_loss(port, percent)`` adds a table ``inet tcp_analyzer_loss_<port>`` with one input-hook
 chain that drops ``percent``% of the packets arriving on ``lo`` from or to that TCP port, chosen by
-``numgen random`` (counting apart those that carry data); the kernel then really retransmits. Dropping on input (not output) means a
-capture on ``lo`` still sees the lost packet once, as a capture at the sender would, and then its
-retransmission.
+``numgen random`` (counting apart those that carry data); the kernel then really retransmits. Dropping
+on input (not output) means a capture on ``lo`` still sees the lost packet once, as a capture at the
+sender would, and then its retransmission.
 
 The table is deleted when the ``with`` block ends (normally, by an exception, by Ctrl-C/SIGINT), on
 SIGTERM/SIGHUP (turned into ``SystemExit`` while the block runs, see ``termination``) and at
@@ -49,7 +49,7 @@ def ruleset(port: int, percent: float) -> str:
     return (
         f"table {FAMILY} {name} {{\n"
         f"  chain lose {{\n"
-        f'    ip length > 80 counter drop comment "{DATA_MARK}"\n'  # 20 + at most 60
+        f'    ip length > 80 counter drop comment "{DATA_MARK}"\n'  # 20 (no IP options on lo) + at most 60
         f'    ip6 length > 60 counter drop comment "{DATA_MARK}"\n'  # (payload length: TCP header at most 60)
         f"    counter drop\n"
         f"  }}\n"
@@ -99,7 +99,8 @@ def remove_stale() -> list[str]:
 
 
 def dropped(port: int) -> tuple[int, int]:
-    """Packets the loss table of ``port`` has dropped so far, and how many of them carried data (its counters)."""
+    """Packets the loss table of ``port`` has dropped so far, and how many of them carried data (its
+    counters)."""
     out = _nft("list", "table", FAMILY, table_name(port), check=False).stdout
     total = data = 0
     for line in out.splitlines():
