@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "captures" / "real"
 DEMO = ROOT / "captures" / "demo.pcap"
 TCPDUMP = shutil.which("tcpdump")
+# filters are compiled by libpcap (as tcpdump -r does): installed by `make` as root
+needs_libpcap = pytest.mark.skipif(ctypes.util.find_library("pcap") is None,
+                                   reason="libpcap not found (Debian: apt-get install libpcap0.8)")
 
 FILTERS = [
     "tcp", "ip6", "vlan", "vlan and tcp", "host {host}", "src host {host} and tcp", "port {port}",
@@ -67,6 +70,7 @@ def frames_of(source, expr: str | None = None) -> list[tuple[int, bytes]]:
     return out
 
 
+@needs_libpcap
 @pytest.mark.skipif(TCPDUMP is None, reason="tcpdump not installed (Debian: apt-get install tcpdump)")
 @pytest.mark.parametrize("path", real_captures(), ids=lambda p: p.name if p else "none")
 def test_kept_frames_are_tcpdumps(path):
@@ -148,7 +152,7 @@ def random_frames() -> FrameBatch:
     return FrameBatch.from_frames(frames, [0] * len(frames), wirelens=[len(f) + 7 * (i % 3) for i, f in enumerate(frames)])
 
 
-@pytest.mark.skipif(ctypes.util.find_library("pcap") is None, reason="libpcap not found")
+@needs_libpcap
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_interpreter_matches_libpcaps(name, random_frames):
     prog = np.array(PROGRAMS[name], dtype=np.int64)
@@ -178,6 +182,7 @@ def test_invalid_programs_reject_every_frame(prog, random_frames):
 
 
 # -- through the reader and the command line: frame numbers stay the file's -----------------------------
+@needs_libpcap
 def test_filtered_rows_keep_the_files_frame_numbers():
     full = analyzer.read_packets(DEMO)
     syn = analyzer.read_packets(DEMO, bpf="tcp[tcpflags] & tcp-syn != 0")
@@ -202,6 +207,7 @@ def test_time_window_relative_and_absolute():
     assert TimeBound.parse("1700000000.000000001") == TimeBound(1_700_000_000_000_000_001, False)
 
 
+@needs_libpcap
 def test_reassembled_fragments_keep_their_frame_number(tmp_path):
     """A UDP frame the filter drops comes first: the reassembled segment is still frame 3, its last fragment."""
     from scapy.utils import wrpcap
@@ -214,6 +220,7 @@ def test_reassembled_fragments_keep_their_frame_number(tmp_path):
     assert df["frame"].tolist() == [3] and bool(df["fragmented"].iloc[0])
 
 
+@needs_libpcap
 def test_analyze_cli_filter_and_window(tmp_path, capsys):
     cap = Capture()
     for port in (40001, 40002, 40003):
@@ -241,6 +248,7 @@ def test_analyze_bad_window_is_a_usage_error(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+@needs_libpcap
 def test_analyze_bad_filter_is_one_line(tmp_path, capsys):
     assert main(["analyze", str(DEMO), "-o", str(tmp_path), "-f", "tcp[tcpflags"]) == 1
     err = capsys.readouterr().err
@@ -253,6 +261,7 @@ def test_analyze_help_documents_filter_and_window(capsys):
     assert "tcpdump's syntax" in out and "+S for S seconds after the capture's first frame" in out
 
 
+@needs_libpcap
 @pytest.mark.skipif(TCPDUMP is None, reason="tcpdump not installed (Debian: apt-get install tcpdump)")
 def test_pcapng_mixing_link_types_is_filtered_per_link_type(tmp_path):
     """tcpdump cannot read a pcapng whose interfaces differ; the oracle is tcpdump on each link type's

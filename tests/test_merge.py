@@ -6,6 +6,7 @@ against a plain k-way merge written here and against mergecap itself.
 """
 from __future__ import annotations
 
+import ctypes.util
 import gzip
 import math
 import os
@@ -221,6 +222,8 @@ def test_link_types_resolutions_and_formats_mix(tmp_path):
                                   alone[cols].astype({"src": str, "dst": str, "capture": str}))
 
 
+@pytest.mark.skipif(ctypes.util.find_library("pcap") is None,
+                    reason="libpcap not found (Debian: apt-get install libpcap0.8)")
 def test_filter_on_a_merge_of_both_byte_orders(tmp_path):
     """BSD loopback headers are in the capturing host's byte order: a filter on a merge of a little- and a
     big-endian file keeps the same frames as on each file; frame numbers are the merged trace's."""
