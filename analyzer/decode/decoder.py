@@ -19,7 +19,7 @@ from ..sources.frames import LINKTYPE_NAMES, LINKTYPE_RAW, FrameBatch
 from .fragments import Defragmenter
 from .headers import KNOWN_LINKTYPES, SKIP_REASONS, ST_OTHER_GROUP, ST_UNKNOWN_LINK, _decode_frames, split_groups
 from .store import (NO_CLOCK, Q_CAPLEN, Q_CLOCK, Q_DST0, Q_DSTID, Q_FRAG, Q_FRAME, Q_IFACE, Q_IPID, Q_IPVER, Q_SRC0,
-                    Q_SRCID, Q_TSNS, Q_VLAN, Q_VLAN2, Q_WIRELEN, ColumnStore, to_frame)
+                    Q_SRCID, Q_TSNS, Q_VLAN, Q_VLAN2, Q_WIRELEN, ColumnStore, running_clock, to_frame)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -166,7 +166,7 @@ class Decoder:
         i64, i32, u32, u16, i16, i8, b = (m[:, :tmp.n] for m in tmp.mats)
         i64[Q_FRAME] = batch.first_frame + i
         i64[Q_TSNS] = batch.ts_ns[i]
-        i64[Q_CLOCK] = np.maximum.accumulate(np.maximum(batch.ts_ns, clock_before))[i]
+        i64[Q_CLOCK] = running_clock(batch.ts_ns, clock_before)[i]
         i16[Q_IFACE] = batch.interfaces[i]
         i32[Q_CAPLEN] = batch.caplens[i]
         i32[Q_WIRELEN] = np.maximum(batch.wirelens[i], batch.caplens[i])

@@ -52,6 +52,12 @@ Q_FRAG, Q_TRUNC, Q_SACKP = range(3)
 CLOCK_COLUMN = "clock_ns"
 NO_CLOCK = -(1 << 62)  # its value before any frame
 
+
+def running_clock(ts_ns: np.ndarray, before: int) -> np.ndarray:
+    """The clock at each of these frames (times ``ts_ns``), the clock being ``before`` ahead of them (what
+    the decoding kernel computes frame by frame)."""
+    return np.maximum.accumulate(np.maximum(ts_ns, before))
+
 # Columns where -1 means absent (the engine and the files keep -1); the API's nullable form shows NA there.
 ABSENT_IS_MINUS_ONE = {"vlan": "Int32", "vlan_inner": "Int32", "ip_id": "Int32", "mss": "Int32", "wscale": "Int16",
                        "tsval": "Int64", "tsecr": "Int64", "tfo_cookie_len": "Int16"}

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from ..decode.store import CLOCK_COLUMN
+from ..decode.store import CLOCK_COLUMN, running_clock
 from ..schema import (CONNECTION_COLUMNS, EVENT_COLUMNS, HANDSHAKE_COLUMNS, PACKET_COLUMNS, RETRANSMISSION_COLUMNS,
                       TH_FIN, TH_SYN)
 from ..table import LazyRows, Masked, Table, concat_tables, seconds
@@ -241,7 +241,7 @@ class Engine:
         try:
             return readonly(get(CLOCK_COLUMN), np.int64)
         except KeyError:
-            return readonly(np.maximum.accumulate(np.maximum(ts, self._state.count["clock"])), np.int64)
+            return readonly(running_clock(ts, self._state.count["clock"]), np.int64)
 
     def _end(self, now: int) -> None:
         """Find the connections that have ended by ``now`` (the capture's clock at the batch's end); write them
